@@ -1,0 +1,101 @@
+"""Compose every task × model (× xUnit variant) config and instantiate it."""
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from conftest import REPO, compose
+from xnet.archs.params import count_paper_params
+from xnet.utils.build import build_net, build_task
+
+TASKS = sorted(p.stem for p in (REPO / "conf/task").glob("*.yaml"))
+MODELS = sorted(p.stem for p in (REPO / "conf/model").glob("*.yaml"))
+XUNITS = sorted(p.stem for p in (REPO / "conf/xunit").glob("*.yaml"))
+EXPERIMENTS = sorted(p.stem for p in (REPO / "conf/experiment").glob("*.yaml"))
+PAPER_COUNTS = {  # (task, model, overrides) → paper-convention count
+    ("denoise", "dncnn", ()): 556_032,
+    ("denoise", "xdncnn", ()): 303_616,
+    ("derain", "xdncnn_rgb", ()): 305_920,
+    ("sr", "srcnn", ()): 57_184,
+    ("sr", "xsrcnn_f", ()): 32_576,
+    ("sr", "xsrcnn_c", ()): 44_092,
+    ("sr", "srresnet", ("task.scale=4",)): 1_546_752,
+    ("sr", "xsrresnet", ("task.scale=4",)): 1_155_968,
+}
+
+
+def make(task, model, extra=()):
+    cfg = compose("train", [f"task={task}", f"model={model}", "paths.output_dir=/tmp/unused", *extra])
+    return cfg, build_task(cfg)
+
+
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("model", MODELS)
+def test_every_task_model_pair_builds_or_is_refused_clearly(task, model):
+    cfg, t = make(task, model)
+    if task not in cfg.model.tasks:
+        with pytest.raises(ValueError, match=f"not built for task '{task}'"):
+            build_net(cfg, t)
+        return
+    net = build_net(cfg, t)
+    x = torch.rand(1, t.channels, 24, 24)
+    scale = getattr(t.degradation, "scale", 1)
+    upsampled = cfg.model.get("input", {}).get("upsampled", True)
+    expected = 24 * (scale if not upsampled else 1)
+    assert net(x).shape[-2:] == (expected, expected)
+
+
+@pytest.mark.parametrize("key,count", PAPER_COUNTS.items(), ids=lambda v: "-".join(map(str, v)) if isinstance(v, tuple) else str(v))
+def test_configs_give_the_paper_counts(key, count):
+    task, model, extra = key
+    cfg, t = make(task, model, extra)
+    assert count_paper_params(build_net(cfg, t)) == count
+
+
+@pytest.mark.parametrize("variant", XUNITS)
+@pytest.mark.parametrize("model", ["xdncnn", "xnet"])
+def test_xunit_variants_reach_every_unit(variant, model):
+    cfg, t = make("denoise", model, [f"xunit={variant}"])
+    net = build_net(cfg, t)
+    from xnet.archs.xunit import XUnit
+
+    units = [m for m in net.modules() if isinstance(m, XUnit)]
+    assert units
+    for key, value in (cfg.xunit or {}).items():
+        if key == "gate":
+            assert all(u.gate_kind == value for u in units)
+        elif key in ("pre_norm", "post_norm"):
+            assert all(isinstance(getattr(u, key), torch.nn.BatchNorm2d) == value for u in units)
+        elif key == "relu":
+            assert all(isinstance(u.relu, torch.nn.ReLU) == value for u in units)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_and_builds(experiment):
+    cfg = compose("train", [f"experiment={experiment}", "paths.output_dir=/tmp/unused"])
+    t = build_task(cfg)
+    build_net(cfg, t)
+    instantiate(cfg.trainer, logger=False, callbacks=[], enable_progress_bar=False)
+
+
+@pytest.mark.parametrize("trainer", sorted(p.stem for p in (REPO / "conf/trainer").glob("*.yaml")))
+def test_trainer_configs_compose(trainer):
+    cfg = compose("train", [f"trainer={trainer}", "paths.output_dir=/tmp/unused"])
+    assert cfg.trainer._target_ == "lightning.Trainer"
+    if trainer != "cpu":
+        assert cfg.trainer.precision == "bf16-mixed"
+
+
+@pytest.mark.parametrize("name", ["eval", "restore"])
+def test_entry_point_configs_compose(name):
+    extra = ["input=x.png"] if name == "restore" else []
+    cfg = compose(name, ["weights=x.pth", "paths.output_dir=/tmp/unused", *extra])
+    build_net(cfg, build_task(cfg))
+
+
+def test_data_root_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("XNET_DATA", str(tmp_path))
+    cfg = compose("train", ["paths.output_dir=/tmp/unused"])
+    assert Path(cfg.paths.data_dir) == tmp_path
+    assert Path(cfg.data.train.root) == tmp_path

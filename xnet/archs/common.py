@@ -1,0 +1,36 @@
+"""Building blocks shared by the families, and the residual-learning wrapper."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from xnet.archs.xunit import XUnit
+
+
+def conv(in_ch: int, out_ch: int, kernel_size: int, bias: bool = False) -> nn.Conv2d:
+    """'Same' convolution; bias off by default since a BN or the paper's count ignores it."""
+    return nn.Conv2d(in_ch, out_ch, kernel_size, padding=kernel_size // 2, bias=bias)
+
+
+def make_xunit(channels: int, xunit: Mapping[str, Any] | None) -> XUnit:
+    """An xUnit with per-model switches (``kernel_size``, ``pre_norm``, ``gate``, ...)."""
+    return XUnit(channels, **dict(xunit or {}))
+
+
+class Restorer(nn.Module):
+    """``net`` as an image-to-image restorer.
+
+    With ``residual`` the net predicts the degradation (noise, rain) and the restored image is
+    ``x - net(x)`` (DnCNN's residual learning); otherwise the net's output is the image itself.
+    """
+
+    def __init__(self, net: nn.Module, residual: bool) -> None:
+        super().__init__()
+        self.net = net
+        self.residual = residual
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.net(x)
+        return x - y if self.residual else y

@@ -1,0 +1,568 @@
+"""Inference deployment: fold every BatchNorm away and run each xUnit as a fused gate.
+
+``fuse(model)`` returns a new eval-mode module (the original is deep-copied, never touched) in which
+
+* ``Conv → BN`` pairs become one conv (weights and bias rescaled);
+* a BN *before* a conv (xDnCNN's ``[BN, Conv, xUnit]`` blocks) is split exactly: its per-channel
+  scale goes into the following conv's input-channel weights (exact even with zero padding, since
+  a scaled zero is still zero), its shift goes into the output of the preceding op (the previous
+  xUnit's multiply becomes ``x·g + t``). Folding the shift into the conv's bias would be wrong at
+  the border, where the conv sees padded zeros rather than ``t``; when no preceding op can take it,
+  the shift is kept as a per-channel affine op (exact, one memory pass);
+* every :class:`~xnet.archs.xunit.XUnit` becomes a :class:`FusedXUnit`: the first BN is a
+  per-channel affine feeding the ReLU (it cannot be folded through the ReLU, and ``x`` itself is
+  still needed for the multiply), the second BN is folded into the depthwise conv, and the gate is
+  evaluated in place, row tile by row tile, so the intermediates stay in cache and only the
+  output is a full-size allocation;
+* parameters are stored channels_last and the returned :class:`Deployed` wrapper feeds the body
+  channels_last input.
+
+``fuse(model, compile=True)`` additionally wraps the body in ``torch.compile`` (inductor; on CPU
+it needs a C++ compiler). Compilation happens on the first call; if it fails, the wrapper warns
+once and falls back to the eager fused body, which is always kept.
+
+Everything is exact up to float rounding (checked ≤ 1e-4 in ``tests/archs/test_deploy.py`` for every
+xUnit variant and model family); use :func:`max_abs_diff` to measure a given model.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+from typing import Any, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from xnet.archs.xunit import GATES, XUnit, gate as apply_gate
+
+__all__ = [
+    "ChannelAffine",
+    "Deployed",
+    "FusedXUnit",
+    "bn_affine",
+    "fold_conv_bn",
+    "fuse",
+    "max_abs_diff",
+]
+
+#: Bytes of one row tile of a FusedXUnit's intermediates (about an L2 cache); 0 disables tiling.
+DEFAULT_TILE_BYTES = 1 << 20
+
+_BN = nn.modules.batchnorm._BatchNorm
+
+
+def _view(t: torch.Tensor) -> torch.Tensor:
+    return t.view(1, -1, 1, 1)
+
+
+def bn_affine(bn: _BN) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eval-mode BatchNorm as ``y = x·scale + shift`` (per channel), computed in float64."""
+    if bn.running_mean is None or bn.running_var is None:
+        raise ValueError(
+            f"{bn} has no running statistics (track_running_stats=False): it normalises with batch "
+            "statistics even in eval mode and cannot be folded"
+        )
+    var = bn.running_var.detach().double()
+    mean = bn.running_mean.detach().double()
+    scale = torch.rsqrt(var + bn.eps)
+    if bn.affine:
+        scale = scale * bn.weight.detach().double()
+        shift = bn.bias.detach().double() - mean * scale
+    else:
+        shift = -mean * scale
+    return scale, shift
+
+
+def _new_conv(conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Conv2d:
+    dtype, device = conv.weight.dtype, conv.weight.device
+    out = nn.Conv2d(
+        conv.in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        stride=conv.stride,
+        padding=conv.padding,
+        dilation=conv.dilation,
+        groups=conv.groups,
+        bias=bias is not None,
+        padding_mode=conv.padding_mode,
+        device=device,
+        dtype=dtype,
+    )
+    with torch.no_grad():
+        out.weight.copy_(weight.to(dtype))
+        if bias is not None:
+            out.bias.copy_(bias.to(dtype))
+    return out
+
+
+def fold_conv_bn(conv: nn.Conv2d, bn: _BN) -> nn.Conv2d:
+    """``BN(conv(x))`` as a single conv (exact)."""
+    scale, shift = bn_affine(bn)
+    w = conv.weight.detach().double() * scale.view(-1, 1, 1, 1)
+    b = conv.bias.detach().double() * scale if conv.bias is not None else torch.zeros_like(scale)
+    return _new_conv(conv, w, b + shift)
+
+
+def _input_scale(conv: nn.Conv2d, scale: torch.Tensor) -> torch.Tensor:
+    """Per-(out, in-within-group) multiplier of ``conv.weight`` that realises ``conv(x·scale)``."""
+    cout, cin_g = conv.out_channels, conv.weight.shape[1]
+    groups = conv.groups
+    s = scale.view(groups, 1, cin_g).expand(groups, cout // groups, cin_g).reshape(cout, cin_g)
+    return s.view(cout, cin_g, 1, 1)
+
+
+def _shift_folds_into_bias(conv: nn.Conv2d) -> bool:
+    """Whether ``conv(x + t)`` equals ``conv(x) + const`` everywhere (no zero-padded border)."""
+    padding = conv.padding if isinstance(conv.padding, tuple) else (conv.padding,)
+    no_pad = conv.padding != "same" and all(p == 0 for p in padding)
+    return no_pad or conv.padding_mode != "zeros"
+
+
+def fold_affine_into_conv(conv: nn.Conv2d, scale: torch.Tensor, shift: torch.Tensor | None) -> nn.Conv2d:
+    """``conv(x·scale + shift)`` as one conv.
+
+    The scale always folds exactly. The shift folds only when the conv never reads padded zeros
+    (padding 0 or a non-zero padding mode); callers must check :func:`_shift_folds_into_bias`.
+    """
+    w0 = conv.weight.detach().double()
+    w = w0 * _input_scale(conv, scale.double())
+    b = conv.bias.detach().double() if conv.bias is not None else None
+    if shift is not None:
+        if not _shift_folds_into_bias(conv):
+            raise ValueError("a shift before a zero-padded conv cannot be folded into its bias exactly")
+        cin_g = conv.weight.shape[1]
+        t = shift.double().view(conv.groups, 1, cin_g).expand(conv.groups, conv.out_channels // conv.groups, cin_g)
+        extra = (w0 * t.reshape(conv.out_channels, cin_g, 1, 1)).sum(dim=(1, 2, 3))
+        b = extra if b is None else b + extra
+    return _new_conv(conv, w, b)
+
+
+class ChannelAffine(nn.Module):
+    """``y = x·scale + shift`` per channel: a BatchNorm that nothing around it could absorb."""
+
+    def __init__(self, scale: torch.Tensor, shift: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("scale", scale.detach().clone())
+        self.register_buffer("shift", shift.detach().clone())
+
+    @classmethod
+    def from_bn(cls, bn: _BN) -> "ChannelAffine":
+        scale, shift = bn_affine(bn)
+        dtype = bn.running_mean.dtype
+        return cls(scale.to(dtype), shift.to(dtype))
+
+    def absorb_output_affine(self, scale: torch.Tensor | None, shift: torch.Tensor | None) -> None:
+        """Compose ``y ↦ y·scale + shift`` after this op."""
+        if scale is not None:
+            self.scale = (self.scale.double() * scale.double()).to(self.scale.dtype)
+            self.shift = (self.shift.double() * scale.double()).to(self.shift.dtype)
+        if shift is not None:
+            self.shift = (self.shift.double() + shift.double()).to(self.shift.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(_view(self.shift), x, _view(self.scale))
+
+    def extra_repr(self) -> str:
+        return f"channels={self.scale.numel()}"
+
+
+def _functional_only() -> bool:
+    """Tracing / compiling / exporting: use plain out-of-place ops, no tiling loop."""
+    if torch.jit.is_scripting() or torch.jit.is_tracing():
+        return True
+    compiler = getattr(torch, "compiler", None)
+    if compiler is not None and compiler.is_compiling():
+        return True
+    onnx = getattr(torch, "onnx", None)
+    return bool(onnx is not None and onnx.is_in_onnx_export())
+
+
+class FusedXUnit(nn.Module):
+    """Inference-only xUnit with both BatchNorms folded.
+
+    ``y = x·g(d)·out_scale + out_shift`` with ``d = DW(ReLU(x·in_scale + in_shift))`` (the depthwise
+    conv carries the folded second BN) or, without a depthwise conv, ``d = u·mid_scale + mid_shift``.
+    Every optional term is ``None`` when absent. All tensors are buffers (``state_dict`` round-trips).
+
+    The eager path (no grad needed, not tracing/compiling) works on row tiles of about
+    ``tile_bytes`` each: pre-affine + ReLU on the tile plus an ``r//2``-row halo, depthwise conv,
+    gate and multiply evaluated in place while the tile is in cache, written straight into the
+    output. Otherwise :meth:`forward_reference` (plain out-of-place ops) runs, which is what
+    ``torch.compile`` fuses and ONNX export records.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        kernel_size: int = 9,
+        gate: str = "gaussian",
+        relu: bool = True,
+        *,
+        in_scale: torch.Tensor | None = None,
+        in_shift: torch.Tensor | None = None,
+        dw_weight: torch.Tensor | None = None,
+        dw_bias: torch.Tensor | None = None,
+        mid_scale: torch.Tensor | None = None,
+        mid_shift: torch.Tensor | None = None,
+        out_scale: torch.Tensor | None = None,
+        out_shift: torch.Tensor | None = None,
+        tile_bytes: int = DEFAULT_TILE_BYTES,
+    ) -> None:
+        super().__init__()
+        if gate not in GATES:
+            raise ValueError(f"unknown xUnit gate {gate!r}; choose one of {GATES}")
+        if (in_scale is None) != (in_shift is None):
+            raise ValueError("in_scale and in_shift go together")
+        self.channels = channels
+        self.kernel_size = kernel_size
+        self.gate_kind = gate
+        self.relu = relu
+        self.tile_bytes = int(tile_bytes)
+        #: Overwrite the input with the output (eager inference only). ``fuse`` sets it when the
+        #: input is a preceding conv's fresh output that nothing else reads.
+        self.inplace = False
+        for name, value in (
+            ("in_scale", in_scale),
+            ("in_shift", in_shift),
+            ("dw_weight", dw_weight),
+            ("dw_bias", dw_bias),
+            ("mid_scale", mid_scale),
+            ("mid_shift", mid_shift),
+            ("out_scale", out_scale),
+            ("out_shift", out_shift),
+        ):
+            self.register_buffer(name, None if value is None else value.detach().clone())
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_xunit(cls, unit: XUnit, tile_bytes: int = DEFAULT_TILE_BYTES) -> "FusedXUnit":
+        dtype = next((t.dtype for t in unit.state_dict().values() if t.is_floating_point()), torch.float32)
+        in_scale = in_shift = None
+        if isinstance(unit.pre_norm, _BN):
+            in_scale, in_shift = (t.to(dtype) for t in bn_affine(unit.pre_norm))
+        post = bn_affine(unit.post_norm) if isinstance(unit.post_norm, _BN) else None
+        dw_weight = dw_bias = mid_scale = mid_shift = None
+        if isinstance(unit.depthwise, nn.Conv2d):
+            w = unit.depthwise.weight.detach().double()
+            b = unit.depthwise.bias.detach().double() if unit.depthwise.bias is not None else None
+            if post is not None:
+                scale, shift = post
+                w = w * scale.view(-1, 1, 1, 1)
+                b = shift if b is None else b * scale + shift
+            dw_weight = w.to(dtype)
+            dw_bias = None if b is None else b.to(dtype)
+        elif post is not None:
+            mid_scale, mid_shift = (t.to(dtype) for t in post)
+        return cls(
+            unit.channels,
+            unit.kernel_size,
+            unit.gate_kind,
+            isinstance(unit.relu, nn.ReLU),
+            in_scale=in_scale,
+            in_shift=in_shift,
+            dw_weight=dw_weight,
+            dw_bias=dw_bias,
+            mid_scale=mid_scale,
+            mid_shift=mid_shift,
+            tile_bytes=tile_bytes,
+        )
+
+    def absorb_output_affine(self, scale: torch.Tensor | None, shift: torch.Tensor | None) -> None:
+        """Compose ``y ↦ y·scale + shift`` (e.g. the following BN) into the output multiply."""
+        dtype = next((b.dtype for b in self.buffers() if b.is_floating_point()), torch.get_default_dtype())
+        out_scale = None if self.out_scale is None else self.out_scale.double()
+        out_shift = None if self.out_shift is None else self.out_shift.double()
+        if scale is not None:
+            scale = scale.double()
+            out_scale = scale if out_scale is None else out_scale * scale
+            out_shift = None if out_shift is None else out_shift * scale
+        if shift is not None:
+            shift = shift.double()
+            out_shift = shift if out_shift is None else out_shift + shift
+        self.out_scale = None if out_scale is None else out_scale.to(dtype)
+        self.out_shift = None if out_shift is None else out_shift.to(dtype)
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _functional_only() or (torch.is_grad_enabled() and x.requires_grad) or x.dim() != 4:
+            return self.forward_reference(x)
+        return self._forward_tiled(x)
+
+    def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
+        """Out-of-place reference: what ``torch.compile`` fuses and ONNX export records."""
+        u = x
+        if self.in_scale is not None:
+            u = u * _view(self.in_scale) + _view(self.in_shift)
+        if self.relu:
+            u = torch.relu(u)
+        if self.dw_weight is not None:
+            p = self.kernel_size // 2
+            d = F.conv2d(u, self.dw_weight, self.dw_bias, padding=p, groups=self.channels)
+        else:
+            d = u
+            if self.mid_scale is not None:
+                d = d * _view(self.mid_scale) + _view(self.mid_shift)
+        y = x * apply_gate(d, self.gate_kind)
+        if self.out_scale is not None:
+            y = y * _view(self.out_scale)
+        if self.out_shift is not None:
+            y = y + _view(self.out_shift)
+        return y
+
+    def _pre(self, xs: torch.Tensor, out: torch.Tensor | None = None) -> tuple[torch.Tensor, bool]:
+        """``ReLU(xs·in_scale + in_shift)`` (into ``out`` if given); the flag says whether the
+        result is a fresh tensor (False: it is ``xs`` itself)."""
+        if self.in_scale is not None:
+            u = torch.addcmul(_view(self.in_shift), xs, _view(self.in_scale), out=out)
+            if self.relu:
+                u.relu_()
+            return u, True
+        if self.relu:
+            return torch.clamp_min(xs, 0, out=out), True
+        if out is not None:
+            return out.copy_(xs), True
+        return xs, False
+
+    def _gate_(self, d: torch.Tensor) -> torch.Tensor:
+        """``g(d)·out_scale``, in place."""
+        kind = self.gate_kind
+        if kind == "gaussian":
+            d.square_().neg_().exp_()
+        elif kind == "sigmoid":
+            d.sigmoid_()
+        elif kind == "tanh":
+            d.tanh_()
+        if self.out_scale is not None:
+            d.mul_(_view(self.out_scale))
+        return d
+
+    def _combine(self, g: torch.Tensor, xs: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        if self.out_shift is not None:
+            return torch.addcmul(_view(self.out_shift), g, xs, out=out)
+        return torch.mul(g, xs, out=out)
+
+    def _forward_tiled(self, x: torch.Tensor) -> torch.Tensor:
+        """Row tiles, each: ``u`` (with a ``p``-row halo), depthwise conv, gate, multiply.
+
+        With ``inplace`` the output overwrites ``x`` (the caller guarantees ``x`` is a temporary,
+        e.g. the preceding conv's output): the ``p`` rows of ``u`` above the next tile are kept
+        from the current tile, since the ``x`` rows they came from are overwritten by then.
+        """
+        n, c, height, width = x.shape
+        row_bytes = n * c * width * x.element_size()
+        rows = height if self.tile_bytes <= 0 else max(self.kernel_size, self.tile_bytes // max(row_bytes, 1))
+        rows = min(rows, height)
+        depthwise = self.dw_weight is not None
+        p = self.kernel_size // 2 if depthwise else 0
+        inplace = self.inplace
+        layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+        out = x if inplace else (None if rows == height else torch.empty_like(x))
+        tail: torch.Tensor | None = None  # u rows [r0 - p, r0) when x above r0 is already overwritten
+        for r0 in range(0, height, rows):
+            r1 = min(height, r0 + rows)
+            lo, hi = max(0, r0 - p), min(height, r1 + p)
+            if tail is not None:
+                u = torch.empty((n, c, hi - lo, width), dtype=x.dtype, device=x.device, memory_format=layout)
+                u[:, :, : r0 - lo].copy_(tail)
+                self._pre(x[:, :, r0:hi], out=u[:, :, r0 - lo :])
+                fresh = True
+            else:
+                u, fresh = self._pre(x[:, :, lo:hi])
+            if inplace and p > 0 and r1 < height:
+                tail = u[:, :, r1 - p - lo : r1 - lo]
+                if not fresh:
+                    tail = tail.clone()
+            if depthwise:
+                pad = max(p - (r0 - lo), p - (hi - r1))
+                d = F.conv2d(u, self.dw_weight, self.dw_bias, padding=(pad, p), groups=self.channels)
+                k0 = r0 - lo + pad - p
+                if k0 != 0 or d.shape[2] != r1 - r0:
+                    d = d[:, :, k0 : k0 + (r1 - r0)]
+            elif self.mid_scale is not None:
+                d = torch.addcmul(_view(self.mid_shift), u, _view(self.mid_scale))
+            else:
+                d = u if fresh else u.clone()
+            del u
+            g = self._gate_(d)
+            xs = x[:, :, r0:r1]
+            if out is None:  # one tile, out of place: g becomes the output
+                return self._combine(g, xs, out=g)
+            self._combine(g, xs, out=out[:, :, r0:r1])
+        return out
+
+    def extra_repr(self) -> str:
+        terms = [f"channels={self.channels}", f"kernel_size={self.kernel_size}", f"gate={self.gate_kind}"]
+        terms += [name for name in ("in_scale", "relu", "dw_weight", "mid_scale", "out_scale", "out_shift") if getattr(self, name) is not None and getattr(self, name) is not False]
+        return ", ".join(terms)
+
+
+# ---------------------------------------------------------------------- graph rewriting
+def _absorbs_output_affine(m: nn.Module | None) -> bool:
+    return isinstance(m, (FusedXUnit, ChannelAffine, nn.Conv2d))
+
+
+def _absorb_into_previous(prev: nn.Module, scale: torch.Tensor | None, shift: torch.Tensor | None) -> nn.Module:
+    """``prev`` followed by ``y·scale + shift``, as one module (exact)."""
+    if isinstance(prev, nn.Conv2d):
+        ones = torch.ones(prev.out_channels, dtype=torch.float64, device=prev.weight.device)
+        s = ones if scale is None else scale.double()
+        t = torch.zeros_like(ones) if shift is None else shift.double()
+        w = prev.weight.detach().double() * s.view(-1, 1, 1, 1)
+        b = prev.bias.detach().double() * s if prev.bias is not None else torch.zeros_like(s)
+        return _new_conv(prev, w, b + t)
+    prev.absorb_output_affine(scale, shift)
+    return prev
+
+
+def _fuse_sequence(mods: list[nn.Module], tile_bytes: int) -> list[nn.Module]:
+    out: list[nn.Module] = []
+    i = 0
+    while i < len(mods):
+        m = mods[i]
+        nxt = mods[i + 1] if i + 1 < len(mods) else None
+        if isinstance(m, nn.Identity):
+            i += 1
+            continue
+        if isinstance(m, nn.Conv2d) and isinstance(nxt, _BN):
+            out.append(fold_conv_bn(m, nxt))
+            i += 2
+            continue
+        if isinstance(m, _BN):
+            scale, shift = bn_affine(m)
+            prev = out[-1] if out else None
+            if _absorbs_output_affine(prev):
+                # Into the preceding op's output (the xUnit's multiply becomes x·g·s + t): exact.
+                out[-1] = _absorb_into_previous(prev, scale, shift)
+            elif isinstance(nxt, nn.Conv2d) and _shift_folds_into_bias(nxt):
+                out.append(fold_affine_into_conv(nxt, scale, shift))
+                i += 1
+            else:
+                # A zero-padded conv reads zeros at the border, not the BN's shift: keep the BN
+                # as a per-channel affine op (exact, one memory pass).
+                out.append(ChannelAffine.from_bn(m))
+            i += 1
+            continue
+        fresh_input = bool(out) and isinstance(out[-1], nn.Conv2d)  # nothing else reads it
+        if isinstance(m, nn.ReLU) and fresh_input and not m.inplace:
+            out.append(nn.ReLU(inplace=True))
+            i += 1
+            continue
+        fused = _fuse_module(m, tile_bytes)
+        if isinstance(fused, FusedXUnit) and fresh_input:
+            fused.inplace = True
+        out.append(fused)
+        i += 1
+    return out
+
+
+def _fuse_module(m: nn.Module, tile_bytes: int) -> nn.Module:
+    if isinstance(m, XUnit):
+        return FusedXUnit.from_xunit(m, tile_bytes=tile_bytes)
+    if isinstance(m, _BN):
+        return ChannelAffine.from_bn(m)
+    if isinstance(m, nn.Sequential):
+        return nn.Sequential(*_fuse_sequence(list(m.children()), tile_bytes))
+    for name, child in list(m.named_children()):
+        setattr(m, name, _fuse_module(child, tile_bytes))
+    return m
+
+
+class Deployed(nn.Module):
+    """A fused body plus its input layout (channels_last) and, optionally, a compiled twin.
+
+    Inference only: the forward runs under ``torch.no_grad()`` unless the input requires grad.
+    ``body`` is the eager fused module (always available); ``compiled`` the ``torch.compile``
+    wrapper, or ``None``. The compiled twin is not registered as a submodule, so ``state_dict``
+    is the body's.
+    """
+
+    def __init__(self, body: nn.Module, channels_last: bool = True, compiled: Any = None) -> None:
+        super().__init__()
+        self.body = body
+        self.channels_last = channels_last
+        object.__setattr__(self, "compiled", compiled)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if torch.is_grad_enabled() and x.requires_grad:
+            y = self.body(x)
+        else:
+            with torch.no_grad():
+                y = self._run(x)
+        if self.channels_last and y.dim() == 4:
+            y = y.contiguous()
+        return y
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        compiled = self.compiled
+        if compiled is None or _functional_only():
+            return self.body(x)
+        try:
+            return compiled(x)
+        except Exception as exc:  # noqa: BLE001 - any compiler failure: fall back to eager
+            warnings.warn(f"torch.compile of the fused model failed ({type(exc).__name__}: {exc}); using eager", stacklevel=3)
+            object.__setattr__(self, "compiled", None)
+            return self.body(x)
+
+
+def fuse(
+    model: nn.Module,
+    *,
+    channels_last: bool = True,
+    compile: bool = False,  # noqa: A002 - mirrors torch.compile
+    compile_options: dict[str, Any] | None = None,
+    dynamic: bool | None = None,
+    tile_bytes: int = DEFAULT_TILE_BYTES,
+) -> Deployed:
+    """Deployment copy of ``model``: BatchNorms folded, xUnits fused, channels_last, eval mode.
+
+    Args:
+        model: any module built from Conv2d / BatchNorm2d / XUnit / activations; Sequentials are
+            rewritten, other containers keep their ``forward`` with their children fused.
+        channels_last: store 4-D weights channels_last and convert the input.
+        compile: wrap the fused body in ``torch.compile`` (falls back to eager on failure).
+        compile_options: inductor options (default ``{"freezing": True}``: weights become
+            constants, so convolutions are prepacked).
+        dynamic: passed to ``torch.compile``.
+        tile_bytes: FusedXUnit row-tile size for the eager path (0: whole image at once).
+    """
+    if isinstance(model, Deployed):
+        raise TypeError("model is already fused")
+    model = getattr(model, "_orig_mod", model)  # an OptimizedModule from torch.compile
+    body = copy.deepcopy(model).eval()
+    body = _fuse_module(body, tile_bytes)
+    for p in body.parameters():
+        p.requires_grad_(False)
+    body.eval()
+    if channels_last:
+        body = body.to(memory_format=torch.channels_last)
+    compiled = None
+    if compile:
+        options = {"freezing": True} if compile_options is None else dict(compile_options)
+        try:
+            compiled = torch.compile(body, dynamic=dynamic, options=options)
+        except Exception as exc:  # noqa: BLE001
+            warnings.warn(f"torch.compile unavailable ({exc}); using the eager fused model", stacklevel=2)
+    return Deployed(body, channels_last=channels_last, compiled=compiled)
+
+
+@torch.no_grad()
+def max_abs_diff(
+    reference: nn.Module,
+    candidate: nn.Module,
+    inputs: torch.Tensor | Iterable[torch.Tensor],
+    clip: tuple[float, float] | None = (0.0, 1.0),
+) -> float:
+    """Largest ``|reference(x) - candidate(x)|`` over ``inputs``, after clipping to ``clip``."""
+    if isinstance(inputs, torch.Tensor):
+        inputs = [inputs]
+    worst = 0.0
+    for x in inputs:
+        a, b = reference(x), candidate(x)
+        if clip is not None:
+            a, b = a.clamp(*clip), b.clamp(*clip)
+        worst = max(worst, (a.float() - b.float()).abs().max().item())
+    return worst if math.isfinite(worst) else float("inf")

@@ -1,0 +1,46 @@
+"""DnCNN-S (Zhang et al. 2017) and xDnCNN (the paper's Table 1/2 model)."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from torch import nn
+
+from xnet.archs.common import conv, make_xunit
+
+
+class DnCNN(nn.Sequential):
+    """Conv+ReLU, (depth-2) × [Conv+BN+ReLU], Conv; predicts the residual (noise or rain).
+
+    Module indices match the usual ``dncnn.<i>`` layout, so public weights map one to one.
+    """
+
+    def __init__(self, channels: int = 1, depth: int = 17, width: int = 64, kernel_size: int = 3) -> None:
+        layers: list[nn.Module] = [conv(channels, width, kernel_size), nn.ReLU(inplace=True)]
+        for _ in range(depth - 2):
+            layers += [conv(width, width, kernel_size), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+        layers.append(conv(width, channels, kernel_size))
+        super().__init__(*layers)
+
+
+class XDnCNN(nn.Sequential):
+    """Conv+xUnit, num_blocks × [BN, Conv, xUnit], Conv; predicts the residual.
+
+    With the defaults (7 blocks, 64 channels, r = 9) it has 303,616 parameters by the paper's count
+    on grey images and 305,920 on RGB.
+    """
+
+    def __init__(
+        self,
+        channels: int = 1,
+        num_blocks: int = 7,
+        width: int = 64,
+        kernel_size: int = 3,
+        xunit_kernel: int = 9,
+        xunit: Mapping[str, Any] | None = None,
+    ) -> None:
+        opts = {"kernel_size": xunit_kernel, **dict(xunit or {})}
+        layers: list[nn.Module] = [conv(channels, width, kernel_size), make_xunit(width, opts)]
+        for _ in range(num_blocks):
+            layers += [nn.BatchNorm2d(width), conv(width, width, kernel_size), make_xunit(width, opts)]
+        layers.append(conv(width, channels, kernel_size))
+        super().__init__(*layers)

@@ -1,0 +1,83 @@
+"""xUnit: a learnable spatial activation, ``y = x * g(d)``, ``d = BN(DWConv(ReLU(BN(x))))``.
+
+Every component is a switch so that the design variants of the paper's Fig 6 are configs, not code.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+GATES = ("gaussian", "sigmoid", "tanh", "identity")
+
+
+def gate(d: torch.Tensor, kind: str) -> torch.Tensor:
+    """Map the spatial response ``d`` to the weight map ``g``.
+
+    ``gaussian`` is the paper's ``exp(-d²)`` (in (0, 1], peaks at d = 0); the others are the
+    alternatives compared in Fig 6.
+    """
+    if kind == "gaussian":
+        return torch.exp(-d * d)
+    if kind == "sigmoid":
+        return torch.sigmoid(d)
+    if kind == "tanh":
+        return torch.tanh(d)
+    if kind == "identity":
+        return d
+    raise ValueError(f"unknown xUnit gate {kind!r}; choose one of {GATES}")
+
+
+class XUnit(nn.Module):
+    """Spatial activation replacing the ReLU that follows a convolution.
+
+    Args:
+        channels: number of feature channels (the unit is per channel, depthwise).
+        kernel_size: r, the depthwise kernel size (paper default 9).
+        pre_norm: BatchNorm on the input before the ReLU (first BN).
+        relu: ReLU before the depthwise convolution.
+        depthwise: the r×r depthwise convolution (off: ``d`` is a pointwise function of x).
+        post_norm: BatchNorm after the depthwise convolution (second BN).
+        gate: ``gaussian`` (paper), ``sigmoid``, ``tanh`` or ``identity``.
+        bias: bias in the depthwise conv; the paper's parameter convention does not count it, and a
+            following BN makes it redundant, so it is on only when ``post_norm`` is off.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        kernel_size: int = 9,
+        pre_norm: bool = True,
+        relu: bool = True,
+        depthwise: bool = True,
+        post_norm: bool = True,
+        gate: str = "gaussian",
+        bias: bool | None = None,
+    ) -> None:
+        super().__init__()
+        if gate not in GATES:
+            raise ValueError(f"unknown xUnit gate {gate!r}; choose one of {GATES}")
+        if kernel_size % 2 != 1 or kernel_size < 1:
+            raise ValueError(f"xUnit kernel_size must be odd and positive, got {kernel_size}")
+        self.channels = channels
+        self.kernel_size = kernel_size
+        self.gate_kind = gate
+        self.pre_norm = nn.BatchNorm2d(channels) if pre_norm else nn.Identity()
+        self.relu = nn.ReLU() if relu else nn.Identity()
+        use_bias = (not post_norm) if bias is None else bias
+        self.depthwise = (
+            nn.Conv2d(channels, channels, kernel_size, padding=kernel_size // 2, groups=channels, bias=use_bias)
+            if depthwise
+            else nn.Identity()
+        )
+        self.post_norm = nn.BatchNorm2d(channels) if post_norm else nn.Identity()
+
+    def weight_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The gate ``g`` (Fig 5's weight maps)."""
+        d = self.post_norm(self.depthwise(self.relu(self.pre_norm(x))))
+        return gate(d, self.gate_kind)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.weight_map(x)
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, kernel_size={self.kernel_size}, gate={self.gate_kind}"

@@ -1,0 +1,1 @@
+"""Data: image sources × degradations (noise, rain, bicubic) × transforms."""

@@ -1,0 +1,94 @@
+"""Reading and writing images, with clear errors for the inputs real folders contain."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm", ".pgm")
+MODES = ("L", "RGB", "keep")
+
+
+class ImageError(ValueError):
+    """An image that cannot be used; the message names the file."""
+
+
+def _to_8bit(img: Image.Image, path: Path) -> Image.Image:
+    """16/32-bit grey ('I;16', 'I') to 8 bit by rescaling its declared range, not by clipping."""
+    arr = np.asarray(img)
+    if arr.dtype == np.uint16 or img.mode.startswith("I;16"):
+        arr = np.round(arr.astype(np.float64) / 257.0)
+    elif img.mode == "I":
+        top = 65535.0 if arr.max() > 255 else 255.0
+        arr = np.round(arr.astype(np.float64) * (255.0 / top))
+    elif img.mode == "F":
+        raise ImageError(f"{path}: floating-point images (mode F) are not supported; save it as 8/16-bit PNG")
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), mode="L")
+
+
+def load_image(path: str | os.PathLike, mode: str = "keep") -> np.ndarray:
+    """Decode ``path`` to a ``H×W×C`` uint8 array.
+
+    ``mode``: ``L`` (grey; colour images are converted with ITU-R 601 luma), ``RGB`` (grey images are
+    replicated), or ``keep`` (grey stays 1 channel, anything else becomes RGB). Alpha is dropped
+    (composited on black would change the content; the colour channels are kept as stored), palettes
+    are expanded, 16-bit images are rescaled to 8 bit.
+    """
+    if mode not in MODES:
+        raise ValueError(f"image mode must be one of {MODES}, got {mode!r}")
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+                img = _to_8bit(img, path)
+            elif img.mode in ("LA", "La"):
+                img = img.getchannel(0)
+            elif img.mode == "1":
+                img = img.convert("L")
+            elif img.mode not in ("L", "RGB"):
+                img = img.convert("RGBA").convert("RGB") if "A" in img.mode or img.mode == "P" else img.convert("RGB")
+            if mode == "L" and img.mode != "L":
+                img = img.convert("L")
+            elif mode == "RGB" and img.mode != "RGB":
+                img = img.convert("RGB")
+            arr = np.array(img, dtype=np.uint8)
+    except FileNotFoundError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        if isinstance(e, ImageError):
+            raise
+        raise ImageError(f"{path}: cannot decode image ({e.__class__.__name__}: {e})") from e
+    return arr[..., None] if arr.ndim == 2 else arr
+
+
+def to_tensor(arr: np.ndarray) -> torch.Tensor:
+    """``H×W×C`` uint8 → ``C×H×W`` float32 in [0, 1]."""
+    return torch.from_numpy(arr.transpose(2, 0, 1).copy()).float().div_(255.0)
+
+
+def quantize(x: torch.Tensor) -> torch.Tensor:
+    """Clip to [0, 1] and round to uint8 levels (the protocol's output step), still float in [0, 255]."""
+    return x.clamp(0, 1).mul(255.0).round()
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """``C×H×W`` float in [0, 1] → ``H×W×C`` uint8 (clipped and rounded)."""
+    return quantize(x.detach().float().cpu()).to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+def save_image(x: torch.Tensor, path: str | os.PathLike) -> Path:
+    """Write a ``C×H×W`` float image in [0, 1] as an 8-bit PNG (parents created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arr = to_uint8(x)
+    Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr).save(path)
+    return path
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    folder = Path(folder)
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)

@@ -1,0 +1,175 @@
+"""Image sources: folders of images (or of input/target pairs) held in memory as uint8 arrays.
+
+A source is a sequence of ``(name, image)`` or ``(name, input, target)`` items. Benchmark sets are
+found by name under the data root (``paths.data_dir`` / ``XNET_DATA``); any folder works via ``path``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from xnet.data.io import ImageError, list_images, load_image
+
+log = logging.getLogger(__name__)
+
+
+def resolve_folder(name: str | None, root: str | os.PathLike | None, path: str | os.PathLike | None) -> Path:
+    """A set's folder: an explicit ``path``, else the registered set ``name`` under ``root``."""
+    if path is not None:
+        folder = Path(path).expanduser()
+        if not folder.is_dir():
+            raise FileNotFoundError(f"image folder not found: {folder}")
+        return folder
+    if name is None:
+        raise ValueError("an image source needs a dataset `name` (under the data root) or a `path`")
+    from xnet.data.download import dataset_dir  # lazy: keeps imports light
+
+    return dataset_dir(name, root if root is not None else default_data_root())
+
+
+def default_data_root() -> Path:
+    return Path(os.environ.get("XNET_DATA", "data")).expanduser()
+
+
+class ImageFolder:
+    """All images of a folder, decoded once.
+
+    Args:
+        name: registered set (``BSD68``, ``Train400``, ...) looked up under ``root``.
+        root: the data root; ``path`` instead points at any folder.
+        mode: ``L``, ``RGB`` or ``keep`` (see :func:`xnet.data.io.load_image`).
+        min_size: images with a side below this are skipped with a warning naming them
+            (a training crop cannot come from them); none left is an error.
+        limit: keep the first ``limit`` images (sorted by name) — for quick runs.
+    """
+
+    def __init__(
+        self,
+        name: str | None = None,
+        root: str | os.PathLike | None = None,
+        path: str | os.PathLike | None = None,
+        mode: str = "keep",
+        min_size: int = 0,
+        limit: int | None = None,
+    ) -> None:
+        self.folder = resolve_folder(name, root, path)
+        self.name = name or self.folder.name
+        self.mode = mode
+        self.min_size = min_size
+        self.limit = limit
+
+    @cached_property
+    def items(self) -> list[tuple[str, np.ndarray]]:
+        files = list_images(self.folder)
+        if self.limit is not None:
+            files = files[: self.limit]
+        if not files:
+            raise ImageError(f"{self.folder}: no images ({', '.join(('.png', '.jpg', '.bmp', '.tif'))}) found")
+        items, small = [], []
+        for f in files:
+            img = load_image(f, self.mode)
+            if min(img.shape[:2]) < self.min_size:
+                small.append(f"{f.name} ({img.shape[1]}×{img.shape[0]})")
+                continue
+            items.append((f.stem, img))
+        if small:
+            log.warning("%s: skipped %d image(s) smaller than %d px: %s", self.folder, len(small), self.min_size, ", ".join(small))
+        if not items:
+            raise ImageError(f"{self.folder}: every image is smaller than the crop size {self.min_size}")
+        return items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple[str, np.ndarray]:
+        return self.items[i]
+
+
+class PairedFolder:
+    """Input/target pairs matched by file name in two sub-folders (e.g. ``rain/`` and ``norain/``)."""
+
+    def __init__(
+        self,
+        name: str | None = None,
+        root: str | os.PathLike | None = None,
+        path: str | os.PathLike | None = None,
+        split: str | None = None,
+        input_dir: str = "rain",
+        target_dir: str = "norain",
+        mode: str = "keep",
+        min_size: int = 0,
+        limit: int | None = None,
+    ) -> None:
+        base = resolve_folder(name, root, path)
+        self.folder = base / split if split else base
+        self.name = name or base.name
+        self.input_dir, self.target_dir = input_dir, target_dir
+        self.mode, self.min_size, self.limit = mode, min_size, limit
+
+    @cached_property
+    def items(self) -> list[tuple[str, np.ndarray, np.ndarray]]:
+        inputs = {p.name: p for p in list_images(self.folder / self.input_dir)}
+        targets = {p.name: p for p in list_images(self.folder / self.target_dir)}
+        unmatched = sorted(set(inputs) ^ set(targets))
+        if unmatched:
+            raise ImageError(f"{self.folder}: files without a partner in {self.input_dir}/ or {self.target_dir}/: {unmatched[:5]}")
+        names = sorted(inputs, key=_natural_key)[: self.limit]
+        items = []
+        for n in names:
+            x, y = load_image(inputs[n], self.mode), load_image(targets[n], self.mode)
+            if x.shape != y.shape:
+                raise ImageError(f"{inputs[n]}: size {x.shape} differs from its target {targets[n]} {y.shape}")
+            if min(y.shape[:2]) >= self.min_size:
+                items.append((Path(n).stem, x, y))
+        if not items:
+            raise ImageError(f"{self.folder}: no pairs of at least {self.min_size} px")
+        return items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple[str, np.ndarray, np.ndarray]:
+        return self.items[i]
+
+
+def _natural_key(s: str) -> list:
+    import re
+
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
+
+
+class SampleImages:
+    """The embedded default: photographs that ship inside matplotlib (no download needed).
+
+    ``split='train'`` is the top 70% of each photograph, ``'val'`` the rest, so the two never overlap.
+    """
+
+    FILES = ("grace_hopper.jpg",)
+
+    def __init__(self, split: str = "train", mode: str = "keep", min_size: int = 0) -> None:
+        if split not in ("train", "val"):
+            raise ValueError(f"SampleImages split must be 'train' or 'val', got {split!r}")
+        self.split, self.mode, self.min_size = split, mode, min_size
+        self.name = f"sample-{split}"
+
+    @cached_property
+    def items(self) -> list[tuple[str, np.ndarray]]:
+        import matplotlib.cbook as cbook
+
+        out = []
+        for f in self.FILES:
+            img = load_image(cbook.get_sample_data(f, asfileobj=False), self.mode)
+            cut = int(img.shape[0] * 0.7)
+            part = img[:cut] if self.split == "train" else img[cut:]
+            out.append((Path(f).stem, np.ascontiguousarray(part)))
+        return out
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple[str, np.ndarray]:
+        return self.items[i]

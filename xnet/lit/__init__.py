@@ -1,0 +1,1 @@
+"""The one LightningModule that trains every restoration model."""

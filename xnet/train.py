@@ -1,0 +1,104 @@
+"""Train any model on any task: ``python -m xnet.train task=denoise model=xdncnn``.
+
+Writes to the Hydra run dir: ``checkpoints/{best-*,last}.ckpt``, logger output (CSV; W&B when
+``logger=wandb``), validation image triplets, and ``metrics.json`` (test-set scores after fit).
+Resume with ``ckpt_path=<path>`` (or ``ckpt_path=last`` inside ``hydra.run.dir=<the run dir>``).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from xnet.lit.module import NonFiniteLossError, RestorationModule
+from xnet.utils.build import build_list, build_net, build_task, setup_runtime, to_container
+
+log = logging.getLogger(__name__)
+
+
+def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
+    """``last`` means this run dir's ``checkpoints/last.ckpt`` (if present: a fresh start otherwise)."""
+    if ckpt_path in (None, "", "null"):
+        return None
+    if ckpt_path == "last":
+        last = output_dir / "checkpoints" / "last.ckpt"
+        return str(last) if last.exists() else None
+    if not Path(ckpt_path).is_file():
+        raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such checkpoint file")
+    return ckpt_path
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit, then (optionally) score the test set with the best weights. Returns the final metrics."""
+    setup_runtime(cfg)
+    L.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+    task = build_task(cfg)
+    net = build_net(cfg, task)
+    module = RestorationModule(net, task, **to_container(cfg.optim), **to_container(cfg.module), config=to_container(cfg))
+    datamodule = instantiate(cfg.data, task=task, _convert_="all")
+    trainer: L.Trainer = instantiate(cfg.trainer, logger=build_list(cfg.get("logger")) or False, callbacks=build_list(cfg.get("callbacks")))
+    ckpt = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
+    if ckpt:
+        keep_previous_logs(output_dir)
+    log.info("%s | %s | params: paper %s, trainable %s", task, cfg.model.name, f"{module.params['params_paper']:,}", f"{module.params['params_trainable']:,}")
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
+
+    metrics: dict[str, Any] = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    metrics.update(module.params)
+    if cfg.get("test_after_fit") and cfg.data.get("test") and not trainer.fast_dev_run:
+        from xnet.evaluate import evaluate_module
+
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        if best:
+            module = RestorationModule.load_from_checkpoint(best, net=build_net(cfg, task), task=task, weights_only=False)
+        test_source = instantiate(cfg.data.test, _convert_="all")
+        report = evaluate_module(module.restorer, task, test_source, seed=cfg.seed, device=module.device)
+        metrics.update({f"test/{k}": v for k, v in report.items() if k in ("psnr", "ssim")})
+        metrics["test/dataset"] = report["dataset"]
+        log.info("test %s: PSNR %.3f dB, SSIM %.4f", report["dataset"], report["psnr"], report["ssim"])
+        for logger in trainer.loggers:
+            logger.log_metrics({f"test/{k}": report[k] for k in ("psnr", "ssim")}, step=trainer.global_step)
+    summary = {"name": cfg.name, "model": cfg.model.name, **task.describe(), "step": trainer.global_step, **metrics, "config": to_container(cfg)}
+    write_json(output_dir / "metrics.json", summary)
+    for logger in trainer.loggers:
+        if type(logger).__name__ == "WandbLogger":  # the run's summary table, where collectors look
+            logger.experiment.summary.update({k: v for k, v in summary.items() if k != "config"})
+    return summary
+
+
+def keep_previous_logs(output_dir: Path) -> None:
+    """A resumed run writes its CSV log afresh: move the earlier chunk's aside so none is lost."""
+    for log_file in output_dir.glob("csv/metrics.csv"):
+        n = len(list(log_file.parent.glob("metrics.chunk*.csv")))
+        log_file.rename(log_file.with_name(f"metrics.chunk{n:02d}.csv"))
+
+
+def write_json(path: Path, data: dict[str, Any]) -> Path:
+    """Write atomically: a crash mid-write never leaves a truncated metrics file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    tmp.replace(path)
+    return path
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        summary = train(cfg)
+    except NonFiniteLossError as e:
+        log.error("stopped: %s", e)
+        sys.exit(1)
+    return summary.get("val/psnr")  # the value Optuna sweeps maximise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""Turn a composed Hydra config into objects. ``_target_`` is the registry: nothing here knows a
+model by name."""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from xnet.tasks import Task
+
+log = logging.getLogger(__name__)
+
+
+def build_task(cfg: DictConfig) -> Task:
+    return instantiate(cfg.task, _convert_="all")
+
+
+def build_net(cfg: DictConfig, task: Task | None = None) -> nn.Module:
+    """The architecture of ``cfg.model``, after checking that it is made for ``cfg.task``."""
+    task = task or build_task(cfg)
+    task.check_model(cfg.model.name, cfg.model.get("tasks"))
+    net = instantiate(cfg.model.net, _convert_="all")
+    in_ch = _input_channels(net)
+    if in_ch is not None and in_ch != task.channels:
+        raise ValueError(
+            f"model '{cfg.model.name}' takes {in_ch}-channel images but task '{task.name}' works on "
+            f"{task.channels} ({task.color}); use a model config with matching channels"
+        )
+    return net
+
+
+def _input_channels(net: nn.Module) -> int | None:
+    first = next((m for m in net.modules() if isinstance(m, nn.Conv2d)), None)
+    return None if first is None else first.in_channels
+
+
+def build_list(cfg: DictConfig | None) -> list[Any]:
+    """Instantiate every entry of a ``{key: {_target_: ...}}`` group (loggers, callbacks)."""
+    if not cfg:
+        return []
+    return [instantiate(c) for c in cfg.values() if isinstance(c, DictConfig) and "_target_" in c]
+
+
+def to_container(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as plain data (stored in checkpoints and metrics.json)."""
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)  # type: ignore[return-value]
+
+
+def setup_runtime(cfg: DictConfig) -> None:
+    """Threads, and W&B that never prompts: offline unless a key is configured."""
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
+    if "wandb" in (cfg.get("logger") or {}) and "WANDB_MODE" not in os.environ and not _wandb_has_key():
+        os.environ["WANDB_MODE"] = "offline"
+        log.info("W&B: no API key found, logging offline (sync later with `wandb sync`)")
+
+
+def _wandb_has_key() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    netrc = os.path.expanduser("~/.netrc")
+    return os.path.exists(netrc) and "api.wandb.ai" in open(netrc, encoding="utf-8", errors="ignore").read()
