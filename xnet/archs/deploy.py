@@ -352,7 +352,8 @@ class FusedXUnit(nn.Module):
         """
         n, c, height, width = x.shape
         row_bytes = n * c * width * x.element_size()
-        rows = height if self.tile_bytes <= 0 else max(self.kernel_size, self.tile_bytes // max(row_bytes, 1))
+        tiled = self.tile_bytes > 0 and x.device.type == "cpu"  # a cache optimisation: CPU only
+        rows = max(self.kernel_size, self.tile_bytes // max(row_bytes, 1)) if tiled else height
         rows = min(rows, height)
         depthwise = self.dw_weight is not None
         p = self.kernel_size // 2 if depthwise else 0

@@ -40,6 +40,9 @@ class XUnit(nn.Module):
         gate: ``gaussian`` (paper), ``sigmoid``, ``tanh`` or ``identity``.
         bias: bias in the depthwise conv; the paper's parameter convention does not count it, and a
             following BN makes it redundant, so it is on only when ``post_norm`` is off.
+        memory_lean: when gradients are needed, save only the input for backward and recompute
+            the gate there (:mod:`xnet.ops.xunit_autograd`); same values and gradients, BN running
+            statistics updated once per forward. Off: the plain autograd graph.
     """
 
     def __init__(
@@ -52,6 +55,7 @@ class XUnit(nn.Module):
         post_norm: bool = True,
         gate: str = "gaussian",
         bias: bool | None = None,
+        memory_lean: bool = False,
     ) -> None:
         super().__init__()
         if gate not in GATES:
@@ -70,6 +74,7 @@ class XUnit(nn.Module):
             else nn.Identity()
         )
         self.post_norm = nn.BatchNorm2d(channels) if post_norm else nn.Identity()
+        self.memory_lean = memory_lean
 
     def weight_map(self, x: torch.Tensor) -> torch.Tensor:
         """The gate ``g`` (Fig 5's weight maps)."""
@@ -77,7 +82,14 @@ class XUnit(nn.Module):
         return gate(d, self.gate_kind)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.memory_lean and torch.is_grad_enabled() and (
+            x.requires_grad or any(p.requires_grad for p in self.parameters())
+        ):
+            from xnet.ops.xunit_autograd import xunit_lean  # lazy: the plain path needs no xnet.ops
+
+            return xunit_lean(self, x)
         return x * self.weight_map(x)
 
     def extra_repr(self) -> str:
-        return f"channels={self.channels}, kernel_size={self.kernel_size}, gate={self.gate_kind}"
+        extra = ", memory_lean=True" if self.memory_lean else ""
+        return f"channels={self.channels}, kernel_size={self.kernel_size}, gate={self.gate_kind}{extra}"

@@ -1,0 +1,526 @@
+#!/usr/bin/env python
+"""Side-by-side cost of the xUnit models against their baselines.
+
+Families (same inputs for both models of a pair):
+
+* ``dncnn``    DnCNN-S vs xDnCNN — grey 321×481 noisy image (residual denoisers, ``x − net(x)``);
+* ``srcnn``    SRCNN vs xSRCNNf — bicubic-upsampled Y channel, 321×480;
+* ``srresnet`` SRResNet vs xSRResNet — LR RGB 80×120, ×4 (output 320×480).
+
+Per model: paper / trainable parameters; analytic conv MACs per output pixel (from the conv shapes
+met in a forward pass: ``out_elems · C_in/groups · kh · kw``); inference latency (median over
+interleaved repeats after warm-up, so machine-load drift hits both models alike) and throughput
+(output Mpx/s) for ``eager`` (NCHW), ``eager_cl`` (channels_last), ``fused``
+(:func:`xnet.archs.deploy.fuse`), ``fused_compile`` (``fuse(..., compile=True)``) and on CUDA
+``eager_bf16`` / ``fused_bf16`` (autocast); the max |fused − eager| after clipping to [0, 1];
+and a training step (MSE, Adam) at batch × crop: time, samples/s and memory, for the plain model
+and, for xUnit models, ``memory_lean=True``.
+
+Training memory:
+* CUDA: ``torch.cuda.max_memory_allocated`` during the step minus the allocation before it.
+* CPU: (1) ``saved_MB`` — bytes of the distinct storages autograd saves for backward during the
+  forward (``torch.autograd.graph.saved_tensors_hooks``): the activation memory, exact and
+  load-independent; (2) ``peak_rss_MB`` — growth of the process's peak resident set during the
+  step (``VmHWM`` from ``/proc/self/status`` after resetting it via ``/proc/self/clear_refs`` and
+  ``malloc_trim``), which includes transient buffers and allocator behaviour; ``null`` where
+  ``/proc`` is unavailable. tracemalloc does not see tensor memory, so it is not used.
+
+Prints per-family tables with ratios x-model / baseline and writes everything (including raw
+timings) to ``--json``. ``--quick``: fewer repeats and a small CPU training batch.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import ctypes
+import gc
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from xnet.archs.common import Restorer  # noqa: E402
+from xnet.archs.deploy import fuse  # noqa: E402
+from xnet.archs.dncnn import DnCNN, XDnCNN  # noqa: E402
+from xnet.archs.params import count_paper_params, count_trainable_params  # noqa: E402
+from xnet.archs.srcnn import SRCNN, XSRCNN  # noqa: E402
+from xnet.archs.srresnet import SRResNet, XSRResNet  # noqa: E402
+from xnet.archs.xunit import XUnit  # noqa: E402
+
+FAMILIES: dict[str, dict[str, Any]] = {
+    "dncnn": {
+        "names": ("DnCNN-S", "xDnCNN"),
+        "build": (lambda: Restorer(DnCNN(channels=1), residual=True), lambda: Restorer(XDnCNN(channels=1), residual=True)),
+        "input": (1, 1, 321, 481),
+        "scale": 1,
+    },
+    "srcnn": {
+        "names": ("SRCNN", "xSRCNNf"),
+        "build": (lambda: SRCNN(), lambda: XSRCNN()),
+        "input": (1, 1, 321, 480),
+        "scale": 1,
+    },
+    "srresnet": {
+        "names": ("SRResNet", "xSRResNet"),
+        "build": (lambda: SRResNet(scale=4), lambda: XSRResNet(scale=4)),
+        "input": (1, 3, 80, 120),
+        "scale": 4,
+    },
+}
+
+
+# ---------------------------------------------------------------------------- inputs
+def synthetic_image(shape: tuple[int, ...], seed: int = 0, noise: float = 25 / 255) -> torch.Tensor:
+    """Smooth structure + edges + Gaussian noise in about [0, 1]: a stand-in for a test image."""
+    g = torch.Generator().manual_seed(seed)
+    n, c, h, w = shape
+    yy = torch.linspace(0, 1, h).view(1, 1, h, 1)
+    xx = torch.linspace(0, 1, w).view(1, 1, 1, w)
+    phase = torch.rand(n, c, 1, 1, generator=g) * 6.28
+    img = 0.5 + 0.25 * torch.sin(9 * xx + phase) * torch.cos(7 * yy) + 0.2 * ((xx - 0.5) * (yy - 0.4) > 0).float()
+    img = img.expand(n, c, h, w).clone()
+    return img + noise * torch.randn(n, c, h, w, generator=g)
+
+
+@torch.no_grad()
+def calibrate(model: nn.Module, x: torch.Tensor) -> nn.Module:
+    """BN running statistics := the batch statistics of ``x`` (one train-mode pass, momentum 1),
+    so the eval-mode model has realistic activations and BN folding is not a no-op."""
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.momentum = 1.0
+    model.train()(x)
+    for m, mom in zip(bns, saved):
+        m.momentum = mom
+    return model.eval()
+
+
+# ---------------------------------------------------------------------------- analytic costs
+def conv_macs_per_pixel(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
+    """Conv MACs per output pixel, total and the part inside xUnits (depthwise)."""
+    counts = {"total": 0, "xunit": 0}
+    inside: set[int] = {id(c) for u in model.modules() if isinstance(u, XUnit) for c in u.modules()}
+    hooks = []
+
+    def hook(mod: nn.Conv2d, _inp: Any, out: torch.Tensor) -> None:
+        kh, kw = mod.kernel_size
+        macs = out.numel() * (mod.in_channels // mod.groups) * kh * kw
+        counts["total"] += macs
+        if id(mod) in inside:
+            counts["xunit"] += macs
+
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            hooks.append(m.register_forward_hook(hook))
+    with torch.no_grad():
+        y = model.eval()(x)
+    for h in hooks:
+        h.remove()
+    pixels = y.shape[0] * y.shape[-2] * y.shape[-1]
+    return {k: v / pixels for k, v in counts.items()}
+
+
+# ---------------------------------------------------------------------------- timing
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def interleaved_times(fns: dict[str, Callable[[], Any]], warmup: int, repeats: int, device: torch.device) -> dict[str, list[float]]:
+    """Round-robin timing: every repeat runs every function once (seconds)."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    _sync(device)
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            times[k].append(time.perf_counter() - t0)
+    return times
+
+
+# ---------------------------------------------------------------------------- memory
+def _proc_kb(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _malloc_trim() -> None:
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def saved_tensor_bytes(fn: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """Run ``fn`` (a forward) and count the bytes of distinct storages saved for backward."""
+    storages: dict[tuple[int, str], int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        s = t.untyped_storage()
+        storages[(s.data_ptr(), str(t.device))] = s.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return out, sum(storages.values())
+
+
+# ---------------------------------------------------------------------------- benchmark parts
+def inference(family: str, spec: dict[str, Any], device: torch.device, args: argparse.Namespace) -> dict[str, Any]:
+    names = spec["names"]
+    x = synthetic_image(spec["input"]).to(device)
+    models = {}
+    for name, build in zip(names, spec["build"]):
+        torch.manual_seed(0)
+        models[name] = calibrate(build().to(device), x)
+
+    result: dict[str, Any] = {"input": list(spec["input"]), "models": {}}
+    fns: dict[str, Callable[[], Any]] = {}
+    variants: dict[str, dict[str, nn.Module | Callable]] = {}
+    compile_s: dict[str, float | str] = {}
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    for name, model in models.items():
+        info = {
+            "params_paper": count_paper_params(model),
+            "params_trainable": count_trainable_params(model),
+            "macs_per_px": conv_macs_per_pixel(model, x),
+        }
+        result["models"][name] = info
+        cl = _copy(model).to(memory_format=torch.channels_last)
+        v: dict[str, Callable[[], torch.Tensor]] = {
+            "eager": lambda m=model: m(x),
+            "eager_cl": lambda m=cl: m(x_cl),
+            "fused": (lambda m=fuse(model): m(x)),
+        }
+        if args.compile_enabled:
+            fc = fuse(model, compile=True)
+            t0 = time.perf_counter()
+            with warnings.catch_warnings(record=True) as caught, torch.inference_mode():
+                warnings.simplefilter("always")
+                fc(x)
+            compile_s[name] = round(time.perf_counter() - t0, 2)
+            if fc.compiled is None:
+                compile_s[name] = "failed: " + "; ".join(str(w.message)[:200] for w in caught)
+            else:
+                v["fused_compile"] = lambda m=fc: m(x)
+        if device.type == "cuda":
+            fused = fuse(model)
+
+            def bf16(m: Callable, inp: torch.Tensor) -> Callable[[], torch.Tensor]:
+                def run() -> torch.Tensor:
+                    with torch.autocast("cuda", dtype=torch.bfloat16):
+                        return m(inp)
+
+                return run
+
+            v["eager_bf16"] = bf16(cl, x_cl)
+            v["fused_bf16"] = bf16(fused, x)
+        variants[name] = v
+        for k, fn in v.items():
+            fns[f"{name}/{k}"] = fn
+    if compile_s:
+        result["compile_s"] = compile_s
+
+    with torch.inference_mode():
+        # correctness first: every variant against the NCHW eager reference, clipped to [0, 1]
+        for name, v in variants.items():
+            ref = v["eager"]().float().clamp(0, 1)
+            info = result["models"][name]
+            info["out_shape"] = list(ref.shape)
+            info["max_abs_diff_vs_eager"] = {
+                k: float((fn().float().clamp(0, 1) - ref).abs().max()) for k, fn in v.items() if k != "eager"
+            }
+        times = interleaved_times(fns, args.warmup, args.repeats, device)
+    for key, ts in times.items():
+        name, variant = key.split("/", 1)
+        info = result["models"][name]
+        out_px = info["out_shape"][0] * info["out_shape"][-2] * info["out_shape"][-1]
+        med = statistics.median(ts)
+        info.setdefault("latency_ms", {})[variant] = med * 1e3
+        info.setdefault("throughput_mpx_s", {})[variant] = out_px / med / 1e6
+        info.setdefault("raw_ms", {})[variant] = [t * 1e3 for t in ts]
+    return result
+
+
+def _copy(model: nn.Module) -> nn.Module:
+    return copy.deepcopy(model).eval()
+
+
+def training(family: str, spec: dict[str, Any], device: torch.device, args: argparse.Namespace) -> dict[str, Any]:
+    names = spec["names"]
+    batch, crop = args.train_batch, args.train_crop
+    scale = spec["scale"]
+    c = spec["input"][1]
+    g = torch.Generator().manual_seed(1)
+    target = synthetic_image((batch, c, crop, crop), seed=2, noise=0.0)
+    if scale > 1:
+        inp = F.avg_pool2d(target, scale)  # LR input (cheap stand-in for bicubic down-sampling)
+    else:
+        inp = target + 25 / 255 * torch.randn(target.shape, generator=g)
+    inp, target = inp.to(device), target.to(device)
+    out: dict[str, Any] = {"batch": batch, "crop": crop, "input": list(inp.shape), "runs": {}}
+    runs = [(names[0], "plain"), (names[1], "plain"), (names[1], "lean")]
+    for name, mode in runs:
+        build = spec["build"][names.index(name)]
+        torch.manual_seed(0)
+        model = build().to(device).train()
+        if mode == "lean":
+            for m in model.modules():
+                if isinstance(m, XUnit):
+                    m.memory_lean = True
+        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+        def forward() -> torch.Tensor:
+            return F.mse_loss(model(inp), target)
+
+        def step() -> None:
+            opt.zero_grad(set_to_none=True)
+            forward().backward()
+            opt.step()
+
+        try:
+            step()  # warm-up: gradients and optimizer state exist from here on
+            _sync(device)
+            rec: dict[str, Any] = {}
+            # activation memory saved for backward
+            opt.zero_grad(set_to_none=True)
+            loss, saved = saved_tensor_bytes(forward)
+            loss.backward()
+            opt.step()
+            rec["saved_MB"] = saved / 2**20
+            # peak memory of one step
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+                base = torch.cuda.memory_allocated(device)
+                torch.cuda.reset_peak_memory_stats(device)
+                step()
+                torch.cuda.synchronize(device)
+                rec["peak_MB"] = (torch.cuda.max_memory_allocated(device) - base) / 2**20
+            else:
+                gc.collect()
+                _malloc_trim()
+                base = _proc_kb("VmRSS")
+                ok = _reset_peak_rss()
+                step()
+                peak = _proc_kb("VmHWM")
+                rec["peak_rss_MB"] = (peak - base) / 1024 if ok and base is not None and peak is not None else None
+            ts = interleaved_times({"step": step}, 0, args.train_steps, device)["step"]
+            med = statistics.median(ts)
+            rec["step_ms"] = med * 1e3
+            rec["samples_s"] = batch / med
+            rec["mpx_s"] = batch * target.shape[-2] * target.shape[-1] / med / 1e6
+            rec["raw_ms"] = [t * 1e3 for t in ts]
+        except RuntimeError as exc:  # e.g. out of memory
+            rec = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+        out["runs"][f"{name}/{mode}"] = rec
+        del model, opt
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return out
+
+
+# ---------------------------------------------------------------------------- report
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, str):
+        return v
+    if isinstance(v, int) or (isinstance(v, float) and v.is_integer() and abs(v) >= 1000):
+        return f"{int(v):,}"
+    if abs(v) >= 100:
+        return f"{v:.1f}"
+    if abs(v) >= 1:
+        return f"{v:.3f}"
+    return f"{v:.3g}"
+
+
+def print_family(family: str, spec: dict[str, Any], res: dict[str, Any], device: str) -> list[tuple[str, float]]:
+    base, xname = spec["names"]
+    rows: list[tuple[str, Any, Any]] = []
+    inf = res.get("inference")
+    headline: list[tuple[str, float]] = []
+    if inf:
+        b, x = inf["models"][base], inf["models"][xname]
+        rows += [
+            ("params (paper)", b["params_paper"], x["params_paper"]),
+            ("params (trainable)", b["params_trainable"], x["params_trainable"]),
+            ("conv MACs / out px", b["macs_per_px"]["total"], x["macs_per_px"]["total"]),
+            ("  of which in xUnits", b["macs_per_px"]["xunit"], x["macs_per_px"]["xunit"]),
+        ]
+        for k in b["latency_ms"]:
+            if k in x["latency_ms"]:
+                rows.append((f"latency ms [{k}]", b["latency_ms"][k], x["latency_ms"][k]))
+        for k in b["throughput_mpx_s"]:
+            if k in x["throughput_mpx_s"]:
+                rows.append((f"Mpx/s [{k}]", b["throughput_mpx_s"][k], x["throughput_mpx_s"][k]))
+        if "fused" in x["latency_ms"]:
+            headline.append((f"{family}: {xname} fused / {base} eager latency", x["latency_ms"]["fused"] / b["latency_ms"]["eager"]))
+            headline.append((f"{family}: {xname} fused / {base} fused latency", x["latency_ms"]["fused"] / b["latency_ms"]["fused"]))
+        if "fused_compile" in x["latency_ms"] and "fused_compile" in b["latency_ms"]:
+            headline.append(
+                (f"{family}: {xname} compiled / {base} compiled latency", x["latency_ms"]["fused_compile"] / b["latency_ms"]["fused_compile"])
+            )
+        headline.append((f"{family}: {xname} eager / {base} eager latency", x["latency_ms"]["eager"] / b["latency_ms"]["eager"]))
+    tr = res.get("training")
+    if tr:
+        b = tr["runs"].get(f"{base}/plain", {})
+        for mode in ("plain", "lean"):
+            x = tr["runs"].get(f"{xname}/{mode}", {})
+            for key, label in (("step_ms", "train step ms"), ("samples_s", "train samples/s"), ("saved_MB", "saved activations MB"), ("peak_MB", "train peak MB (cuda)"), ("peak_rss_MB", "train peak RSS MB")):
+                if key in b or key in x:
+                    rows.append((f"{label} [{mode}]", b.get(key), x.get(key)))
+            for key in ("saved_MB", "peak_MB", "peak_rss_MB"):
+                if b.get(key) and x.get(key) is not None:
+                    headline.append((f"{family}: {xname} {mode} / {base} training {key}", x[key] / b[key]))
+    shape = inf["input"] if inf else None
+    print(f"\n== {family}: {base} vs {xname}  (input {shape}, device {device}) ==")
+    print(f"{'metric':34s} {base:>14s} {xname:>14s} {'ratio':>8s}")
+    for label, bv, xv in rows:
+        ratio = xv / bv if isinstance(bv, (int, float)) and isinstance(xv, (int, float)) and bv else None
+        print(f"{label:34s} {_fmt(bv):>14s} {_fmt(xv):>14s} {_fmt(ratio) if ratio is not None else '-':>8s}")
+    if inf:
+        for name in (base, xname):
+            diffs = inf["models"][name]["max_abs_diff_vs_eager"]
+            print(f"max |variant - eager| after clip [0,1], {name}: " + ", ".join(f"{k} {v:.2e}" for k, v in diffs.items()))
+        if "compile_s" in inf:
+            print(f"compile (first call) s: {inf['compile_s']}")
+    if tr:
+        print(f"training: batch {tr['batch']} x crop {tr['crop']}x{tr['crop']} (input {tr['input']})")
+        for k, r in tr["runs"].items():
+            if "error" in r:
+                print(f"  {k}: {r['error']}")
+    return headline
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    env = {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "threads": torch.get_num_threads(),
+        "cpu": _cpu_name(),
+        "cxx": shutil.which("c++") or shutil.which("g++") or shutil.which("gcc"),
+        "load_avg": os.getloadavg() if hasattr(os, "getloadavg") else None,
+    }
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    return env
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", choices=["cpu", "cuda", "all"], default="cpu")
+    ap.add_argument("--quick", action="store_true", help="fewer repeats, small CPU training batch")
+    ap.add_argument("--json", type=Path, default=None, help="write all results here")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    ap.add_argument("--families", default=",".join(FAMILIES), help=f"comma list of {list(FAMILIES)}")
+    ap.add_argument("--repeats", type=int, default=None, help="timed repeats per variant (default 15, quick 5)")
+    ap.add_argument("--warmup", type=int, default=None, help="warm-up rounds (default 2, quick 1)")
+    ap.add_argument("--compile", choices=["auto", "on", "off"], default="auto", help="fused+torch.compile variant (auto: on if a compiler is found / on CUDA)")
+    ap.add_argument("--no-inference", action="store_true")
+    ap.add_argument("--no-train", action="store_true")
+    ap.add_argument("--train-batch", type=int, default=None, help="default 64 (quick on CPU: 4)")
+    ap.add_argument("--train-crop", type=int, default=None, help="HR crop side, default 80 (quick on CPU: 48)")
+    ap.add_argument("--train-steps", type=int, default=None, help="timed training steps (default 5, quick 2)")
+    args = ap.parse_args(argv)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.repeats = args.repeats or (5 if args.quick else 15)
+    args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
+    args.train_steps = args.train_steps or (2 if args.quick else 5)
+    families = [f.strip() for f in args.families.split(",") if f.strip()]
+    unknown = set(families) - set(FAMILIES)
+    if unknown:
+        ap.error(f"unknown families {sorted(unknown)}")
+
+    devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
+    if "cuda" in devices and not torch.cuda.is_available():
+        if args.device == "cuda":
+            ap.error("CUDA is not available")
+        print("CUDA not available: skipping it")
+        devices.remove("cuda")
+
+    report: dict[str, Any] = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "devices": {}}
+    headline_all: list[tuple[str, float]] = []
+    for dev_name in devices:
+        device = torch.device(dev_name)
+        quick_cpu = args.quick and device.type == "cpu"
+        dev_args = argparse.Namespace(**vars(args))
+        dev_args.train_batch = args.train_batch or (4 if quick_cpu else 64)
+        dev_args.train_crop = args.train_crop or (48 if quick_cpu else 80)
+        has_cxx = bool(shutil.which("c++") or shutil.which("g++") or shutil.which("gcc"))
+        dev_args.compile_enabled = args.compile == "on" or (args.compile == "auto" and (device.type == "cuda" or has_cxx))
+        env = environment(device)
+        print(f"\n##### device {dev_name}: {env}")
+        dev_report: dict[str, Any] = {"environment": env, "families": {}}
+        for family in families:
+            spec = FAMILIES[family]
+            res: dict[str, Any] = {}
+            if not args.no_inference:
+                res["inference"] = inference(family, spec, device, dev_args)
+            if not args.no_train:
+                res["training"] = training(family, spec, device, dev_args)
+            dev_report["families"][family] = res
+            headline_all += [(f"[{dev_name}] {k}", v) for k, v in print_family(family, spec, res, dev_name)]
+            sys.stdout.flush()
+        report["devices"][dev_name] = dev_report
+
+    print("\n##### ratios (x-model / baseline)")
+    for label, value in headline_all:
+        print(f"{label:80s} {value:.3f}")
+    report["ratios"] = dict(headline_all)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=1))
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,284 @@
+"""Fixed-budget architectures for Fig 4: how much of a parameter budget goes into the activations.
+
+The paper fixes the total at 99,136 parameters and plots PSNR against the share of them spent in
+the activations (xUnits: first BN + depthwise r×r conv + second BN). A ConvNet (ReLU, no activation
+parameters) is the 0 % end; xNets of different depth / width / xUnit kernel fill the rest.
+
+Counting follows :func:`xnet.archs.params.count_paper_params` (conv weights and BN affine pairs, no
+conv biases). The closed forms below equal that count on the instantiated model (see
+``tests/test_budget.py``); :func:`check` instantiates and compares.
+
+    python -m xnet.budget --total 99136 --shares 0 10 20 30 40 50
+    python -m xnet.budget --total 99136 --shares 0 10 20 30 40 50 --overrides
+    python -m xnet.budget --total 99136 --shares 0 10 20 30 40 50 --write-experiment conf/experiment/fig4_archs.yaml
+    python -m xnet.budget --total 50000 --shares 0 20 40 --write-experiment conf/experiment/fig4_50k.yaml --base fig4_quick
+
+The search: every (depth, width, r) of the family whose count lies within ``tol`` (1 %) of the
+budget is a candidate; the chosen one minimises ``|share - target|`` (percentage points) plus
+``depth_weight`` per layer away from ``prefer_depth`` (so the curve does not jump between very
+different depths for a fraction of a point), then the distance to the budget.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from torch import nn
+
+KERNEL = 3  # the 3×3 convolutions of the Fig 3/4 nets
+
+
+def convnet_params(depth: int, width: int, channels: int = 1, kernel_size: int = KERNEL) -> int:
+    """ConvNet: Conv+ReLU, (depth-2) × [Conv+BN+ReLU], Conv (paper convention)."""
+    k2 = kernel_size * kernel_size
+    return 2 * channels * width * k2 + (depth - 2) * (width * width * k2 + 2 * width)
+
+
+def xunit_params(width: int, xunit_kernel: int, pre_norm: bool = True, post_norm: bool = True, depthwise: bool = True) -> int:
+    """One xUnit: BN (2w) + depthwise r×r (w·r², bias not counted) + BN (2w)."""
+    return width * ((xunit_kernel * xunit_kernel if depthwise else 0) + 2 * pre_norm + 2 * post_norm)
+
+
+def xnet_params(depth: int, width: int, xunit_kernel: int, channels: int = 1, kernel_size: int = KERNEL) -> tuple[int, int]:
+    """xNet: (depth-1) × [Conv+xUnit], Conv. Returns ``(total, activation params)``."""
+    k2 = kernel_size * kernel_size
+    convs = 2 * channels * width * k2 + (depth - 2) * width * width * k2
+    act = (depth - 1) * xunit_params(width, xunit_kernel)
+    return convs + act, act
+
+
+def activation_params(net: nn.Module) -> int:
+    """Parameters inside the xUnits of ``net`` (paper convention); 0 for ReLU nets."""
+    from xnet.archs.params import count_paper_params
+    from xnet.archs.xunit import XUnit
+
+    return sum(count_paper_params(m) for m in net.modules() if isinstance(m, XUnit))
+
+
+@dataclass(frozen=True)
+class Arch:
+    """One architecture of the Fig 3/4 families."""
+
+    family: str  # "convnet" or "xnet"
+    depth: int
+    width: int
+    xunit_kernel: int | None
+    params: int
+    act_params: int
+    target_share: float | None = None
+
+    @property
+    def share(self) -> float:
+        """Activation parameters as a percentage of the total."""
+        return 100.0 * self.act_params / self.params
+
+    @property
+    def key(self) -> str:
+        """A short, override-friendly name: ``convnet_d5_w60`` / ``xnet_d4_w57_r15``."""
+        base = f"{self.family}_d{self.depth}_w{self.width}"
+        return base if self.xunit_kernel is None else f"{base}_r{self.xunit_kernel}"
+
+    def net_config(self, channels: str | int = "${task.channels}") -> dict:
+        """The ``model.net`` node (a Hydra ``_target_`` config)."""
+        if self.family == "convnet":
+            return {"_target_": "xnet.archs.plain.ConvNet", "depth": self.depth, "width": self.width, "kernel_size": KERNEL, "channels": channels}
+        return {
+            "_target_": "xnet.archs.plain.XNet",
+            "depth": self.depth,
+            "width": self.width,
+            "kernel_size": KERNEL,
+            "xunit_kernel": self.xunit_kernel,
+            "channels": channels,
+            "xunit": "${xunit}",
+        }
+
+    def model_config(self) -> dict:
+        """A whole ``model`` node, as ``conf/model/{convnet,xnet}.yaml`` write it."""
+        return {"name": self.family, "tasks": ["denoise", "derain"], "net": self.net_config()}
+
+    def build(self, channels: int = 1) -> nn.Module:
+        from xnet.archs.plain import ConvNet, XNet
+
+        if self.family == "convnet":
+            return ConvNet(self.depth, self.width, KERNEL, channels)
+        return XNet(self.depth, self.width, KERNEL, self.xunit_kernel, channels)
+
+    def overrides(self) -> str:
+        """Command-line overrides selecting this architecture with the stock model configs."""
+        ov = f"model={self.family} model.net.depth={self.depth} model.net.width={self.width}"
+        return ov if self.xunit_kernel is None else f"{ov} model.net.xunit_kernel={self.xunit_kernel}"
+
+
+def candidates(
+    total: int,
+    family: str,
+    tol: float = 0.01,
+    depths: Iterable[int] = range(2, 21),
+    widths: Iterable[int] = range(4, 257),
+    kernels: Iterable[int] = range(1, 32, 2),
+    channels: int = 1,
+) -> list[Arch]:
+    """Every architecture of ``family`` whose count is within ``tol`` (relative) of ``total``."""
+    out = []
+    lo, hi = total * (1 - tol), total * (1 + tol)
+    widths, kernels = list(widths), list(kernels)
+    for d in depths:
+        for w in widths:
+            if family == "convnet":
+                n = convnet_params(d, w, channels)
+                if lo <= n <= hi:
+                    out.append(Arch("convnet", d, w, None, n, 0))
+                continue
+            for r in kernels:
+                n, a = xnet_params(d, w, r, channels)
+                if lo <= n <= hi:
+                    out.append(Arch("xnet", d, w, r, n, a))
+    return out
+
+
+def solve(
+    total: int,
+    share: float,
+    tol: float = 0.01,
+    depths: Iterable[int] = range(2, 21),
+    widths: Iterable[int] = range(4, 257),
+    kernels: Iterable[int] = range(1, 32, 2),
+    prefer_depth: int | None = 4,
+    depth_weight: float = 0.5,
+    channels: int = 1,
+) -> Arch:
+    """The architecture for one target share (percent). Share 0 is a ConvNet, anything else an xNet."""
+    family = "convnet" if share <= 0 else "xnet"
+    pool = candidates(total, family, tol, depths, widths, kernels, channels)
+    if not pool:
+        raise ValueError(f"no {family} within {100 * tol:g}% of {total:,} parameters in the search space")
+
+    def cost(a: Arch) -> tuple[float, int, int]:
+        depth_pen = depth_weight * abs(a.depth - prefer_depth) if prefer_depth is not None else 0.0
+        return (abs(a.share - share) + depth_pen, abs(a.params - total), a.depth)
+
+    best = min(pool, key=cost)
+    return Arch(**{**asdict(best), "target_share": float(share)})
+
+
+def solve_all(total: int, shares: Sequence[float], **kw) -> list[Arch]:
+    return [solve(total, s, **kw) for s in shares]
+
+
+def check(arch: Arch, channels: int = 1) -> int:
+    """Instantiate ``arch`` and return its paper-convention count; raises if it differs from the formula."""
+    from xnet.archs.params import count_paper_params
+
+    net = arch.build(channels)
+    n, a = count_paper_params(net), activation_params(net)
+    if (n, a) != (arch.params, arch.act_params):
+        raise AssertionError(f"{arch.key}: formula gives {arch.params:,}/{arch.act_params:,}, model has {n:,}/{a:,}")
+    return n
+
+
+def table(archs: Sequence[Arch], total: int) -> str:
+    head = f"{'target %':>8} {'share %':>8} {'family':<8} {'depth':>5} {'width':>5} {'r':>3} {'params':>9} {'vs budget':>9}  key"
+    lines = [head, "-" * len(head)]
+    for a in archs:
+        r = "-" if a.xunit_kernel is None else str(a.xunit_kernel)
+        dev = 100.0 * (a.params - total) / total
+        lines.append(
+            f"{a.target_share:>8g} {a.share:>8.2f} {a.family:<8} {a.depth:>5} {a.width:>5} {r:>3} {a.params:>9,} {dev:>+8.2f}%  {a.key}"
+        )
+    return "\n".join(lines)
+
+
+def point_name(a: Arch) -> str:
+    """Sweep value for one Fig 4 point: ``s00_convnet_d3_w104``, ``s10_xnet_d3_w98_r7``, ...
+
+    The architecture is part of the name, so tables written for other budgets never collide with
+    (and merge into) the entries of ``fig4_archs.yaml`` when an experiment builds on ``fig4``.
+    """
+    return f"s{int(round(a.target_share)):02d}_{a.key}"
+
+
+def experiment_yaml(archs: Sequence[Arch], total: int, base: str | None = None, command: str = "") -> str:
+    """A ``conf/experiment`` file sweeping every architecture (one job per share).
+
+    Without ``base`` it holds the architectures only (``fig4.yaml`` includes such a table, written
+    to ``fig4_archs.yaml``); with ``base`` (e.g. ``fig4`` or ``fig4_quick``) it is a complete
+    experiment: that recipe with these architectures.
+    """
+    import yaml
+
+    names = [point_name(a) for a in archs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"two targets give the same point name: {names}")
+    lines = [
+        "# @package _global_",
+        f"# Fig 4 architectures: a fixed budget of {total:,} parameters (paper convention), spending a",
+        "# growing share of it in the activations. Written by `python -m xnet.budget` (regenerate, don't edit):",
+        f"#   {command}" if command else "#   python -m xnet.budget ...",
+    ]
+    for a in archs:
+        lines.append(f"#   {point_name(a):<22} {a.params:>7,} params, {a.share:5.2f}% in activations")
+    body: dict = {}
+    if base:
+        body["defaults"] = [base, "_self_"]
+    body.update({
+        "arch": names[0],
+        "archs": {n: a.model_config() for n, a in zip(names, archs)},
+        "model": "${archs.${arch}}",
+        "hydra": {"sweeper": {"params": {"arch": ",".join(names)}}},
+    })
+    return "\n".join(lines) + "\n" + yaml.safe_dump(body, sort_keys=False, default_flow_style=None, width=200)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m xnet.budget", description=__doc__.split("\n\n")[0])
+    p.add_argument("--total", type=int, default=99136, help="parameter budget (paper convention)")
+    p.add_argument("--shares", type=float, nargs="+", default=[0, 10, 20, 30, 40, 50], help="target activation shares, percent")
+    p.add_argument("--tol", type=float, default=0.01, help="allowed relative deviation from the budget")
+    p.add_argument("--depths", type=int, nargs=2, default=[2, 20], metavar=("MIN", "MAX"))
+    p.add_argument("--widths", type=int, nargs=2, default=[4, 256], metavar=("MIN", "MAX"))
+    p.add_argument("--width-step", type=int, default=1, help="only widths divisible by this")
+    p.add_argument("--max-kernel", type=int, default=31, help="largest xUnit kernel r (odd)")
+    p.add_argument("--prefer-depth", type=int, default=4, help="tie-break towards this depth (-1: none)")
+    p.add_argument("--depth-weight", type=float, default=0.5, help="percentage points of share error worth one layer of depth")
+    p.add_argument("--overrides", action="store_true", help="also print Hydra overrides for each architecture")
+    p.add_argument("--write-experiment", type=Path, help="write a conf/experiment file sweeping the architectures")
+    p.add_argument("--base", help="with --write-experiment: the experiment whose recipe it extends (e.g. fig4, fig4_quick)")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> list[Arch]:
+    args = parse_args(argv)
+    step = max(1, args.width_step)
+    w0 = -(-args.widths[0] // step) * step
+    archs = solve_all(
+        args.total,
+        args.shares,
+        tol=args.tol,
+        depths=range(args.depths[0], args.depths[1] + 1),
+        widths=range(w0, args.widths[1] + 1, step),
+        kernels=range(1, args.max_kernel + 1, 2),
+        prefer_depth=None if args.prefer_depth < 0 else args.prefer_depth,
+        depth_weight=args.depth_weight,
+    )
+    for a in archs:
+        check(a)  # the closed form must agree with the instantiated model
+    print(f"budget {args.total:,} parameters (±{100 * args.tol:g}%), counts verified on the instantiated models")
+    print(table(archs, args.total))
+    if args.overrides:
+        print()
+        for a in archs:
+            print(f"{point_name(a)}: {a.overrides()}")
+    if args.write_experiment:
+        args.write_experiment.parent.mkdir(parents=True, exist_ok=True)
+        command = "python -m xnet.budget " + " ".join(argv if argv is not None else sys.argv[1:])
+        args.write_experiment.write_text(experiment_yaml(archs, args.total, base=args.base, command=command))
+        how = f"run: python -m xnet.train -m experiment={args.write_experiment.stem}" if args.base else "include it in an experiment's defaults list, as fig4.yaml does"
+        print(f"\nwrote {args.write_experiment} ({how})")
+    return archs
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
