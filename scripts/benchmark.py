@@ -18,12 +18,15 @@ and, for xUnit models, ``memory_lean=True``.
 
 Training memory:
 * CUDA: ``torch.cuda.max_memory_allocated`` during the step minus the allocation before it.
-* CPU: (1) ``saved_MB`` — bytes of the distinct storages autograd saves for backward during the
+* CPU: ``peak_MB`` — the peak of (allocated − freed) tensor bytes during the step, from the
+  ``torch.profiler`` memory timeline (``profile_memory=True``; the CPU analogue of the CUDA
+  number). If that private API is missing, the growth of the peak resident set instead
+  (``VmHWM`` from ``/proc/self/status`` after resetting it via ``/proc/self/clear_refs`` and
+  ``malloc_trim``; includes allocator slack). ``peak_source`` says which.
+  tracemalloc does not see tensor memory, so it is not used.
+* both: ``saved_MB`` — bytes of the distinct storages autograd saves for backward during the
   forward (``torch.autograd.graph.saved_tensors_hooks``): the activation memory, exact and
-  load-independent; (2) ``peak_rss_MB`` — growth of the process's peak resident set during the
-  step (``VmHWM`` from ``/proc/self/status`` after resetting it via ``/proc/self/clear_refs`` and
-  ``malloc_trim``), which includes transient buffers and allocator behaviour; ``null`` where
-  ``/proc`` is unavailable. tracemalloc does not see tensor memory, so it is not used.
+  load-independent.
 
 Prints per-family tables with ratios x-model / baseline and writes everything (including raw
 timings) to ``--json``. ``--quick``: fewer repeats and a small CPU training batch.
@@ -184,6 +187,43 @@ def _malloc_trim() -> None:
         pass
 
 
+def profiler_peak_bytes(fn: Callable[[], Any]) -> int | None:
+    """Peak of (bytes allocated − bytes freed) while ``fn`` runs, from the profiler's memory
+    timeline (CPU tensors; the analogue of CUDA ``max_memory_allocated − memory_allocated``).
+    ``None`` if this torch lacks the (private) memory-timeline API."""
+    try:
+        from torch.profiler import ProfilerActivity, profile
+        from torch.profiler._memory_profiler import Action
+    except ImportError:
+        return None
+    try:
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as prof:
+            fn()
+        timeline = prof._memory_profile().timeline
+    except Exception:  # noqa: BLE001 - private API: degrade gracefully
+        return None
+    current = peak = 0
+    for _t, action, _key, size in timeline:
+        if action == Action.CREATE:
+            current += size
+        elif action == Action.DESTROY:
+            current -= size
+        peak = max(peak, current)
+    return peak
+
+
+def rss_peak_bytes(fn: Callable[[], Any]) -> int | None:
+    """Growth of the peak resident set while ``fn`` runs (``/proc``; Linux only)."""
+    gc.collect()
+    _malloc_trim()
+    base = _proc_kb("VmRSS")
+    if base is None or not _reset_peak_rss():
+        return None
+    fn()
+    peak = _proc_kb("VmHWM")
+    return None if peak is None else (peak - base) * 1024
+
+
 def saved_tensor_bytes(fn: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, int]:
     """Run ``fn`` (a forward) and count the bytes of distinct storages saved for backward."""
     storages: dict[tuple[int, str], int] = {}
@@ -330,13 +370,12 @@ def training(family: str, spec: dict[str, Any], device: torch.device, args: argp
                 torch.cuda.synchronize(device)
                 rec["peak_MB"] = (torch.cuda.max_memory_allocated(device) - base) / 2**20
             else:
-                gc.collect()
-                _malloc_trim()
-                base = _proc_kb("VmRSS")
-                ok = _reset_peak_rss()
-                step()
-                peak = _proc_kb("VmHWM")
-                rec["peak_rss_MB"] = (peak - base) / 1024 if ok and base is not None and peak is not None else None
+                peak = profiler_peak_bytes(step)
+                rec["peak_source"] = "torch.profiler memory timeline"
+                if peak is None:
+                    peak = rss_peak_bytes(step)
+                    rec["peak_source"] = "/proc VmHWM - VmRSS"
+                rec["peak_MB"] = None if peak is None else peak / 2**20
             ts = interleaved_times({"step": step}, 0, args.train_steps, device)["step"]
             med = statistics.median(ts)
             rec["step_ms"] = med * 1e3
@@ -400,10 +439,10 @@ def print_family(family: str, spec: dict[str, Any], res: dict[str, Any], device:
         b = tr["runs"].get(f"{base}/plain", {})
         for mode in ("plain", "lean"):
             x = tr["runs"].get(f"{xname}/{mode}", {})
-            for key, label in (("step_ms", "train step ms"), ("samples_s", "train samples/s"), ("saved_MB", "saved activations MB"), ("peak_MB", "train peak MB (cuda)"), ("peak_rss_MB", "train peak RSS MB")):
+            for key, label in (("step_ms", "train step ms"), ("samples_s", "train samples/s"), ("saved_MB", "saved activations MB"), ("peak_MB", "train peak MB")):
                 if key in b or key in x:
                     rows.append((f"{label} [{mode}]", b.get(key), x.get(key)))
-            for key in ("saved_MB", "peak_MB", "peak_rss_MB"):
+            for key in ("saved_MB", "peak_MB"):
                 if b.get(key) and x.get(key) is not None:
                     headline.append((f"{family}: {xname} {mode} / {base} training {key}", x[key] / b[key]))
     shape = inf["input"] if inf else None

@@ -84,20 +84,23 @@ def evaluate_module(
 def load_restorer(cfg: DictConfig, task: Task) -> tuple[Restorer, dict[str, Any]]:
     """Build the net and load ``cfg.weights`` (a file or a zoo name) into it.
 
-    An xnet checkpoint carries its resolved config: its architecture is used (it is what the
-    weights are), so ``model=`` only matters for plain state dicts.
+    xnet checkpoints and zoo entries carry their config: that architecture is used (it is what
+    the weights are), so ``model=`` only matters for plain state dicts.
     """
     from omegaconf import OmegaConf
 
     from xnet.weights import load_weights, read_state_dict
-    from xnet.zoo import resolve_weights
+    from xnet.zoo import resolve_weights, zoo_model_config
 
     path = resolve_weights(str(cfg.weights))
-    stored = (read_state_dict(path)[1].get("xnet") or {}).get("config") if path.suffix == ".ckpt" else None
-    if stored and "model" in stored:
-        if stored["model"].get("name") != cfg.model.name:
-            log.info("using the checkpoint's architecture '%s' (model=%s ignored)", stored["model"]["name"], cfg.model.name)
-        cfg = OmegaConf.merge(cfg, {"model": stored["model"]})
+    if path.suffix == ".ckpt":
+        stored = ((read_state_dict(path)[1].get("xnet") or {}).get("config") or {}).get("model")
+    else:
+        stored = zoo_model_config(path)
+    if stored:
+        if stored.get("name") != cfg.model.name:
+            log.info("using the architecture stored with the weights, '%s' (model=%s ignored)", stored["name"], cfg.model.name)
+        cfg = OmegaConf.merge(cfg, {"model": stored})
     net = build_net(cfg, task)
     extra = load_weights(net, path)
     return Restorer(net, residual=task.residual), {"weights": str(path), **extra.get("xnet", {})}

@@ -1,21 +1,30 @@
-"""The model zoo: named weights shipped in the repository's ``weights/`` folder.
+"""The model zoo: weights trained with xnet, shipped in the repository's ``weights/`` folder.
 
-``weights/zoo.json`` lists each entry: ``{"name": {"file": "...", "sha256": "...", "model": "...",
-"task": {...}}}``. ``weights=<name>`` anywhere a path is accepted loads that entry (sha256 checked).
+Each entry is a folder ``weights/<name>/`` holding ``weights.safetensors`` (the bare net),
+``config.yaml`` (the resolved config that trained it), ``metrics/*.json`` (the ``xnet.evaluate``
+reports) and ``MODEL_CARD.md``; ``weights/zoo.json`` indexes them with sha256 and the headline
+numbers. ``weights=<name>`` works wherever a weights path does, and brings its architecture along.
+
+    python -m xnet.zoo list
+    python -m xnet.zoo add NAME --ckpt run/checkpoints/best.ckpt --metrics eval1/metrics.json [...]
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
-ZOO_DIR = Path(os.environ.get("XNET_ZOO", Path(__file__).resolve().parent.parent / "weights"))
+def zoo_root() -> Path:
+    """``$XNET_ZOO``, else the repository's ``weights/``."""
+    return Path(os.environ.get("XNET_ZOO", Path(__file__).resolve().parent.parent / "weights"))
 
 
-def zoo_index(zoo_dir: Path = ZOO_DIR) -> dict[str, Any]:
-    index = zoo_dir / "zoo.json"
+def zoo_index(zoo_dir: Path | None = None) -> dict[str, Any]:
+    index = (zoo_dir or zoo_root()) / "zoo.json"
     return json.loads(index.read_text()) if index.is_file() else {}
 
 
@@ -27,8 +36,9 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def resolve_weights(spec: str, zoo_dir: Path = ZOO_DIR) -> Path:
-    """A file path as given, or a zoo name resolved to its verified file."""
+def resolve_weights(spec: str, zoo_dir: Path | None = None) -> Path:
+    """A file path as given, or a zoo name resolved to its verified weights file."""
+    zoo_dir = zoo_dir or zoo_root()
     path = Path(spec).expanduser()
     if path.is_file():
         return path
@@ -42,3 +52,104 @@ def resolve_weights(spec: str, zoo_dir: Path = ZOO_DIR) -> Path:
     if digest != entry["sha256"]:
         raise ValueError(f"zoo weights {file}: sha256 {digest} does not match zoo.json's {entry['sha256']}")
     return file
+
+
+def zoo_model_config(path: Path) -> dict[str, Any] | None:
+    """The model config stored beside zoo weights (``config.yaml``), if ``path`` is zoo weights."""
+    config = path.parent / "config.yaml"
+    if path.name != "weights.safetensors" or not config.is_file():
+        return None
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.load(config)).get("model")  # type: ignore[union-attr]
+
+
+def _model_card(name: str, config: dict[str, Any], reports: list[dict[str, Any]], params: dict[str, int]) -> str:
+    task, model = config["task"], config["model"]
+    rows = "\n".join(
+        f"| {r['dataset']} | {r.get('sigma', r.get('scale', ''))} | {r['psnr']:.3f} | {r['ssim']:.4f} | {r['images']} |" for r in reports
+    )
+    optim, data, trainer = config.get("optim", {}), config.get("data", {}), config.get("trainer", {})
+    return f"""# {name}
+
+{model['name']} for {task['name']} — trained with `python -m xnet.train` (config: `config.yaml`).
+
+* Parameters: {params['params_paper']:,} (paper convention), {params['params_trainable']:,} trainable.
+* Training: {trainer.get('max_steps')} steps, batch {data.get('batch_size')}, {data.get('patch_size')}px crops,
+  Adam {optim.get('lr')} (×{optim.get('gamma')} at {optim.get('milestones')}), {trainer.get('accelerator')}, precision {trainer.get('precision')}.
+* Evaluation: `python -m xnet.evaluate weights={name} data/test=<set>` (protocol in the README).
+
+| set | σ / scale | PSNR | SSIM | images |
+|---|---|---|---|---|
+{rows}
+
+Reports: `metrics/`. Intended use: research and benchmarking of image restoration.
+"""
+
+
+def add(name: str, ckpt: Path, metrics: list[Path], zoo_dir: Path | None = None) -> dict[str, Any]:
+    """Export ``ckpt``'s net to ``weights/<name>/`` with its config, reports and model card."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from xnet.archs.params import param_summary
+    from xnet.utils.build import build_net, build_task
+    from xnet.weights import load_weights, save_weights
+
+    stored = torch.load(ckpt, map_location="cpu", weights_only=True).get("xnet", {})
+    config = stored.get("config")
+    if not config:
+        raise ValueError(f"{ckpt}: not an xnet checkpoint (no stored config)")
+    zoo_dir = zoo_dir or zoo_root()
+    cfg = OmegaConf.create(config)
+    net = build_net(cfg, build_task(cfg))
+    load_weights(net, ckpt)
+    folder = zoo_dir / name
+    (folder / "metrics").mkdir(parents=True, exist_ok=True)
+    file = save_weights(net, folder / "weights.safetensors")
+    OmegaConf.save(cfg, folder / "config.yaml")
+    reports = []
+    for m in metrics:
+        report = json.loads(Path(m).read_text())
+        report.pop("config", None)
+        tag = f"{report['dataset']}_{report.get('sigma', report.get('scale', ''))}".strip("_")
+        (folder / "metrics" / f"{tag}.json").write_text(json.dumps(report, indent=2))
+        reports.append(report)
+    params = param_summary(net)
+    (folder / "MODEL_CARD.md").write_text(_model_card(name, config, reports, params))
+    index = zoo_index(zoo_dir)
+    index[name] = {
+        "file": f"{name}/weights.safetensors",
+        "sha256": sha256(file),
+        "model": config["model"]["name"],
+        "task": {k: config["task"][k] for k in ("name", "sigma", "scale") if k in config["task"]},
+        **params,
+        "results": {f"{r['dataset']}": round(r["psnr"], 3) for r in reports},
+    }
+    (zoo_dir / "zoo.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    return index[name]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m xnet.zoo", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="the shipped models and their headline PSNRs")
+    p_add = sub.add_parser("add", help="export a checkpoint into the zoo")
+    p_add.add_argument("name")
+    p_add.add_argument("--ckpt", type=Path, required=True)
+    p_add.add_argument("--metrics", type=Path, nargs="*", default=[])
+    args = parser.parse_args(argv)
+    if args.command == "list":
+        for name, entry in sorted(zoo_index().items()):
+            print(f"{name:<24} {entry['model']:<12} {entry['task']}  params {entry['params_paper']:,}  {entry['results']}")
+        return 0
+    try:
+        print(json.dumps(add(args.name, args.ckpt, args.metrics), indent=2))
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
