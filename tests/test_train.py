@@ -57,3 +57,25 @@ def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_good_checkpoin
 def test_fast_dev_run_smoke(tmp_path):
     summary = run_train(tmp_path, ["experiment=demo", "debug=fast", "trainer.enable_progress_bar=false"])
     assert summary["step"] == 1
+
+
+def test_wandb_logger_works_offline_without_a_prompt(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    summary = run_train(tmp_path, [*TINY, "logger=wandb", "trainer.max_steps=4", "trainer.val_check_interval=2", "test_after_fit=false"])
+    assert summary["step"] == 4
+    assert list(tmp_path.glob("wandb/offline-run-*"))
+
+
+def test_wandb_goes_offline_when_no_key_is_configured(monkeypatch, tmp_path):
+    import os
+
+    from conftest import compose
+    from xnet.utils.build import setup_runtime
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
+    setup_runtime(compose("train", ["logger=wandb", "paths.output_dir=/tmp/unused"]))
+    assert os.environ["WANDB_MODE"] == "offline"

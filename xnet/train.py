@@ -58,7 +58,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         if best:
-            module = RestorationModule.load_from_checkpoint(best, net=build_net(cfg, task), task=task, weights_only=False)
+            module = RestorationModule.load_from_checkpoint(best, net=build_net(cfg, task), task=task, weights_only=True)
         test_source = instantiate(cfg.data.test, _convert_="all")
         report = evaluate_module(module.restorer, task, test_source, seed=cfg.seed, device=module.device)
         metrics.update({f"test/{k}": v for k, v in report.items() if k in ("psnr", "ssim")})

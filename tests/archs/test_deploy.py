@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from xnet.archs.common import Restorer
-from xnet.archs.deploy import ChannelAffine, Deployed, FusedXUnit, fuse, max_abs_diff
+from xnet.archs.deploy import ChannelAffine, Deployed, FusedXUnit, fuse, max_abs_diff, native_kernel
 from xnet.archs.dncnn import DnCNN, XDnCNN
 from xnet.archs.plain import ConvNet, XNet
 from xnet.archs.srcnn import SRCNN, XSRCNN
@@ -54,21 +54,31 @@ VARIANTS = list(itertools.product([True, False], repeat=4))
 
 @pytest.mark.parametrize("gate", GATES)
 @pytest.mark.parametrize("pre_norm,relu,depthwise,post_norm", VARIANTS)
-def test_fused_xunit_every_variant(pre_norm: bool, relu: bool, depthwise: bool, post_norm: bool, gate: str) -> None:
+@pytest.mark.parametrize("kernel", ["torch", "auto"])
+def test_fused_xunit_every_variant(pre_norm: bool, relu: bool, depthwise: bool, post_norm: bool, gate: str, kernel: str) -> None:
     torch.manual_seed(0)
     opts = dict(kernel_size=5, pre_norm=pre_norm, relu=relu, depthwise=depthwise, post_norm=post_norm, gate=gate)
+    c = 16  # a multiple of 16: the native kernel runs where it can ("auto")
     # standalone (not in place), and as in xDnCNN: conv → xUnit (in place) → BN (absorbed) → conv
-    alone = randomise(XUnit(6, **opts))
-    chain = randomise(nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), XUnit(6, **opts), nn.BatchNorm2d(6), nn.Conv2d(6, 2, 3, padding=1)))
-    x6, x3 = torch.randn(2, 6, 13, 11), torch.randn(2, 3, 13, 11)
+    alone = randomise(XUnit(c, **opts))
+    chain = randomise(nn.Sequential(nn.Conv2d(3, c, 3, padding=1), XUnit(c, **opts), nn.BatchNorm2d(c), nn.Conv2d(c, 2, 3, padding=1)))
+    xc, x3 = torch.randn(2, c, 13, 11), torch.randn(2, 3, 13, 11)
     for tile_bytes in (0, 1):  # whole image; smallest tiles (kernel_size rows, several tiles)
-        fa = fuse(alone, tile_bytes=tile_bytes)
-        fc = fuse(chain, tile_bytes=tile_bytes)
-        assert max_abs_diff(alone, fa, x6, clip=None) <= TOL
+        fa = fuse(alone, tile_bytes=tile_bytes, cpu_kernel=kernel)
+        fc = fuse(chain, tile_bytes=tile_bytes, cpu_kernel=kernel)
+        assert max_abs_diff(alone, fa, xc, clip=None) <= TOL
         assert max_abs_diff(chain, fc, x3, clip=None) <= TOL
         units = [m for m in fc.modules() if isinstance(m, FusedXUnit)]
         assert len(units) == 1 and units[0].inplace and units[0].out_shift is not None
         assert not any(isinstance(m, (nn.BatchNorm2d, XUnit, ChannelAffine)) for m in fc.modules())
+
+
+@pytest.mark.parametrize("channels", [6, 32])  # torch-ops path only / native where available
+def test_fused_xunit_odd_sizes(channels: int) -> None:
+    unit = randomise(XUnit(channels, kernel_size=9))
+    fused = fuse(unit)
+    for shape in ((1, channels, 1, 1), (1, channels, 3, 40), (3, channels, 17, 2)):
+        assert max_abs_diff(unit, fused, torch.randn(shape), clip=None) <= TOL
 
 
 def test_fused_xunit_with_bias_and_post_norm() -> None:
@@ -203,3 +213,49 @@ def test_fuse_compile_option() -> None:
     assert max_abs_diff(model, fused, x, clip=None) <= TOL
     assert fused.compiled is not None, "compilation failed and fell back to eager"
     assert isinstance(fused.body, nn.Module)  # the eager body is kept as the fallback
+
+
+needs_native = pytest.mark.skipif(native_kernel() is None, reason="native xUnit CPU kernel unavailable (no C++ compiler?)")
+
+
+@needs_native
+@pytest.mark.parametrize("gate", GATES)
+@pytest.mark.parametrize("kernel_size", [1, 3, 9, 11])
+@pytest.mark.parametrize("pre_norm,post,inplace", [(True, True, True), (True, False, False), (False, True, False), (False, False, True)])
+def test_native_kernel_matches_reference(gate: str, kernel_size: int, pre_norm: bool, post: bool, inplace: bool) -> None:
+    unit = randomise(XUnit(16, kernel_size=kernel_size, pre_norm=pre_norm, gate=gate))
+    fused = FusedXUnit.from_xunit(unit).eval()
+    if post:
+        fused.absorb_output_affine(torch.rand(16) + 0.5, torch.randn(16))
+    fused.cpu_kernel = "native"
+    fused.inplace = inplace
+    x = torch.randn(2, 16, 23, 19).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        ref = fused.forward_reference(x)
+        for bands in (1, 2, 3):  # threads split the rows into bands with shared halos
+            fused.native_bands = bands
+            xin = x.clone()
+            y = fused(xin)
+            assert (y.data_ptr() == xin.data_ptr()) == inplace
+            assert (y - ref).abs().max() <= TOL
+
+
+@needs_native
+def test_native_kernel_in_model() -> None:
+    model = randomise(Restorer(XDnCNN(num_blocks=2, width=16), residual=True))
+    x = _inputs((2, 1, 30, 21))
+    native, plain = fuse(model, cpu_kernel="native"), fuse(model, cpu_kernel="torch")
+    assert max_abs_diff(model, native, x, clip=None) <= TOL
+    assert max_abs_diff(plain, native, x, clip=None) <= TOL
+
+
+def test_native_kernel_not_applicable_falls_back() -> None:
+    unit = randomise(XUnit(6, kernel_size=3))  # 6 channels: not a multiple of 16
+    fused = FusedXUnit.from_xunit(unit).eval()
+    x = torch.randn(1, 6, 8, 8)
+    assert not fused.native_applies(x.contiguous(memory_format=torch.channels_last))
+    fused.cpu_kernel = "native"
+    with pytest.raises(RuntimeError):
+        fused(x)
+    with pytest.raises(ValueError):
+        fuse(unit, cpu_kernel="fast")

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from xnet.archs.derainnet import DerainNet
 from xnet.archs.dncnn import DnCNN, XDnCNN
 from xnet.archs.params import count_paper_params, count_trainable_params
 from xnet.archs.plain import ConvNet, XNet
@@ -16,6 +17,7 @@ PAPER = [
     (lambda: XSRCNN(widths=(42, 32), kernel_sizes=(9, 5, 5)), 44_092),
     (lambda: SRResNet(scale=4), 1_546_752),
     (lambda: XSRResNet(scale=4), 1_155_968),
+    (lambda: DerainNet(), 753_664),
 ]
 
 
@@ -45,6 +47,7 @@ def test_fig3_headline_architectures():
     (lambda: SRResNet(scale=2, num_blocks=2), (1, 3, 10, 12), (1, 3, 20, 24)),
     (lambda: XSRResNet(scale=3, num_blocks=2), (1, 3, 10, 12), (1, 3, 30, 36)),
     (lambda: XNet(4, xunit_kernel=5), (1, 1, 16, 16), (1, 1, 16, 16)),
+    (lambda: DerainNet(width=8), (1, 3, 21, 19), (1, 3, 21, 19)),
 ])
 def test_forward_shapes(make, shape, out):
     assert make()(torch.rand(shape)).shape == out
