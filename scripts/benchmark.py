@@ -11,7 +11,9 @@ Per model: paper / trainable parameters; analytic conv MACs per output pixel (fr
 met in a forward pass: ``out_elems · C_in/groups · kh · kw``); inference latency (median over
 interleaved repeats after warm-up, so machine-load drift hits both models alike) and throughput
 (output Mpx/s) for ``eager`` (NCHW), ``eager_cl`` (channels_last), ``fused``
-(:func:`xnet.archs.deploy.fuse`), ``fused_compile`` (``fuse(..., compile=True)``) and on CUDA
+(:func:`xnet.archs.deploy.fuse`: folded BNs, channels_last; on CPU its xUnits use the one-pass
+native kernel when it builds), ``fused_torchops`` (CPU: the same with ``cpu_kernel="torch"``,
+i.e. row-tiled torch ops), ``fused_compile`` (``fuse(..., compile=True)``, inductor) and on CUDA
 ``eager_bf16`` / ``fused_bf16`` (autocast); the max |fused − eager| after clipping to [0, 1];
 and a training step (MSE, Adam) at batch × crop: time, samples/s and memory, for the plain model
 and, for xUnit models, ``memory_lean=True``.
@@ -65,7 +67,10 @@ from xnet.archs.xunit import XUnit  # noqa: E402
 FAMILIES: dict[str, dict[str, Any]] = {
     "dncnn": {
         "names": ("DnCNN-S", "xDnCNN"),
-        "build": (lambda: Restorer(DnCNN(channels=1), residual=True), lambda: Restorer(XDnCNN(channels=1), residual=True)),
+        "build": (
+            lambda: Restorer(DnCNN(channels=1), residual=True),
+            lambda: Restorer(XDnCNN(channels=1), residual=True),
+        ),
         "input": (1, 1, 321, 481),
         "scale": 1,
     },
@@ -142,7 +147,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def interleaved_times(fns: dict[str, Callable[[], Any]], warmup: int, repeats: int, device: torch.device) -> dict[str, list[float]]:
+def interleaved_times(
+    fns: dict[str, Callable[[], Any]], warmup: int, repeats: int, device: torch.device
+) -> dict[str, list[float]]:
     """Round-robin timing: every repeat runs every function once (seconds)."""
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(warmup):
@@ -197,7 +204,8 @@ def profiler_peak_bytes(fn: Callable[[], Any]) -> int | None:
     except ImportError:
         return None
     try:
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as prof:
+        opts = dict(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True)
+        with profile(**opts) as prof:
             fn()
         timeline = prof._memory_profile().timeline
     except Exception:  # noqa: BLE001 - private API: degrade gracefully
@@ -265,6 +273,8 @@ def inference(family: str, spec: dict[str, Any], device: torch.device, args: arg
             "eager_cl": lambda m=cl: m(x_cl),
             "fused": (lambda m=fuse(model): m(x)),
         }
+        if device.type == "cpu":
+            v["fused_torchops"] = lambda m=fuse(model, cpu_kernel="torch"): m(x)
         if args.compile_enabled:
             fc = fuse(model, compile=True)
             t0 = time.perf_counter()
@@ -426,20 +436,23 @@ def print_family(family: str, spec: dict[str, Any], res: dict[str, Any], device:
         for k in b["throughput_mpx_s"]:
             if k in x["throughput_mpx_s"]:
                 rows.append((f"Mpx/s [{k}]", b["throughput_mpx_s"][k], x["throughput_mpx_s"][k]))
-        if "fused" in x["latency_ms"]:
-            headline.append((f"{family}: {xname} fused / {base} eager latency", x["latency_ms"]["fused"] / b["latency_ms"]["eager"]))
-            headline.append((f"{family}: {xname} fused / {base} fused latency", x["latency_ms"]["fused"] / b["latency_ms"]["fused"]))
-        if "fused_compile" in x["latency_ms"] and "fused_compile" in b["latency_ms"]:
-            headline.append(
-                (f"{family}: {xname} compiled / {base} compiled latency", x["latency_ms"]["fused_compile"] / b["latency_ms"]["fused_compile"])
-            )
-        headline.append((f"{family}: {xname} eager / {base} eager latency", x["latency_ms"]["eager"] / b["latency_ms"]["eager"]))
+        lx, lb = x["latency_ms"], b["latency_ms"]
+        for xv, bv in (("fused", "eager"), ("fused", "fused"), ("fused_torchops", "fused_torchops"),
+                       ("fused_compile", "fused_compile"), ("eager", "eager"), ("fused_bf16", "fused_bf16")):
+            if xv in lx and bv in lb:
+                headline.append((f"{family}: {xname} {xv} / {base} {bv} latency", lx[xv] / lb[bv]))
     tr = res.get("training")
     if tr:
         b = tr["runs"].get(f"{base}/plain", {})
         for mode in ("plain", "lean"):
             x = tr["runs"].get(f"{xname}/{mode}", {})
-            for key, label in (("step_ms", "train step ms"), ("samples_s", "train samples/s"), ("saved_MB", "saved activations MB"), ("peak_MB", "train peak MB")):
+            labels = (
+                ("step_ms", "train step ms"),
+                ("samples_s", "train samples/s"),
+                ("saved_MB", "saved activations MB"),
+                ("peak_MB", "train peak MB"),
+            )
+            for key, label in labels:
                 if key in b or key in x:
                     rows.append((f"{label} [{mode}]", b.get(key), x.get(key)))
             for key in ("saved_MB", "peak_MB"):
@@ -454,7 +467,8 @@ def print_family(family: str, spec: dict[str, Any], res: dict[str, Any], device:
     if inf:
         for name in (base, xname):
             diffs = inf["models"][name]["max_abs_diff_vs_eager"]
-            print(f"max |variant - eager| after clip [0,1], {name}: " + ", ".join(f"{k} {v:.2e}" for k, v in diffs.items()))
+            listed = ", ".join(f"{k} {v:.2e}" for k, v in diffs.items())
+            print(f"max |variant - eager| after clip [0,1], {name}: {listed}")
         if "compile_s" in inf:
             print(f"compile (first call) s: {inf['compile_s']}")
     if tr:
@@ -492,7 +506,7 @@ def _cpu_name() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", choices=["cpu", "cuda", "all"], default="cpu")
     ap.add_argument("--quick", action="store_true", help="fewer repeats, small CPU training batch")
     ap.add_argument("--json", type=Path, default=None, help="write all results here")
@@ -500,7 +514,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--families", default=",".join(FAMILIES), help=f"comma list of {list(FAMILIES)}")
     ap.add_argument("--repeats", type=int, default=None, help="timed repeats per variant (default 15, quick 5)")
     ap.add_argument("--warmup", type=int, default=None, help="warm-up rounds (default 2, quick 1)")
-    ap.add_argument("--compile", choices=["auto", "on", "off"], default="auto", help="fused+torch.compile variant (auto: on if a compiler is found / on CUDA)")
+    ap.add_argument(
+        "--compile",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="fused+torch.compile variant (auto: on if a C++ compiler is found, and on CUDA)",
+    )
     ap.add_argument("--no-inference", action="store_true")
     ap.add_argument("--no-train", action="store_true")
     ap.add_argument("--train-batch", type=int, default=None, help="default 64 (quick on CPU: 4)")
@@ -525,7 +544,8 @@ def main(argv: list[str] | None = None) -> int:
         print("CUDA not available: skipping it")
         devices.remove("cuda")
 
-    report: dict[str, Any] = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "devices": {}}
+    arg_values = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    report: dict[str, Any] = {"args": arg_values, "devices": {}}
     headline_all: list[tuple[str, float]] = []
     for dev_name in devices:
         device = torch.device(dev_name)
@@ -534,7 +554,8 @@ def main(argv: list[str] | None = None) -> int:
         dev_args.train_batch = args.train_batch or (4 if quick_cpu else 64)
         dev_args.train_crop = args.train_crop or (48 if quick_cpu else 80)
         has_cxx = bool(shutil.which("c++") or shutil.which("g++") or shutil.which("gcc"))
-        dev_args.compile_enabled = args.compile == "on" or (args.compile == "auto" and (device.type == "cuda" or has_cxx))
+        auto = args.compile == "auto" and (device.type == "cuda" or has_cxx)
+        dev_args.compile_enabled = args.compile == "on" or auto
         env = environment(device)
         print(f"\n##### device {dev_name}: {env}")
         dev_report: dict[str, Any] = {"environment": env, "families": {}}

@@ -79,3 +79,17 @@ def test_wandb_goes_offline_when_no_key_is_configured(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
     setup_runtime(compose("train", ["logger=wandb", "paths.output_dir=/tmp/unused"]))
     assert os.environ["WANDB_MODE"] == "offline"
+
+
+def test_time_limited_chunks_save_their_progress_and_resume(tmp_path):
+    """A chunk stopped by trainer.max_time (e.g. a 10-minute lease) keeps every step it made."""
+    chunk = [*TINY, "trainer.max_steps=100000", "trainer.val_check_interval=1000", "test_after_fit=false",
+             "data.samples_per_epoch=100000", "milestones_db=[1.0]"]
+    first = run_train(tmp_path, [*chunk, "trainer.max_time=00:00:00:03"])
+    assert 0 < first["step"] < 100000
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == first["step"]
+    clock = next(v for k, v in ckpt["callbacks"].items() if k.startswith("WallClock"))
+    assert clock["elapsed"] > 0
+    second = run_train(tmp_path, [*chunk, f"trainer.max_steps={first['step'] + 4}", "ckpt_path=last"])
+    assert second["step"] == first["step"] + 4

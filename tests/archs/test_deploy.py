@@ -38,7 +38,8 @@ def randomise(model: nn.Module, seed: int = 0) -> nn.Module:
                 m.running_mean.copy_(torch.randn(c, generator=g) * 0.3)
                 m.running_var.copy_(torch.rand(c, generator=g) * 1.5 + 0.3)
                 # both signs of the scale: a negative gamma flips the pre-ReLU affine
-                m.weight.copy_((torch.rand(c, generator=g) + 0.5) * torch.where(torch.rand(c, generator=g) < 0.2, -1.0, 1.0))
+                sign = torch.where(torch.rand(c, generator=g) < 0.2, -1.0, 1.0)
+                m.weight.copy_((torch.rand(c, generator=g) + 0.5) * sign)
                 m.bias.copy_(torch.randn(c, generator=g) * 0.3)
             elif isinstance(m, nn.Conv2d) and m.bias is not None:
                 m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
@@ -55,13 +56,17 @@ VARIANTS = list(itertools.product([True, False], repeat=4))
 @pytest.mark.parametrize("gate", GATES)
 @pytest.mark.parametrize("pre_norm,relu,depthwise,post_norm", VARIANTS)
 @pytest.mark.parametrize("kernel", ["torch", "auto"])
-def test_fused_xunit_every_variant(pre_norm: bool, relu: bool, depthwise: bool, post_norm: bool, gate: str, kernel: str) -> None:
+def test_fused_xunit_every_variant(
+    pre_norm: bool, relu: bool, depthwise: bool, post_norm: bool, gate: str, kernel: str
+) -> None:
     torch.manual_seed(0)
     opts = dict(kernel_size=5, pre_norm=pre_norm, relu=relu, depthwise=depthwise, post_norm=post_norm, gate=gate)
     c = 16  # a multiple of 16: the native kernel runs where it can ("auto")
     # standalone (not in place), and as in xDnCNN: conv → xUnit (in place) → BN (absorbed) → conv
     alone = randomise(XUnit(c, **opts))
-    chain = randomise(nn.Sequential(nn.Conv2d(3, c, 3, padding=1), XUnit(c, **opts), nn.BatchNorm2d(c), nn.Conv2d(c, 2, 3, padding=1)))
+    chain = randomise(
+        nn.Sequential(nn.Conv2d(3, c, 3, padding=1), XUnit(c, **opts), nn.BatchNorm2d(c), nn.Conv2d(c, 2, 3, padding=1))
+    )
     xc, x3 = torch.randn(2, c, 13, 11), torch.randn(2, 3, 13, 11)
     for tile_bytes in (0, 1):  # whole image; smallest tiles (kernel_size rows, several tiles)
         fa = fuse(alone, tile_bytes=tile_bytes, cpu_kernel=kernel)
@@ -165,7 +170,8 @@ def test_bn_before_zero_padded_conv_is_exact() -> None:
     x = torch.randn(2, 3, 8, 7)
     assert max_abs_diff(padded, fused, x, clip=None) <= TOL
     # no padding (or a non-zero padding mode): folds into the conv exactly
-    for conv in (nn.Conv2d(3, 4, 3), nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect"), nn.Conv2d(4, 4, 3, groups=2)):
+    convs = (nn.Conv2d(3, 4, 3), nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect"), nn.Conv2d(4, 4, 3, groups=2))
+    for conv in convs:
         cin = conv.in_channels
         seq = randomise(nn.Sequential(nn.BatchNorm2d(cin), conv))
         f = fuse(seq)
@@ -215,14 +221,20 @@ def test_fuse_compile_option() -> None:
     assert isinstance(fused.body, nn.Module)  # the eager body is kept as the fallback
 
 
-needs_native = pytest.mark.skipif(native_kernel() is None, reason="native xUnit CPU kernel unavailable (no C++ compiler?)")
+needs_native = pytest.mark.skipif(
+    native_kernel() is None, reason="native xUnit CPU kernel unavailable (no C++ compiler?)"
+)
 
 
 @needs_native
 @pytest.mark.parametrize("gate", GATES)
 @pytest.mark.parametrize("kernel_size", [1, 3, 9, 11])
-@pytest.mark.parametrize("pre_norm,post,inplace", [(True, True, True), (True, False, False), (False, True, False), (False, False, True)])
-def test_native_kernel_matches_reference(gate: str, kernel_size: int, pre_norm: bool, post: bool, inplace: bool) -> None:
+@pytest.mark.parametrize(
+    "pre_norm,post,inplace", [(True, True, True), (True, False, False), (False, True, False), (False, False, True)]
+)
+def test_native_kernel_matches_reference(
+    gate: str, kernel_size: int, pre_norm: bool, post: bool, inplace: bool
+) -> None:
     unit = randomise(XUnit(16, kernel_size=kernel_size, pre_norm=pre_norm, gate=gate))
     fused = FusedXUnit.from_xunit(unit).eval()
     if post:

@@ -61,7 +61,8 @@ def _step(unit: nn.Module, x: torch.Tensor, gy: torch.Tensor):
 @pytest.mark.parametrize("pre_norm,relu,depthwise,post_norm", VARIANTS)
 def test_lean_matches_plain(pre_norm: bool, relu: bool, depthwise: bool, post_norm: bool, gate: str) -> None:
     torch.manual_seed(0)
-    plain, lean = _pair(kernel_size=3, pre_norm=pre_norm, relu=relu, depthwise=depthwise, post_norm=post_norm, gate=gate)
+    opts = dict(pre_norm=pre_norm, relu=relu, depthwise=depthwise, post_norm=post_norm, gate=gate)
+    plain, lean = _pair(kernel_size=3, **opts)
     x, gy = torch.randn(3, 4, 7, 6), torch.randn(3, 4, 7, 6)
     for mode in ("train", "eval"):
         getattr(plain, mode)()

@@ -1,28 +1,38 @@
 """Inference deployment: fold every BatchNorm away and run each xUnit as a fused gate.
 
-``fuse(model)`` returns a new eval-mode module (the original is deep-copied, never touched) in which
+``fuse(model)`` returns a :class:`Deployed` module (eval mode; the original is deep-copied, never
+touched) in which
 
 * ``Conv → BN`` pairs become one conv (weights and bias rescaled);
-* a BN *before* a conv (xDnCNN's ``[BN, Conv, xUnit]`` blocks) is split exactly: its per-channel
-  scale goes into the following conv's input-channel weights (exact even with zero padding, since
-  a scaled zero is still zero), its shift goes into the output of the preceding op (the previous
-  xUnit's multiply becomes ``x·g + t``). Folding the shift into the conv's bias would be wrong at
-  the border, where the conv sees padded zeros rather than ``t``; when no preceding op can take it,
-  the shift is kept as a per-channel affine op (exact, one memory pass);
+* a BN that follows some other op — xDnCNN's ``[BN, Conv, xUnit]`` blocks, where the BN follows
+  the previous xUnit — is composed into that op's output: the xUnit's multiply becomes
+  ``x·g·s + t``. Folding it forward into the next conv instead would be exact for the scale
+  (a scaled zero pad is still zero) but not for the shift: a zero-padded conv reads zeros at the
+  border, not ``t``. A BN before a conv that reads no padding (padding 0 or a non-zero padding
+  mode) is folded into that conv; any other BN is kept as a per-channel affine op (exact);
 * every :class:`~xnet.archs.xunit.XUnit` becomes a :class:`FusedXUnit`: the first BN is a
   per-channel affine feeding the ReLU (it cannot be folded through the ReLU, and ``x`` itself is
-  still needed for the multiply), the second BN is folded into the depthwise conv, and the gate is
-  evaluated in place, row tile by row tile, so the intermediates stay in cache and only the
-  output is a full-size allocation;
-* parameters are stored channels_last and the returned :class:`Deployed` wrapper feeds the body
-  channels_last input.
+  still needed for the multiply), the second BN is folded into the depthwise conv. An xUnit
+  right after a conv overwrites that conv's output in place (no allocation);
+* parameters are stored channels_last and the wrapper feeds the body channels_last input.
 
-``fuse(model, compile=True)`` additionally wraps the body in ``torch.compile`` (inductor; on CPU
-it needs a C++ compiler). Compilation happens on the first call; if it fails, the wrapper warns
-once and falls back to the eager fused body, which is always kept.
+How a FusedXUnit runs (eager inference):
 
-Everything is exact up to float rounding (checked ≤ 1e-4 in ``tests/archs/test_deploy.py`` for every
-xUnit variant and model family); use :func:`max_abs_diff` to measure a given model.
+* CPU, float32, C % 16 == 0: a one-pass native kernel (see :func:`native_kernel`) — ``x`` read
+  once, ``y`` written once; compiled on first use with the system C++ compiler, self-checked
+  against the torch ops, and skipped (with one warning) if anything fails;
+* otherwise torch ops on row tiles of about ``tile_bytes`` per thread: pre-affine + ReLU on the
+  tile plus an ``r//2``-row halo, depthwise conv, gate and multiply in place while the tile is
+  in cache;
+* under autograd, tracing, ``torch.compile`` or ONNX export: :meth:`FusedXUnit.forward_reference`
+  (plain out-of-place ops).
+
+``fuse(model, compile=True)`` additionally wraps the body in ``torch.compile`` (inductor, which
+fuses the reference ops; on CPU it needs a C++ compiler). Compilation happens on the first call;
+if it fails, the wrapper warns once and falls back to the eager fused body, which is kept.
+
+Everything is exact up to float rounding (≤ 1e-4 in ``tests/archs/test_deploy.py`` for every xUnit
+variant and model family); :func:`max_abs_diff` measures a given model.
 """
 from __future__ import annotations
 
@@ -54,8 +64,10 @@ __all__ = [
     "FusedXUnit",
     "bn_affine",
     "fold_conv_bn",
+    "fold_affine_into_conv",
     "fuse",
     "max_abs_diff",
+    "native_kernel",
 ]
 
 #: Bytes of one row tile of a FusedXUnit's intermediates (about an L2 cache); 0 disables tiling.
@@ -197,11 +209,12 @@ class FusedXUnit(nn.Module):
     conv carries the folded second BN) or, without a depthwise conv, ``d = u·mid_scale + mid_shift``.
     Every optional term is ``None`` when absent. All tensors are buffers (``state_dict`` round-trips).
 
-    The eager path (no grad needed, not tracing/compiling) works on row tiles of about
-    ``tile_bytes`` each: pre-affine + ReLU on the tile plus an ``r//2``-row halo, depthwise conv,
-    gate and multiply evaluated in place while the tile is in cache, written straight into the
-    output. Otherwise :meth:`forward_reference` (plain out-of-place ops) runs, which is what
-    ``torch.compile`` fuses and ONNX export records.
+    Eager inference (no grad needed, not tracing/compiling) runs the native CPU kernel when
+    ``cpu_kernel`` allows it and :meth:`native_applies`, else torch ops on row tiles of about
+    ``tile_bytes`` per thread (pre-affine + ReLU on the tile plus an ``r//2``-row halo, depthwise
+    conv, gate and multiply in place while the tile is in cache). With ``inplace`` the output
+    overwrites the input. Otherwise :meth:`forward_reference` (plain out-of-place ops) runs, which
+    is what ``torch.compile`` fuses and ONNX export records.
     """
 
     def __init__(
@@ -311,7 +324,8 @@ class FusedXUnit(nn.Module):
 
     def native_applies(self, x: torch.Tensor) -> bool:
         """Whether the native CPU kernel can run this unit on ``x`` (ignoring availability)."""
-        tensors = [t for t in (self.in_scale, self.in_shift, self.dw_weight, self.dw_bias, self.out_scale, self.out_shift) if t is not None]
+        optional = (self.in_scale, self.in_shift, self.dw_weight, self.dw_bias, self.out_scale, self.out_shift)
+        tensors = [t for t in optional if t is not None]
         return (
             self.dw_weight is not None
             and self.channels % 16 == 0
@@ -342,8 +356,8 @@ class FusedXUnit(nn.Module):
         def ptr(t: torch.Tensor | None) -> int | None:
             return None if t is None else t.data_ptr()
 
-        keep = [t.contiguous() if t is not None else None for t in (self.in_scale, self.in_shift, self.out_scale, self.out_shift)]
-        in_scale, in_shift, out_scale, out_shift = keep
+        optional = (self.in_scale, self.in_shift, self.out_scale, self.out_shift)
+        in_scale, in_shift, out_scale, out_shift = (None if t is None else t.contiguous() for t in optional)
         wt = self.dw_weight.reshape(c, k, k).permute(1, 2, 0).contiguous()
         bias = self.dw_bias.contiguous() if self.dw_bias is not None else torch.zeros(c)
         params = _NativeParams(
@@ -488,7 +502,9 @@ class FusedXUnit(nn.Module):
 
     def extra_repr(self) -> str:
         terms = [f"channels={self.channels}", f"kernel_size={self.kernel_size}", f"gate={self.gate_kind}"]
-        terms += [name for name in ("in_scale", "relu", "dw_weight", "mid_scale", "out_scale", "out_shift") if getattr(self, name) is not None and getattr(self, name) is not False]
+        for name in ("in_scale", "relu", "dw_weight", "mid_scale", "out_scale", "out_shift"):
+            if getattr(self, name) is not None and getattr(self, name) is not False:
+                terms.append(name)
         return ", ".join(terms)
 
 
@@ -929,7 +945,9 @@ class Deployed(nn.Module):
         try:
             return compiled(x)
         except Exception as exc:  # noqa: BLE001 - any compiler failure: fall back to eager
-            warnings.warn(f"torch.compile of the fused model failed ({type(exc).__name__}: {exc}); using eager", stacklevel=3)
+            warnings.warn(
+                f"torch.compile of the fused model failed ({type(exc).__name__}: {exc}); using eager", stacklevel=3
+            )
             object.__setattr__(self, "compiled", None)
             return self.body(x)
 

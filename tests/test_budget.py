@@ -1,0 +1,89 @@
+"""The Fig 4 budget solver: closed forms equal the instantiated count, budgets are met within 1 %."""
+import itertools
+
+import pytest
+import yaml
+from hydra.utils import instantiate
+
+from conftest import REPO
+from xnet.archs.params import count_paper_params
+from xnet.archs.plain import ConvNet, XNet
+from xnet.budget import Arch, activation_params, check, convnet_params, experiment_yaml, main, solve, solve_all, xnet_params
+
+SHARES = [0, 10, 20, 30, 40, 50]
+
+
+@pytest.mark.parametrize("depth,width", itertools.product([2, 3, 5, 9], [1, 7, 64]))
+def test_convnet_formula_matches_the_model(depth, width):
+    assert convnet_params(depth, width) == count_paper_params(ConvNet(depth, width))
+
+
+@pytest.mark.parametrize("depth,width,r", [(2, 8, 1), (3, 64, 9), (4, 57, 15), (6, 13, 5), (3, 64, 3)])
+def test_xnet_formula_matches_the_model(depth, width, r):
+    net = XNet(depth, width, xunit_kernel=r)
+    total, act = xnet_params(depth, width, r)
+    assert total == count_paper_params(net)
+    assert act == activation_params(net) == (depth - 1) * width * (r * r + 4)
+
+
+def test_fig3_headline_counts():
+    """3-layer xNet (r=9) vs 9-layer ConvNet, 64 channels: less than a third of the parameters."""
+    x3, _ = xnet_params(3, 64, 9)
+    c9 = convnet_params(9, 64)
+    assert (x3, c9) == (48_896, 260_096)
+    assert 3 * x3 < c9
+
+
+@pytest.mark.parametrize("total", [99_136, 40_000, 250_000])
+def test_solver_hits_the_budget_for_every_share(total):
+    archs = solve_all(total, SHARES)
+    for a, target in zip(archs, SHARES):
+        assert abs(a.params - total) <= 0.01 * total, a
+        assert check(a) == a.params  # the instantiated model has exactly the solver's count
+        assert a.family == ("convnet" if target == 0 else "xnet")
+        assert abs(a.share - target) <= 5.0, a  # shares are discrete (odd r, integer width)
+    shares = [a.share for a in archs]
+    assert shares == sorted(shares)
+
+
+def test_solver_respects_a_fixed_search_space():
+    a = solve(99_136, 30, depths=[4], widths=range(50, 70), kernels=[1, 3, 5, 7, 9, 11, 13, 15])
+    assert (a.depth, a.width, a.xunit_kernel) == (4, 61, 13)  # 31.7 %, the closest on this grid
+    assert abs(a.params - 99_136) <= 991
+    with pytest.raises(ValueError, match="no xnet"):
+        solve(99_136, 30, depths=[2], widths=[4], kernels=[1])
+
+
+def test_checked_in_fig4_table_is_the_solver_output():
+    """conf/experiment/fig4_archs.yaml: what `python -m xnet.budget` writes, and each net is on budget."""
+    cfg = yaml.safe_load((REPO / "conf/experiment/fig4_archs.yaml").read_text())
+    names = cfg["hydra"]["sweeper"]["params"]["arch"].split(",")
+    assert set(names) == set(cfg["archs"]) and len(names) == 6
+    archs = solve_all(99_136, SHARES)
+    assert names == [f"s{s:02d}_{a.key}" for s, a in zip(SHARES, archs)]
+    for name, a in zip(names, archs):
+        node = cfg["archs"][name]["net"]
+        node = {**node, "channels": 1, **({"xunit": {}} if "xunit" in node else {})}
+        net = instantiate(node)
+        assert count_paper_params(net) == a.params
+        assert abs(100 * activation_params(net) / a.params - a.share) < 1e-9
+
+
+def test_cli_prints_the_table_and_writes_an_experiment(tmp_path, capsys):
+    out = tmp_path / "fig4_test.yaml"
+    archs = main(["--total", "99136", "--shares", "0", "25", "--overrides", "--write-experiment", str(out), "--base", "fig4_quick"])
+    text = capsys.readouterr().out
+    assert "convnet" in text and "model=xnet model.net.depth=" in text
+    assert len(archs) == 2
+    cfg = yaml.safe_load(out.read_text())
+    assert cfg["defaults"] == ["fig4_quick", "_self_"]
+    assert cfg["model"] == "${archs.${arch}}"
+    assert cfg["hydra"]["sweeper"]["params"]["arch"].split(",") == list(cfg["archs"])
+
+
+def test_arch_helpers():
+    a = Arch("xnet", 3, 64, 9, *xnet_params(3, 64, 9), target_share=20)
+    assert a.key == "xnet_d3_w64_r9"
+    assert a.net_config()["xunit_kernel"] == 9
+    assert "xunit_kernel" not in Arch("convnet", 3, 64, None, convnet_params(3, 64), 0, 0).net_config()
+    assert "arch: " in experiment_yaml([a], 48_896)

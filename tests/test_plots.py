@@ -1,0 +1,91 @@
+"""xnet.plots on synthetic sweep dirs: every metrics.json becomes a row, failures stay visible."""
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+
+from xnet.plots import collect, main, make
+
+CONV = {"_target_": "xnet.archs.plain.ConvNet", "width": 16, "kernel_size": 3, "channels": 1}
+XNET = {"_target_": "xnet.archs.plain.XNet", "width": 16, "kernel_size": 3, "channels": 1}
+
+
+def fake_run(root: Path, name: str, net: dict, psnr: float | None, sigma=25, status=None, choice=None) -> Path:
+    d = root / name
+    d.mkdir(parents=True)
+    data = {
+        "name": "fig", "model": "xnet" if "XNet" in net["_target_"] else "convnet", "sigma": sigma, "step": 10,
+        "val/psnr": psnr, "test/psnr": None if psnr is None else psnr - 0.5,
+        "config": {"model": {"name": "m", "net": net}, "task": {"sigma": sigma, "residual": True}},
+    }
+    if status:
+        data["status"] = status
+    (d / "metrics.json").write_text(json.dumps(data))
+    if choice:
+        (d / ".hydra").mkdir()
+        (d / ".hydra/hydra.yaml").write_text(yaml.safe_dump({"hydra": {"runtime": {"choices": {"xunit": choice}}}}))
+    return d
+
+
+@pytest.fixture
+def fig3_dir(tmp_path):
+    for i, d in enumerate((3, 5, 9)):
+        fake_run(tmp_path, f"{i}_convnet_d{d}", {**CONV, "depth": d}, 27.0 + 0.2 * d)
+    i = 10
+    for r in (1, 9):
+        for d in (2, 3):
+            fake_run(tmp_path, f"{i}_xnet_d{d}_r{r}", {**XNET, "depth": d, "xunit_kernel": r, "xunit": {}}, 28.0 + 0.1 * r + 0.3 * d)
+            i += 1
+    fake_run(tmp_path, "sub/deeper/99_failed", {**XNET, "depth": 4, "xunit_kernel": 9, "xunit": {}}, None, status="failed")
+    return tmp_path
+
+
+def test_collect_reads_every_run_recursively(fig3_dir):
+    rows = collect(fig3_dir)
+    assert len(rows) == 8
+    conv = [r for r in rows if r["model"] == "convnet"]
+    assert [r["depth"] for r in conv] == [3, 5, 9]
+    assert all(r["xunit_kernel"] is None and r["act_share"] == 0 and r["xunit_variant"] == "relu" for r in conv)
+    x = next(r for r in rows if r["model"] == "xnet" and r["depth"] == 3 and r["xunit_kernel"] == 9)
+    assert x["params_paper"] == 2 * 16 * 9 + 16 * 16 * 9 + 2 * 16 * (81 + 4)
+    assert x["xunit_variant"] == "paper"
+    failed = [r for r in rows if r["status"] != "ok"]
+    assert len(failed) == 1 and failed[0]["run_dir"] == "sub/deeper/99_failed"
+
+
+def test_fig3_csv_and_png(fig3_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out")
+    rows, csv_path, png = make("fig3", fig3_dir, out / "f.png", out / "f.csv")
+    with open(csv_path) as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == 8
+    assert {"model", "depth", "width", "xunit_kernel", "xunit_variant", "params_paper", "test/psnr", "val/psnr"} <= set(table[0])
+    assert Image.open(png).size[0] > 500
+
+
+def test_fig4_and_fig6(tmp_path):
+    fake_run(tmp_path, "a", {**CONV, "depth": 3}, 28.0)
+    fake_run(tmp_path, "b", {**XNET, "depth": 3, "xunit_kernel": 9, "xunit": {}}, 28.6)
+    fake_run(tmp_path, "c", {**XNET, "depth": 4, "xunit_kernel": 9, "xunit": {"gate": "sigmoid"}}, 28.1, sigma=50)
+    fake_run(tmp_path, "d", {**XNET, "depth": 6, "xunit_kernel": 9, "xunit": {"gate": "identity"}}, float("nan"), choice="identity")
+    fake_run(tmp_path, "e", {**XNET, "depth": 2, "xunit_kernel": 9, "xunit": {"pre_norm": False}}, 27.9, choice="no_pre_norm")
+    rows, _, png4 = make("fig4", tmp_path)
+    shares = sorted(r["act_share"] for r in rows)
+    assert shares[0] == 0 and 0 < shares[-1] < 100
+    by_dir = {r["run_dir"]: r for r in rows}
+    assert by_dir["c"]["xunit_variant"] == "sigmoid"  # matched against conf/xunit/*.yaml
+    assert by_dir["d"]["status"] == "failed"  # a NaN PSNR counts as failed
+    assert by_dir["e"]["xunit_variant"] == "no_pre_norm"
+    _, _, png6 = make("fig6", tmp_path)
+    assert png4.exists() and png6.exists()
+
+
+def test_cli(fig3_dir, capsys):
+    assert main(["fig3", str(fig3_dir), "--metric", "val/psnr"]) == 0
+    out = capsys.readouterr().out
+    assert "8 runs, 1 failed" in out
+    assert (fig3_dir / "fig3.png").exists() and (fig3_dir / "fig3.csv").exists()
+    assert main(["table", str(fig3_dir / "sub" / "missing")]) == 1
