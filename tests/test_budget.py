@@ -87,3 +87,16 @@ def test_arch_helpers():
     assert a.net_config()["xunit_kernel"] == 9
     assert "xunit_kernel" not in Arch("convnet", 3, 64, None, convnet_params(3, 64), 0, 0).net_config()
     assert "arch: " in experiment_yaml([a], 48_896)
+
+
+def test_written_experiment_composes_with_the_base_recipe(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    main(["--total", "50000", "--shares", "0", "30", "--write-experiment", str(tmp_path / "experiment" / "fig4_t.yaml"), "--base", "fig4_quick"])
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("train", ["experiment=fig4_t", f"hydra.searchpath=[file://{tmp_path}]", "paths.output_dir=/tmp/unused"], return_hydra_config=True)
+    points = cfg.hydra.sweeper.params.arch.split(",")
+    assert len(points) == 2 and cfg.name == "fig4_t" and cfg.trainer.max_steps == 1000  # the quick recipe
+    for p in points:
+        cfg.arch = p
+        assert abs(count_paper_params(instantiate(cfg.model.net, _convert_="all")) - 50_000) <= 500

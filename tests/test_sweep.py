@@ -19,6 +19,7 @@ TINY = [
     "arch_width=8", "trainer.max_steps=6", "trainer.val_check_interval=6", "trainer.log_every_n_steps=2",
     "trainer.enable_progress_bar=false", "data.batch_size=4", "data.patch_size=32", "data.samples_per_epoch=24",
     "data.val_limit=1", "data.test.limit=1", "module.log_images=0", "threads=1", "hydra/launcher=basic",
+    "data/train=sample",  # the embedded photo, not Train400: decoding 400 images takes seconds per job
     "hydra.sweep.subdir=${hydra.job.num}_${arch}",  # the default names every override: too long a path
 ]
 

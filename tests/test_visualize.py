@@ -12,7 +12,7 @@ from xnet.visualize import activation_modules, capture, density, load_run, main,
 TINY = [
     "model.net.width=8", "trainer.max_steps=4", "trainer.val_check_interval=4", "trainer.enable_progress_bar=false",
     "data.batch_size=4", "data.patch_size=32", "data.samples_per_epoch=16", "data.val_limit=1",
-    "data/train=sample", "data/val=sample", "test_after_fit=false", "module.log_images=0",
+    "data/train=sample", "data/val=sample", "test_after_fit=false", "module.log_images=0", "trainer.log_every_n_steps=2",
 ]
 
 

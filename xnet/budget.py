@@ -200,7 +200,7 @@ def point_name(a: Arch) -> str:
     return f"s{int(round(a.target_share)):02d}_{a.key}"
 
 
-def experiment_yaml(archs: Sequence[Arch], total: int, base: str | None = None, command: str = "") -> str:
+def experiment_yaml(archs: Sequence[Arch], total: int, base: str | None = None, command: str = "", name: str | None = None) -> str:
     """A ``conf/experiment`` file sweeping every architecture (one job per share).
 
     Without ``base`` it holds the architectures only (``fig4.yaml`` includes such a table, written
@@ -223,6 +223,8 @@ def experiment_yaml(archs: Sequence[Arch], total: int, base: str | None = None, 
     body: dict = {}
     if base:
         body["defaults"] = [base, "_self_"]
+        if name:
+            body["name"] = name
     body.update({
         "arch": names[0],
         "archs": {n: a.model_config() for n, a in zip(names, archs)},
@@ -274,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> list[Arch]:
     if args.write_experiment:
         args.write_experiment.parent.mkdir(parents=True, exist_ok=True)
         command = "python -m xnet.budget " + " ".join(argv if argv is not None else sys.argv[1:])
-        args.write_experiment.write_text(experiment_yaml(archs, args.total, base=args.base, command=command))
+        args.write_experiment.write_text(experiment_yaml(archs, args.total, base=args.base, command=command, name=args.write_experiment.stem))
         how = f"run: python -m xnet.train -m experiment={args.write_experiment.stem}" if args.base else "include it in an experiment's defaults list, as fig4.yaml does"
         print(f"\nwrote {args.write_experiment} ({how})")
     return archs

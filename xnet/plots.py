@@ -250,7 +250,7 @@ def _title(rows: Sequence[dict[str, Any]], fig: str, metric: str) -> str:
     sig = sorted({r["sigma"] for r in rows if r.get("sigma") is not None})
     sig_s = ", ".join(f"{s:g}" if isinstance(s, (int, float)) else str(s) for s in sig)
     which = "test" if metric.startswith("test") else "validation"
-    return f"{fig.upper()[:3]} {fig[3:]}: grey denoising σ={sig_s or '?'} ({which} PSNR)"
+    return f"Fig. {fig[3:]}: grey denoising σ={sig_s or '?'} ({which} PSNR)"
 
 
 def plot_fig3(rows: Sequence[dict[str, Any]], out: Path, metric: str = "test/psnr") -> Path:

@@ -176,8 +176,9 @@ def density(m: LayerMaps, threshold: float = 0.9) -> dict[str, float]:
 
 
 # --- drawing -------------------------------------------------------------------------------------
-def tile(maps: torch.Tensor, per_map: bool = True, vrange: tuple[float, float] | None = None, ncols: int = 8, pad: int = 2) -> np.ndarray:
-    """C×H×W → one grey image (float in [0, 1]) of ``ncols`` columns, maps separated by white lines."""
+def tile(maps: torch.Tensor, per_map: bool = True, vrange: tuple[float, float] | None = None, ncols: int = 8, pad: int = 2,
+         fill: float = 1.0) -> np.ndarray:
+    """C×H×W → one grey image (float in [0, 1]) of ``ncols`` columns, maps separated by ``fill`` lines."""
     a = maps.detach().cpu().float().numpy()
     c, h, w = a.shape
     if vrange is not None:
@@ -189,7 +190,7 @@ def tile(maps: torch.Tensor, per_map: bool = True, vrange: tuple[float, float] |
     a = np.clip(a, 0, 1)
     ncols = min(ncols, c)
     nrows = math.ceil(c / ncols)
-    grid = np.ones((nrows * (h + pad) + pad, ncols * (w + pad) + pad), dtype=np.float32)
+    grid = np.full((nrows * (h + pad) + pad, ncols * (w + pad) + pad), fill, dtype=np.float32)
     for i in range(c):
         r, q = divmod(i, ncols)
         y, x = pad + r * (h + pad), pad + q * (w + pad)
@@ -210,7 +211,8 @@ def panels(m: LayerMaps, channels: int) -> dict[str, np.ndarray]:
     side = max(1, math.ceil(math.sqrt(n)))
     return {
         "z": tile(m.z[:n], ncols=side),
-        "g": tile(m.g[:n], vrange=(0.0, 1.0) if m.kind == "relu" or float(m.g.min()) >= 0 else None, ncols=side),
+        # weight maps are mostly white for xUnits: grey separators keep the maps apart
+        "g": tile(m.g[:n], vrange=(0.0, 1.0) if m.kind == "relu" or float(m.g.min()) >= 0 else None, ncols=side, fill=0.5),
         "x": tile(m.x[:n], ncols=side),
     }
 
@@ -222,7 +224,7 @@ def draw_figure(items: Sequence[tuple[str, LayerMaps, dict[str, np.ndarray]]], l
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(len(items), 3, figsize=(12, 4.2 * len(items)), dpi=120, squeeze=False)
+    fig, axes = plt.subplots(len(items), 3, figsize=(12, 4.6 * len(items)), dpi=120, squeeze=False)
     titles = {"z": "feature maps z (conv output)", "g": "weight maps g", "x": "activations x = z·g"}
     for row, (label, m, pics) in zip(axes, items):
         s = m.stats
@@ -236,7 +238,7 @@ def draw_figure(items: Sequence[tuple[str, LayerMaps, dict[str, np.ndarray]]], l
             ax.set_xticks([]), ax.set_yticks([])
             ax.set_title(f"{label}: {titles[key]}" + (f"\n{note}" if key == "g" else ""), fontsize=9)
     fig.suptitle(f"activation layer {layer}", fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(h_pad=2.0)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
