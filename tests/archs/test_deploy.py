@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-import itertools
 import shutil
 
 import pytest
@@ -17,40 +16,13 @@ from xnet.archs.srcnn import SRCNN, XSRCNN
 from xnet.archs.srresnet import SRResNet, XSRResNet
 from xnet.archs.xunit import GATES, XUnit
 
+from helpers_xunit import VARIANTS, randomise, single_thread  # noqa: F401 - single_thread: autouse fixture
+
 TOL = 1e-4
-
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def randomise(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-trivial BN running stats / affine and conv biases, so folding is really exercised."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                c = m.num_features
-                m.running_mean.copy_(torch.randn(c, generator=g) * 0.3)
-                m.running_var.copy_(torch.rand(c, generator=g) * 1.5 + 0.3)
-                # both signs of the scale: a negative gamma flips the pre-ReLU affine
-                sign = torch.where(torch.rand(c, generator=g) < 0.2, -1.0, 1.0)
-                m.weight.copy_((torch.rand(c, generator=g) + 0.5) * sign)
-                m.bias.copy_(torch.randn(c, generator=g) * 0.3)
-            elif isinstance(m, nn.Conv2d) and m.bias is not None:
-                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-    return model.eval()
 
 
 def _inputs(shape: tuple[int, ...], seed: int = 1) -> torch.Tensor:
     return torch.rand(shape, generator=torch.Generator().manual_seed(seed))
-
-
-VARIANTS = list(itertools.product([True, False], repeat=4))
 
 
 @pytest.mark.parametrize("gate", GATES)

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
+
+from helpers_xunit import randomise, single_thread  # noqa: F401 - single_thread: autouse fixture
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")
@@ -20,30 +21,9 @@ from xnet.ops.onnx_export import export_onnx, onnx_parity  # noqa: E402
 TOL = 1e-4
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _randomise(model: nn.Module) -> nn.Module:
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                c = m.num_features
-                m.running_mean.copy_(torch.randn(c, generator=g) * 0.2)
-                m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(c, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(c, generator=g) * 0.2)
-    return model.eval()
-
-
 @pytest.mark.parametrize("fused", [False, True], ids=["plain", "fused"])
 def test_xdncnn_dynamic_hw(tmp_path: Path, fused: bool) -> None:
-    model = _randomise(Restorer(XDnCNN(num_blocks=1, width=6, xunit_kernel=5), residual=True))
+    model = randomise(Restorer(XDnCNN(num_blocks=1, width=6, xunit_kernel=5), residual=True))
     module = fuse(model) if fused else model
     path = export_onnx(module, tmp_path / "sub" / "xdncnn.onnx", torch.rand(1, 1, 20, 18))
     assert isinstance(path, Path) and path.is_file()
@@ -52,7 +32,7 @@ def test_xdncnn_dynamic_hw(tmp_path: Path, fused: bool) -> None:
 
 
 def test_xsrresnet_fused(tmp_path: Path) -> None:
-    model = _randomise(XSRResNet(num_blocks=1, width=6, scale=2))
+    model = randomise(XSRResNet(num_blocks=1, width=6, scale=2))
     module = fuse(model)
     path = export_onnx(module, tmp_path / "xsrresnet.onnx", torch.rand(1, 3, 8, 9))
     assert onnx_parity(module, path, torch.rand(1, 3, 11, 7)) <= TOL
@@ -61,6 +41,6 @@ def test_xsrresnet_fused(tmp_path: Path) -> None:
 
 
 def test_static_shape(tmp_path: Path) -> None:
-    model = _randomise(XDnCNN(num_blocks=1, width=4, xunit_kernel=3))
+    model = randomise(XDnCNN(num_blocks=1, width=4, xunit_kernel=3))
     path = export_onnx(model, tmp_path / "static.onnx", torch.rand(1, 1, 9, 9), dynamic_hw=False)
     assert onnx_parity(model, path, torch.rand(1, 1, 9, 9)) <= TOL

@@ -12,35 +12,13 @@ from xnet.archs.dncnn import XDnCNN
 from xnet.archs.xunit import GATES, XUnit
 from xnet.ops.xunit_autograd import XUnitLeanFunction, _slots
 
+from helpers_xunit import VARIANTS, randomise, single_thread  # noqa: F401 - single_thread: autouse fixture
+
 TOL = 1e-5
-VARIANTS = list(itertools.product([True, False], repeat=4))
-
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _randomise(unit: nn.Module, seed: int = 0) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in unit.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                c = m.num_features
-                m.weight.copy_(torch.rand(c, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(c, generator=g) * 0.3)
-                m.running_mean.copy_(torch.randn(c, generator=g) * 0.2)
-                m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
-            elif isinstance(m, nn.Conv2d) and m.bias is not None:
-                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-    return unit
 
 
 def _pair(**opts):
-    plain = _randomise(XUnit(4, **opts))
+    plain = randomise(XUnit(4, **opts)).train()
     lean = copy.deepcopy(plain)
     lean.memory_lean = True
     return plain, lean
@@ -99,7 +77,7 @@ def test_depthwise_bias_variant() -> None:
 @pytest.mark.parametrize("training", [True, False])
 def test_gradcheck_float64(opts: dict, training: bool) -> None:
     torch.manual_seed(0)
-    unit = _randomise(XUnit(3, kernel_size=3, **opts)).double().train(training)
+    unit = randomise(XUnit(3, kernel_size=3, **opts)).double().train(training)
     x = torch.randn(2, 3, 4, 5, dtype=torch.float64, requires_grad=True)
     slots = [s for s in _slots(unit)]
 
@@ -130,7 +108,7 @@ def test_frozen_parameters_and_no_grad() -> None:
 
 
 def test_momentum_none_counts_each_forward_once() -> None:
-    plain = _randomise(XUnit(4, kernel_size=3))
+    plain = randomise(XUnit(4, kernel_size=3)).train()
     for m in plain.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.momentum = None  # cumulative average: depends on num_batches_tracked

@@ -18,14 +18,15 @@ touched) in which
 
 How a FusedXUnit runs (eager inference):
 
-* CPU, float32, C % 16 == 0: a one-pass native kernel (see :func:`native_kernel`) — ``x`` read
-  once, ``y`` written once; compiled on first use with the system C++ compiler, self-checked
-  against the torch ops, and skipped (with one warning) if anything fails;
-* otherwise torch ops on row tiles of about ``tile_bytes`` per thread: pre-affine + ReLU on the
-  tile plus an ``r//2``-row halo, depthwise conv, gate and multiply in place while the tile is
-  in cache;
+* CPU, float32, C % 16 == 0: a one-pass native kernel (:mod:`xnet.ops.xunit_native`; see
+  :func:`native_kernel`, re-exported here) — ``x`` read once, ``y`` written once; compiled on
+  first use with the system C++ compiler, self-checked against the torch ops, and skipped (with
+  one warning) if anything fails;
+* otherwise torch ops on row tiles of about ``tile_bytes`` per thread
+  (:func:`xnet.ops.xunit_gate.fused_xunit_tiled`): pre-affine + ReLU on the tile plus an
+  ``r//2``-row halo, depthwise conv, gate and multiply in place while the tile is in cache;
 * under autograd, tracing, ``torch.compile`` or ONNX export: :meth:`FusedXUnit.forward_reference`
-  (plain out-of-place ops).
+  (plain out-of-place ops, :func:`xnet.ops.xunit_gate.fused_xunit_reference`).
 
 ``fuse(model, compile=True)`` additionally wraps the body in ``torch.compile`` (inductor, which
 fuses the reference ops; on CPU it needs a C++ compiler). Compilation happens on the first call;
@@ -36,27 +37,18 @@ variant and model family); :func:`max_abs_diff` measures a given model.
 """
 from __future__ import annotations
 
-import concurrent.futures
 import copy
 import ctypes
-import hashlib
-import itertools
 import math
-import os
-import platform
-import shutil
-import subprocess
-import tempfile
-import threading
 import warnings
-from pathlib import Path
 from typing import Any, Iterable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from xnet.archs.xunit import GATES, XUnit, gate as apply_gate
+from xnet.archs.xunit import GATES, XUnit
+from xnet.ops.xunit_gate import FusedTerms, fused_xunit_reference, fused_xunit_tiled
+from xnet.ops.xunit_native import fused_xunit_native, native_applies, native_kernel
 
 __all__ = [
     "ChannelAffine",
@@ -120,12 +112,24 @@ def _new_conv(conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor | None) 
     return out
 
 
+def _output_affine(
+    weight: torch.Tensor, bias: torch.Tensor | None, scale: torch.Tensor | None, shift: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias (float64) of a conv followed by ``y ↦ y·scale + shift`` per output channel
+    (``None``: no scale / no shift; a missing bias counts as zero)."""
+    w = weight.detach().double()
+    b = torch.zeros(w.shape[0], dtype=w.dtype, device=w.device) if bias is None else bias.detach().double()
+    if scale is not None:
+        w = w * scale.double().view(-1, 1, 1, 1)
+        b = b * scale.double()
+    if shift is not None:
+        b = b + shift.double()
+    return w, b
+
+
 def fold_conv_bn(conv: nn.Conv2d, bn: _BN) -> nn.Conv2d:
     """``BN(conv(x))`` as a single conv (exact)."""
-    scale, shift = bn_affine(bn)
-    w = conv.weight.detach().double() * scale.view(-1, 1, 1, 1)
-    b = conv.bias.detach().double() * scale if conv.bias is not None else torch.zeros_like(scale)
-    return _new_conv(conv, w, b + shift)
+    return _new_conv(conv, *_output_affine(conv.weight, conv.bias, *bn_affine(bn)))
 
 
 def _input_scale(conv: nn.Conv2d, scale: torch.Tensor) -> torch.Tensor:
@@ -192,7 +196,7 @@ class ChannelAffine(nn.Module):
 
 
 def _functional_only() -> bool:
-    """Tracing / compiling / exporting: use plain out-of-place ops, no tiling loop."""
+    """Tracing / compiling / exporting: use plain out-of-place ops (no tiling loop, no native kernel)."""
     if torch.jit.is_scripting() or torch.jit.is_tracing():
         return True
     compiler = getattr(torch, "compiler", None)
@@ -209,12 +213,14 @@ class FusedXUnit(nn.Module):
     conv carries the folded second BN) or, without a depthwise conv, ``d = u·mid_scale + mid_shift``.
     Every optional term is ``None`` when absent. All tensors are buffers (``state_dict`` round-trips).
 
-    Eager inference (no grad needed, not tracing/compiling) runs the native CPU kernel when
-    ``cpu_kernel`` allows it and :meth:`native_applies`, else torch ops on row tiles of about
-    ``tile_bytes`` per thread (pre-affine + ReLU on the tile plus an ``r//2``-row halo, depthwise
-    conv, gate and multiply in place while the tile is in cache). With ``inplace`` the output
-    overwrites the input. Otherwise :meth:`forward_reference` (plain out-of-place ops) runs, which
-    is what ``torch.compile`` fuses and ONNX export records.
+    The module holds the tensors and picks the op (:meth:`terms` hands them over): eager inference
+    (no grad needed, not tracing/compiling) runs the native CPU kernel
+    (:func:`xnet.ops.xunit_native.fused_xunit_native`) when ``cpu_kernel`` allows it and
+    :meth:`native_applies`, else torch ops on row tiles of about ``tile_bytes`` per thread
+    (:func:`xnet.ops.xunit_gate.fused_xunit_tiled`: pre-affine + ReLU on the tile plus an
+    ``r//2``-row halo, depthwise conv, gate and multiply in place while the tile is in cache). With
+    ``inplace`` the output overwrites the input. Otherwise :meth:`forward_reference` (plain
+    out-of-place ops) runs, which is what ``torch.compile`` fuses and ONNX export records.
     """
 
     def __init__(
@@ -274,14 +280,11 @@ class FusedXUnit(nn.Module):
         post = bn_affine(unit.post_norm) if isinstance(unit.post_norm, _BN) else None
         dw_weight = dw_bias = mid_scale = mid_shift = None
         if isinstance(unit.depthwise, nn.Conv2d):
-            w = unit.depthwise.weight.detach().double()
-            b = unit.depthwise.bias.detach().double() if unit.depthwise.bias is not None else None
+            w, b = unit.depthwise.weight.detach(), unit.depthwise.bias
             if post is not None:
-                scale, shift = post
-                w = w * scale.view(-1, 1, 1, 1)
-                b = shift if b is None else b * scale + shift
+                w, b = _output_affine(w, b, *post)
             dw_weight = w.to(dtype)
-            dw_bias = None if b is None else b.to(dtype)
+            dw_bias = None if b is None else b.detach().to(dtype)
         elif post is not None:
             mid_scale, mid_shift = (t.to(dtype) for t in post)
         return cls(
@@ -314,32 +317,43 @@ class FusedXUnit(nn.Module):
         self.out_shift = None if out_shift is None else out_shift.to(dtype)
 
     # ------------------------------------------------------------------ forward
+    def terms(self) -> FusedTerms:
+        """This unit's folded tensors, as the ops in :mod:`xnet.ops.xunit_gate` take them."""
+        return FusedTerms(
+            self.kernel_size,
+            self.gate_kind,
+            self.relu,
+            self.in_scale,
+            self.in_shift,
+            self.dw_weight,
+            self.dw_bias,
+            self.mid_scale,
+            self.mid_shift,
+            self.out_scale,
+            self.out_shift,
+        )
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if _functional_only() or (torch.is_grad_enabled() and x.requires_grad) or x.dim() != 4:
             return self.forward_reference(x)
-        lib = self._native_lib(x)
+        terms = self.terms()
+        lib = self._native_lib(x, terms)
         if lib is not None:
-            return self._forward_native(x, lib)
-        return self._forward_tiled(x)
+            return fused_xunit_native(x, terms, lib, inplace=self.inplace, bands=self.native_bands)
+        return fused_xunit_tiled(x, terms, self.tile_bytes, inplace=self.inplace)
+
+    def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
+        """Out-of-place reference: what ``torch.compile`` fuses and ONNX export records."""
+        return fused_xunit_reference(x, self.terms())
 
     def native_applies(self, x: torch.Tensor) -> bool:
         """Whether the native CPU kernel can run this unit on ``x`` (ignoring availability)."""
-        optional = (self.in_scale, self.in_shift, self.dw_weight, self.dw_bias, self.out_scale, self.out_shift)
-        tensors = [t for t in optional if t is not None]
-        return (
-            self.dw_weight is not None
-            and self.channels % 16 == 0
-            and x.device.type == "cpu"
-            and x.dtype == torch.float32
-            and x.dim() == 4
-            and x.is_contiguous(memory_format=torch.channels_last)
-            and all(t.dtype == torch.float32 and t.device.type == "cpu" for t in tensors)
-        )
+        return native_applies(x, self.terms())
 
-    def _native_lib(self, x: torch.Tensor) -> ctypes.CDLL | None:
+    def _native_lib(self, x: torch.Tensor, terms: FusedTerms) -> ctypes.CDLL | None:
         if self.cpu_kernel == "torch" or x.device.type != "cpu":
             return None
-        if not self.native_applies(x):
+        if not native_applies(x, terms):
             if self.cpu_kernel == "native":
                 raise RuntimeError("native xUnit kernel needs NHWC float32 CPU input, C % 16 == 0 and a depthwise conv")
             return None
@@ -348,496 +362,12 @@ class FusedXUnit(nn.Module):
             raise RuntimeError("native xUnit kernel unavailable (see the earlier warning)")
         return lib
 
-    def _forward_native(self, x: torch.Tensor, lib: ctypes.CDLL) -> torch.Tensor:
-        n, c, height, width = x.shape
-        k = self.kernel_size
-        p = k // 2
-
-        def ptr(t: torch.Tensor | None) -> int | None:
-            return None if t is None else t.data_ptr()
-
-        optional = (self.in_scale, self.in_shift, self.out_scale, self.out_shift)
-        in_scale, in_shift, out_scale, out_shift = (None if t is None else t.contiguous() for t in optional)
-        wt = self.dw_weight.reshape(c, k, k).permute(1, 2, 0).contiguous()
-        bias = self.dw_bias.contiguous() if self.dw_bias is not None else torch.zeros(c)
-        params = _NativeParams(
-            height, width, c, k, ptr(in_scale), ptr(in_shift), int(self.relu), wt.data_ptr(), bias.data_ptr(),
-            _GATE_CODES[self.gate_kind], ptr(out_scale), ptr(out_shift),
-        )
-        y = x if self.inplace else torch.empty_like(x)
-        bands = self.native_bands or torch.get_num_threads()
-        bands = max(1, min(bands, height // 8))
-        starts = [height * b // bands for b in range(bands)] + [height]
-        prow = lib.xunit_padded_row_floats(width, c, k)
-        image = height * width * c * x.element_size()
-        tasks = []
-        halos = []
-        for i in range(n):
-            xi, yi = x.data_ptr() + i * image, y.data_ptr() + i * image
-            # u rows around each band boundary, from x before any band overwrites it
-            bounds = [torch.zeros(2 * p, prow) for _ in range(bands - 1)] if p else []
-            for b, buf in enumerate(bounds):
-                lib.xunit_u_rows(xi, buf.data_ptr(), starts[b + 1] - p, starts[b + 1] + p, ctypes.byref(params))
-            halos.append(bounds)
-            for b in range(bands):
-                top = bounds[b - 1].data_ptr() if p and b > 0 else None
-                bottom = bounds[b][p:].data_ptr() if p and b < bands - 1 else None
-                tasks.append((xi, yi, starts[b], starts[b + 1], top, bottom))
-
-        def run(task: tuple) -> int:
-            return lib.xunit_band(*task, ctypes.byref(params))
-
-        if len(tasks) == 1 or bands == 1:
-            codes = [run(t) for t in tasks]
-        else:
-            codes = list(_thread_pool(bands).map(run, tasks))
-        if any(codes):
-            raise MemoryError("xUnit CPU kernel could not allocate its row buffers")
-        return y
-
-    def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
-        """Out-of-place reference: what ``torch.compile`` fuses and ONNX export records."""
-        u = x
-        if self.in_scale is not None:
-            u = u * _view(self.in_scale) + _view(self.in_shift)
-        if self.relu:
-            u = torch.relu(u)
-        if self.dw_weight is not None:
-            p = self.kernel_size // 2
-            d = F.conv2d(u, self.dw_weight, self.dw_bias, padding=p, groups=self.channels)
-        else:
-            d = u
-            if self.mid_scale is not None:
-                d = d * _view(self.mid_scale) + _view(self.mid_shift)
-        y = x * apply_gate(d, self.gate_kind)
-        if self.out_scale is not None:
-            y = y * _view(self.out_scale)
-        if self.out_shift is not None:
-            y = y + _view(self.out_shift)
-        return y
-
-    def _pre(self, xs: torch.Tensor, out: torch.Tensor | None = None) -> tuple[torch.Tensor, bool]:
-        """``ReLU(xs·in_scale + in_shift)`` (into ``out`` if given); the flag says whether the
-        result is a fresh tensor (False: it is ``xs`` itself)."""
-        if self.in_scale is not None:
-            u = torch.addcmul(_view(self.in_shift), xs, _view(self.in_scale), out=out)
-            if self.relu:
-                u.relu_()
-            return u, True
-        if self.relu:
-            return torch.clamp_min(xs, 0, out=out), True
-        if out is not None:
-            return out.copy_(xs), True
-        return xs, False
-
-    def _gate_(self, d: torch.Tensor) -> torch.Tensor:
-        """``g(d)·out_scale``, in place."""
-        kind = self.gate_kind
-        if kind == "gaussian":
-            d.square_().neg_().exp_()
-        elif kind == "sigmoid":
-            d.sigmoid_()
-        elif kind == "tanh":
-            d.tanh_()
-        if self.out_scale is not None:
-            d.mul_(_view(self.out_scale))
-        return d
-
-    def _combine(self, g: torch.Tensor, xs: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        if self.out_shift is not None:
-            return torch.addcmul(_view(self.out_shift), g, xs, out=out)
-        return torch.mul(g, xs, out=out)
-
-    def _forward_tiled(self, x: torch.Tensor) -> torch.Tensor:
-        """Row tiles, each: ``u`` (with a ``p``-row halo), depthwise conv, gate, multiply.
-
-        With ``inplace`` the output overwrites ``x`` (the caller guarantees ``x`` is a temporary,
-        e.g. the preceding conv's output): the ``p`` rows of ``u`` above the next tile are kept
-        from the current tile, since the ``x`` rows they came from are overwritten by then.
-        """
-        n, c, height, width = x.shape
-        row_bytes = n * c * width * x.element_size()
-        tiled = self.tile_bytes > 0 and x.device.type == "cpu"  # a cache optimisation: CPU only
-        # each intra-op thread gets about tile_bytes of the tile (fewer, larger ops when threaded)
-        budget = self.tile_bytes * max(1, torch.get_num_threads())
-        rows = max(self.kernel_size, budget // max(row_bytes, 1)) if tiled else height
-        rows = min(rows, height)
-        depthwise = self.dw_weight is not None
-        p = self.kernel_size // 2 if depthwise else 0
-        inplace = self.inplace
-        layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
-        out = x if inplace else (None if rows == height else torch.empty_like(x))
-        tail: torch.Tensor | None = None  # u rows [r0 - p, r0) when x above r0 is already overwritten
-        for r0 in range(0, height, rows):
-            r1 = min(height, r0 + rows)
-            lo, hi = max(0, r0 - p), min(height, r1 + p)
-            if tail is not None:
-                u = torch.empty((n, c, hi - lo, width), dtype=x.dtype, device=x.device, memory_format=layout)
-                u[:, :, : r0 - lo].copy_(tail)
-                self._pre(x[:, :, r0:hi], out=u[:, :, r0 - lo :])
-                fresh = True
-            else:
-                u, fresh = self._pre(x[:, :, lo:hi])
-            if inplace and p > 0 and r1 < height:
-                tail = u[:, :, r1 - p - lo : r1 - lo]
-                if not fresh:
-                    tail = tail.clone()
-            if depthwise:
-                pad = max(p - (r0 - lo), p - (hi - r1))
-                d = F.conv2d(u, self.dw_weight, self.dw_bias, padding=(pad, p), groups=self.channels)
-                k0 = r0 - lo + pad - p
-                if k0 != 0 or d.shape[2] != r1 - r0:
-                    d = d[:, :, k0 : k0 + (r1 - r0)]
-            elif self.mid_scale is not None:
-                d = torch.addcmul(_view(self.mid_shift), u, _view(self.mid_scale))
-            else:
-                d = u if fresh else u.clone()
-            del u
-            g = self._gate_(d)
-            xs = x[:, :, r0:r1]
-            if out is None:  # one tile, out of place: g becomes the output
-                return self._combine(g, xs, out=g)
-            self._combine(g, xs, out=out[:, :, r0:r1])
-        return out
-
     def extra_repr(self) -> str:
         terms = [f"channels={self.channels}", f"kernel_size={self.kernel_size}", f"gate={self.gate_kind}"]
         for name in ("in_scale", "relu", "dw_weight", "mid_scale", "out_scale", "out_shift"):
             if getattr(self, name) is not None and getattr(self, name) is not False:
                 terms.append(name)
         return ", ".join(terms)
-
-
-# ---------------------------------------------------------------------- native CPU kernel
-#: C++ source of the one-pass CPU xUnit kernel (NHWC float32, C % 16 == 0). It is compiled on first
-#: use with the system C++ compiler (``$CXX`` or ``c++``, ``-O3 -march=native``) into
-#: ``$XNET_CACHE_DIR`` (default ``~/.cache/xnet``), loaded with ctypes and checked against the torch
-#: ops once; if any step fails the torch-ops path is used. Per output row it keeps the ``r`` rows of
-#: ``u = ReLU(x·in_scale + in_shift)`` in a ring buffer, does the depthwise conv with 16-pixel ×
-#: 16-channel register blocks (each loaded ``u`` vector feeds up to ``r`` FMAs), then gate,
-#: ``out_scale``/``out_shift`` and the multiply — so ``x`` is read once and ``y`` written once, in
-#: place when allowed. Threads work on bands of rows (Python threads; ctypes drops the GIL); the
-#: ``r//2`` rows of ``u`` around each band boundary are computed first, so bands may overwrite
-#: their own rows of ``x``.
-_NATIVE_SOURCE = r"""
-// xUnit inference kernel, NHWC float32, C % 16 == 0.
-// y = x * gate(DW_r(ReLU(x*s + t)) + b) * os + ot, one pass over x per band of rows.
-#include <cstdint>
-#include <cstdlib>
-#include <cstring>
-
-typedef float v16 __attribute__((vector_size(64)));
-typedef int32_t vi16 __attribute__((vector_size(64)));
-
-static inline v16 ld(const float* p) { v16 v; std::memcpy(&v, p, sizeof v); return v; }
-static inline void st(float* p, v16 v) { std::memcpy(p, &v, sizeof v); }
-static inline v16 splat(float f) { return v16{} + f; }
-
-static inline v16 vexp(v16 a) {
-    const v16 lo = splat(-87.0f), hi = splat(88.0f);
-    a = a < lo ? lo : a;
-    a = a > hi ? hi : a;
-    v16 n = a * 1.44269504088896341f;
-    const v16 magic = splat(12582912.0f);  // 1.5 * 2^23: round to nearest
-    n = (n + magic) - magic;
-    v16 r = a - n * 0.693145751953125f;
-    r = r - n * 1.428606765330187e-06f;
-    v16 p = splat(1.0f / 5040.0f);
-    p = p * r + (1.0f / 720.0f);
-    p = p * r + (1.0f / 120.0f);
-    p = p * r + (1.0f / 24.0f);
-    p = p * r + (1.0f / 6.0f);
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    vi16 ni = __builtin_convertvector(n, vi16);
-    vi16 bits = (ni + 127) << 23;
-    v16 scale;
-    std::memcpy(&scale, &bits, sizeof scale);
-    return p * scale;
-}
-
-enum { GAUSSIAN = 0, SIGMOID = 1, TANH = 2, IDENTITY = 3 };
-
-static inline v16 vgate(v16 d, int kind) {
-    switch (kind) {
-        case GAUSSIAN: return vexp(-(d * d));
-        case SIGMOID: return 1.0f / (1.0f + vexp(-d));
-        case TANH: return 1.0f - 2.0f / (vexp(d + d) + 1.0f);
-        default: return d;
-    }
-}
-
-struct Params {
-    int64_t H, W, C, R;            // image height/width, channels, kernel size
-    const float* in_scale;          // C or null
-    const float* in_shift;          // C or null
-    int64_t relu;
-    const float* wt;                // R*R*C, [ky][kx][c]
-    const float* bias;              // C (zeros if none)
-    int64_t gate;
-    const float* out_scale;         // C or null
-    const float* out_shift;         // C or null
-};
-
-enum { BLK = 16 };  // output pixels per register block
-
-// padded row layout: P zero columns, W data columns, P + BLK zero columns; times C floats
-static inline int64_t padded_width(const Params& q) { return q.W + 2 * (q.R / 2) + BLK; }
-
-// u row (padded) from x row
-static void make_u_row(const Params& q, const float* xrow, float* urow) {
-    const int64_t C = q.C, P = q.R / 2;
-    float* dst = urow + P * C;
-    for (int64_t w = 0; w < q.W; ++w) {
-        for (int64_t c = 0; c < C; c += 16) {
-            v16 v = ld(xrow + w * C + c);
-            if (q.in_scale) v = v * ld(q.in_scale + c) + ld(q.in_shift + c);
-            if (q.relu) v = v < 0.0f ? splat(0.0f) : v;
-            st(dst + w * C + c, v);
-        }
-    }
-}
-
-template <int R>
-static void conv_row_t(const Params& q, const float* const* urows, float* drow) {
-    constexpr int P = R / 2;
-    const int64_t C = q.C, W = q.W;
-    for (int64_t c = 0; c < C; c += 16) {
-        const v16 b = ld(q.bias + c);
-        for (int64_t x0 = 0; x0 < W; x0 += BLK) {
-            v16 acc[BLK];
-#pragma GCC unroll 16
-            for (int i = 0; i < BLK; ++i) acc[i] = b;
-            for (int ky = 0; ky < R; ++ky) {
-                const float* u = urows[ky] + x0 * C + c;  // column x0 - P + j lives at (x0 + j) in padded layout
-                v16 w[R];
-#pragma GCC unroll 16
-                for (int kx = 0; kx < R; ++kx) w[kx] = ld(q.wt + (ky * R + kx) * C + c);
-#pragma GCC unroll 32
-                for (int j = 0; j < BLK + R - 1; ++j) {
-                    const v16 uv = ld(u + j * C);
-#pragma GCC unroll 16
-                    for (int kx = 0; kx < R; ++kx) {
-                        const int i = j - kx;
-                        if (i >= 0 && i < BLK) acc[i] += w[kx] * uv;
-                    }
-                }
-            }
-#pragma GCC unroll 16
-            for (int i = 0; i < BLK; ++i) st(drow + (x0 + i) * C + c, acc[i]);
-        }
-    }
-    (void)P;
-}
-
-static void conv_row_generic(const Params& q, const float* const* urows, float* drow) {
-    const int64_t C = q.C, W = q.W, R = q.R;
-    for (int64_t x = 0; x < W; ++x) {
-        for (int64_t c = 0; c < C; c += 16) {
-            v16 acc = ld(q.bias + c);
-            for (int64_t ky = 0; ky < R; ++ky)
-                for (int64_t kx = 0; kx < R; ++kx)
-                    acc += ld(q.wt + (ky * R + kx) * C + c) * ld(urows[ky] + (x + kx) * C + c);
-            st(drow + x * C + c, acc);
-        }
-    }
-}
-
-static void conv_row(const Params& q, const float* const* urows, float* drow) {
-    switch (q.R) {
-        case 1: conv_row_t<1>(q, urows, drow); break;
-        case 3: conv_row_t<3>(q, urows, drow); break;
-        case 5: conv_row_t<5>(q, urows, drow); break;
-        case 7: conv_row_t<7>(q, urows, drow); break;
-        case 9: conv_row_t<9>(q, urows, drow); break;
-        default: conv_row_generic(q, urows, drow);
-    }
-}
-
-static void gate_row(const Params& q, const float* drow, const float* xrow, float* yrow) {
-    const int64_t C = q.C;
-    for (int64_t w = 0; w < q.W; ++w) {
-        for (int64_t c = 0; c < C; c += 16) {
-            v16 g = vgate(ld(drow + w * C + c), (int)q.gate);
-            if (q.out_scale) g *= ld(q.out_scale + c);
-            v16 y = ld(xrow + w * C + c) * g;
-            if (q.out_shift) y += ld(q.out_shift + c);
-            st(yrow + w * C + c, y);
-        }
-    }
-}
-
-extern "C" {
-
-int64_t xunit_padded_row_floats(int64_t W, int64_t C, int64_t R) {
-    Params q{};
-    q.W = W; q.C = C; q.R = R;
-    return padded_width(q) * C;
-}
-
-// u rows [r_begin, r_end) of image x (rows outside [0, H) are left zero) into `out`
-// (r_end - r_begin padded rows, zero-initialised by the caller).
-void xunit_u_rows(const float* x, float* out, int64_t r_begin, int64_t r_end, const Params* q) {
-    const int64_t row = q->W * q->C, prow = padded_width(*q) * q->C;
-    for (int64_t j = r_begin; j < r_end; ++j)
-        if (j >= 0 && j < q->H) make_u_row(*q, x + j * row, out + (j - r_begin) * prow);
-}
-
-// Output rows [s, e) of one image. u rows [s - P, s) come from `halo_top` (P padded rows) and
-// [e, e + P) from `halo_bottom`, unless they lie outside the image (then zero) or s == 0 /
-// e == H. y may alias x: row i of y is written only after every u row that reads x row i.
-int xunit_band(const float* x, float* y, int64_t s, int64_t e, const float* halo_top, const float* halo_bottom,
-               const Params* qp) {
-    const Params& q = *qp;
-    const int64_t R = q.R, P = R / 2, row = q.W * q.C, prow = padded_width(q) * q.C;
-    float* ring = static_cast<float*>(std::calloc((size_t)(R * prow + prow + prow), sizeof(float)));
-    if (!ring) return 1;
-    float* zero = ring + R * prow;  // stays zero
-    float* drow = zero + prow;
-    const float** urows = static_cast<const float**>(std::malloc(sizeof(float*) * (size_t)R));
-    if (!urows) { std::free(ring); return 1; }
-    int64_t next = s;  // next own u row to compute
-    for (int64_t i = s; i < e; ++i) {
-        const int64_t need = i + P < e ? i + P : e - 1;
-        for (; next <= need; ++next) make_u_row(q, x + next * row, ring + (next % R) * prow);
-        for (int64_t ky = 0; ky < R; ++ky) {
-            const int64_t j = i - P + ky;
-            if (j < 0 || j >= q.H) urows[ky] = zero;
-            else if (j < s) urows[ky] = halo_top + (j - (s - P)) * prow;
-            else if (j >= e) urows[ky] = halo_bottom + (j - e) * prow;
-            else urows[ky] = ring + (j % R) * prow;
-        }
-        conv_row(q, urows, drow);
-        gate_row(q, drow, x + i * row, y + i * row);
-    }
-    std::free(urows);
-    std::free(ring);
-    return 0;
-}
-
-}  // extern "C"
-"""
-
-_GATE_CODES = {"gaussian": 0, "sigmoid": 1, "tanh": 2, "identity": 3}
-_native_state: dict[str, Any] = {}
-_native_lock = threading.Lock()
-
-
-class _NativeParams(ctypes.Structure):
-    _fields_ = [
-        ("H", ctypes.c_int64),
-        ("W", ctypes.c_int64),
-        ("C", ctypes.c_int64),
-        ("R", ctypes.c_int64),
-        ("in_scale", ctypes.c_void_p),
-        ("in_shift", ctypes.c_void_p),
-        ("relu", ctypes.c_int64),
-        ("wt", ctypes.c_void_p),
-        ("bias", ctypes.c_void_p),
-        ("gate", ctypes.c_int64),
-        ("out_scale", ctypes.c_void_p),
-        ("out_shift", ctypes.c_void_p),
-    ]
-
-
-def _cpu_signature() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith(("flags", "Features")):
-                    return line
-    except OSError:
-        pass
-    return platform.processor() + platform.machine()
-
-
-def _build_native() -> ctypes.CDLL:
-    cxx = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
-    if not cxx:
-        raise RuntimeError("no C++ compiler found (set $CXX)")
-    flags = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC"]
-    key = hashlib.sha256("\0".join([_NATIVE_SOURCE, cxx, *flags, _cpu_signature()]).encode()).hexdigest()[:16]
-    cache = Path(os.environ.get("XNET_CACHE_DIR") or Path.home() / ".cache" / "xnet")
-    lib_path = cache / f"xunit_cpu_{key}.so"
-    if not lib_path.exists():
-        cache.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=cache) as tmp:
-            src = Path(tmp) / "xunit_cpu.cpp"
-            src.write_text(_NATIVE_SOURCE)
-            out = Path(tmp) / lib_path.name
-            proc = subprocess.run([cxx, *flags, str(src), "-o", str(out)], capture_output=True, text=True, timeout=300)
-            if proc.returncode != 0:
-                raise RuntimeError(f"compiling the xUnit CPU kernel failed: {proc.stderr[-2000:]}")
-            os.replace(out, lib_path)  # atomic: concurrent builders race harmlessly
-    lib = ctypes.CDLL(str(lib_path))
-    lib.xunit_padded_row_floats.argtypes = [ctypes.c_int64] * 3
-    lib.xunit_padded_row_floats.restype = ctypes.c_int64
-    lib.xunit_u_rows.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
-    lib.xunit_u_rows.restype = None
-    lib.xunit_band.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int64] * 2 + [ctypes.c_void_p] * 3
-    lib.xunit_band.restype = ctypes.c_int
-    return lib
-
-
-def _native_self_check(lib: ctypes.CDLL) -> float:
-    """Max |native − torch ops| over every gate and optional term on a small problem."""
-    g = torch.Generator().manual_seed(0)
-    worst = 0.0
-    for gate_kind, k, pre, post in itertools.product(GATES, (3, 9), (True, False), (True, False)):
-        c = 16
-        unit = FusedXUnit(
-            c,
-            k,
-            gate_kind,
-            relu=pre,
-            in_scale=torch.rand(c, generator=g) + 0.5 if pre else None,
-            in_shift=torch.randn(c, generator=g) if pre else None,
-            dw_weight=torch.randn(c, 1, k, k, generator=g) * 0.2,
-            dw_bias=torch.randn(c, generator=g) * 0.1 if pre else None,
-            out_scale=torch.rand(c, generator=g) + 0.5 if post else None,
-            out_shift=torch.randn(c, generator=g) if post else None,
-        )
-        unit.native_bands = 2
-        x = torch.randn(2, c, 13, 21, generator=g).contiguous(memory_format=torch.channels_last)
-        with torch.no_grad():
-            worst = max(worst, (unit._forward_native(x, lib) - unit.forward_reference(x)).abs().max().item())
-    return worst
-
-
-def native_kernel() -> ctypes.CDLL | None:
-    """The compiled CPU kernel, or ``None`` (no compiler, build failure, failed self-check, or
-    ``XNET_NATIVE=0``). Built and checked once per process; failures warn once."""
-    if "lib" in _native_state:
-        return _native_state["lib"]
-    with _native_lock:
-        if "lib" in _native_state:
-            return _native_state["lib"]
-        lib = None
-        if os.environ.get("XNET_NATIVE", "1") not in {"0", "false", "no"}:
-            try:
-                candidate = _build_native()
-                err = _native_self_check(candidate)
-                if not err <= 1e-4:
-                    raise RuntimeError(f"self-check mismatch {err:.3g}")
-                lib = candidate
-            except Exception as exc:  # noqa: BLE001 - any failure: torch ops instead
-                warnings.warn(f"xUnit CPU kernel unavailable ({exc}); using torch ops", stacklevel=3)
-        _native_state["lib"] = lib
-        return lib
-
-
-_pool_state: dict[str, Any] = {}
-
-
-def _thread_pool(workers: int) -> concurrent.futures.ThreadPoolExecutor:
-    pool = _pool_state.get("pool")
-    if pool is None or _pool_state.get("workers", 0) < workers:
-        if pool is not None:
-            pool.shutdown(wait=False)
-        pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="xunit")
-        _pool_state.update(pool=pool, workers=workers)
-    return pool
 
 
 # ---------------------------------------------------------------------- graph rewriting
@@ -848,12 +378,7 @@ def _absorbs_output_affine(m: nn.Module | None) -> bool:
 def _absorb_into_previous(prev: nn.Module, scale: torch.Tensor | None, shift: torch.Tensor | None) -> nn.Module:
     """``prev`` followed by ``y·scale + shift``, as one module (exact)."""
     if isinstance(prev, nn.Conv2d):
-        ones = torch.ones(prev.out_channels, dtype=torch.float64, device=prev.weight.device)
-        s = ones if scale is None else scale.double()
-        t = torch.zeros_like(ones) if shift is None else shift.double()
-        w = prev.weight.detach().double() * s.view(-1, 1, 1, 1)
-        b = prev.bias.detach().double() * s if prev.bias is not None else torch.zeros_like(s)
-        return _new_conv(prev, w, b + t)
+        return _new_conv(prev, *_output_affine(prev.weight, prev.bias, scale, shift))
     prev.absorb_output_affine(scale, shift)
     return prev
 

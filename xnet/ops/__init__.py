@@ -1,5 +1,4 @@
-"""Low-level image operations for the super-resolution protocol.
-
-- :mod:`xnet.ops.imresize`: MATLAB-compatible bicubic ``imresize`` in pure torch.
-- :mod:`xnet.ops.color`: BT.601 studio-range luma / YCbCr (MATLAB ``rgb2ycbcr``).
-"""
+"""Low-level operations: MATLAB-compatible bicubic resize (``imresize``), BT.601 colour
+conversions (``color``), and the xUnit kernels behind the fast paths (``xunit_gate``: fused torch
+ops; ``xunit_native``: a one-pass CPU kernel; ``xunit_autograd``: memory-lean training;
+``onnx_export``)."""
