@@ -66,7 +66,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         log.info("test %s: PSNR %.3f dB, SSIM %.4f", report["dataset"], report["psnr"], report["ssim"])
         for logger in trainer.loggers:
             logger.log_metrics({f"test/{k}": report[k] for k in ("psnr", "ssim")}, step=trainer.global_step)
-    summary = {"name": cfg.name, "model": cfg.model.name, **task.describe(), "step": trainer.global_step, **metrics, "config": to_container(cfg)}
+    summary = {"name": cfg.name, "model": cfg.model.name, "status": "ok", **task.describe(), "step": trainer.global_step, **metrics, "config": to_container(cfg)}
     write_json(output_dir / "metrics.json", summary)
     for logger in trainer.loggers:
         if type(logger).__name__ == "WandbLogger":  # the run's summary table, where collectors look
@@ -90,14 +90,29 @@ def write_json(path: Path, data: dict[str, Any]) -> Path:
     return path
 
 
+def record_failure(cfg: DictConfig, error: BaseException) -> dict[str, Any]:
+    """A failed sweep job leaves a metrics.json saying so, for the collectors (xnet.plots)."""
+    summary = {"name": cfg.name, "model": cfg.model.name, "status": "failed", "error": f"{type(error).__name__}: {error}", "config": to_container(cfg)}
+    write_json(Path(cfg.paths.output_dir) / "metrics.json", summary)
+    return summary
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    """Returns the final val/psnr (what Optuna sweeps maximise). With ``sweep_continue_on_error``
+    a failing job is recorded and returns None so the other jobs of a multirun go on."""
     try:
         summary = train(cfg)
-    except NonFiniteLossError as e:
-        log.error("stopped: %s", e)
-        sys.exit(1)
-    return summary.get("val/psnr")  # the value Optuna sweeps maximise
+    except Exception as e:
+        if not cfg.get("sweep_continue_on_error"):
+            if isinstance(e, NonFiniteLossError):
+                log.error("stopped: %s", e)
+                sys.exit(1)
+            raise
+        log.exception("job failed; recorded in metrics.json and the sweep goes on")
+        record_failure(cfg, e)
+        return None
+    return summary.get("val/psnr")
 
 
 if __name__ == "__main__":
