@@ -7,7 +7,7 @@ from PIL import Image
 
 from conftest import REPO
 from xnet.archs.plain import ConvNet, XNet
-from xnet.visualize import activation_modules, capture, density, load_run, main, parse_args, visualize
+from xnet.visualize import activation_modules, capture, density, load_run, main, parse_args
 
 TINY = [
     "model.net.width=8", "trainer.max_steps=4", "trainer.val_check_interval=4", "trainer.enable_progress_bar=false",
@@ -22,7 +22,7 @@ def train_tiny(out, model):
     from xnet.train import train
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("train", [f"experiment=fig5_quick", f"model={model}", f"paths.output_dir={out}", *TINY])
+        cfg = compose("train", ["experiment=fig5_quick", f"model={model}", f"paths.output_dir={out}", *TINY])
     train(cfg)
     return out / "checkpoints" / "last.ckpt"
 

@@ -207,7 +207,7 @@ def _mean_points(rows: Iterable[dict[str, Any]], x_key: str, metric: str) -> tup
     return xs, [sum(ok[x]) / len(ok[x]) for x in xs], sorted(failed - set(ok))
 
 
-def _axes():
+def _axes(ylim: Sequence[float] | None = None):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -216,19 +216,29 @@ def _axes():
     fig, ax = plt.subplots(figsize=(6.4, 4.6), dpi=150)
     ax.grid(True, color="0.88", linewidth=0.8)
     ax.set_axisbelow(True)
+    if ylim:  # fixed before drawing, so failure marks sit at its bottom
+        ax.set_ylim(*ylim)
     return fig, ax
 
 
-def _finish(fig, ax, out: Path, title: str, failed_any: bool) -> Path:
+def _finish(fig, ax, out: Path, title: str, failed_any: bool, ylim: Sequence[float] | None = None, outside: bool = False) -> Path:
+    if ylim:  # points outside are clipped: say so in the plot
+        lo = ylim[0]
+        below = [y for line in ax.get_lines() if line.get_marker() != "x" for y in line.get_ydata() if y < lo]
+        if below:
+            ax.text(0.01, 0.02, f"{len(below)} point(s) below {lo:g} dB not shown", transform=ax.transAxes, fontsize=7, color="0.4")
     if failed_any:
         from matplotlib.lines import Line2D
 
         handles, labels = ax.get_legend_handles_labels()
         handles.append(Line2D([], [], color="0.3", marker="x", linestyle="none"))
         labels.append("failed / diverged")
-        ax.legend(handles, labels, fontsize=8, frameon=True)
     else:
-        ax.legend(fontsize=8, frameon=True)
+        handles, labels = ax.get_legend_handles_labels()
+    where = dict(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0) if outside else dict(loc="best")
+    ax.legend(handles, labels, fontsize=8, frameon=True, **where)
+    if outside:
+        fig.set_size_inches(fig.get_figwidth() + 3.2, fig.get_figheight())
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -253,11 +263,11 @@ def _title(rows: Sequence[dict[str, Any]], fig: str, metric: str) -> str:
     return f"Fig. {fig[3:]}: grey denoising σ={sig_s or '?'} ({which} PSNR)"
 
 
-def plot_fig3(rows: Sequence[dict[str, Any]], out: Path, metric: str = "test/psnr") -> Path:
+def plot_fig3(rows: Sequence[dict[str, Any]], out: Path, metric: str = "test/psnr", ylim: Sequence[float] | None = None) -> Path:
     """x: number of parameters, y: PSNR; ConvNet and one xNet curve per kernel r, depth labelled."""
     import matplotlib.pyplot as plt
 
-    fig, ax = _axes()
+    fig, ax = _axes(ylim)
     groups: dict[tuple, list] = defaultdict(list)
     for r in rows:
         if r.get("params_paper") is None:
@@ -284,12 +294,12 @@ def plot_fig3(rows: Sequence[dict[str, Any]], out: Path, metric: str = "test/psn
     ax.set_ylabel("PSNR [dB]")
     ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v / 1000:.0f}K"))
     ax.text(0.99, 0.02, "labels: number of layers", transform=ax.transAxes, ha="right", va="bottom", fontsize=7, color="0.4")
-    return _finish(fig, ax, out, _title(rows, "fig3", metric), failed_any)
+    return _finish(fig, ax, out, _title(rows, "fig3", metric), failed_any, ylim)
 
 
-def plot_fig4(rows: Sequence[dict[str, Any]], out: Path, metric: str = "test/psnr") -> Path:
+def plot_fig4(rows: Sequence[dict[str, Any]], out: Path, metric: str = "test/psnr", ylim: Sequence[float] | None = None) -> Path:
     """x: percentage of parameters in the activations, y: PSNR (fixed total budget)."""
-    fig, ax = _axes()
+    fig, ax = _axes(ylim)
     pts = [r for r in rows if r.get("act_share") is not None]
     pts.sort(key=lambda r: r["act_share"])
     ok = [(r["act_share"], _metric(r, metric), r) for r in pts if r["status"] == "ok" and _metric(r, metric) is not None]
@@ -308,7 +318,7 @@ def plot_fig4(rows: Sequence[dict[str, Any]], out: Path, metric: str = "test/psn
         ax.text(0.99, 0.02, f"{params[0]:,} – {params[-1]:,} parameters", transform=ax.transAxes, ha="right", va="bottom", fontsize=7, color="0.4")
     ax.set_xlabel("parameters in the activations [%]")
     ax.set_ylabel("PSNR [dB]")
-    return _finish(fig, ax, out, _title(rows, "fig4", metric), bool(bad))
+    return _finish(fig, ax, out, _title(rows, "fig4", metric), bool(bad), ylim)
 
 
 VARIANT_LABELS = {
@@ -324,11 +334,11 @@ VARIANT_LABELS = {
 }
 
 
-def plot_fig6(rows: Sequence[dict[str, Any]], out: Path, metric: str = "test/psnr") -> Path:
+def plot_fig6(rows: Sequence[dict[str, Any]], out: Path, metric: str = "test/psnr", ylim: Sequence[float] | None = None) -> Path:
     """x: number of layers, y: PSNR, one curve per xUnit variant; diverged runs as crosses."""
     import matplotlib.pyplot as plt
 
-    fig, ax = _axes()
+    fig, ax = _axes(ylim)
     groups: dict[str, list] = defaultdict(list)
     for r in rows:
         groups[r["xunit_variant"] or "?"].append(r)
@@ -346,14 +356,14 @@ def plot_fig6(rows: Sequence[dict[str, Any]], out: Path, metric: str = "test/psn
     ax.set_xlabel("number of layers")
     ax.set_ylabel("PSNR [dB]")
     ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
-    return _finish(fig, ax, out, _title(rows, "fig6", metric), any(b for b, _ in failed))
+    return _finish(fig, ax, out, _title(rows, "fig6", metric), any(b for b, _ in failed), ylim, outside=True)
 
 
 PLOTTERS = {"fig3": plot_fig3, "fig4": plot_fig4, "fig6": plot_fig6}
 
 
 def make(figure: str, sweep_dir: str | Path, out: str | Path | None = None, csv_path: str | Path | None = None,
-         metric: str = "test/psnr") -> tuple[list[dict[str, Any]], Path, Path | None]:
+         metric: str = "test/psnr", ylim: Sequence[float] | None = None) -> tuple[list[dict[str, Any]], Path, Path | None]:
     """Collect, write the CSV and (for a figure) the PNG. Returns ``(rows, csv, png)``."""
     sweep_dir = Path(sweep_dir)
     rows = collect(sweep_dir)
@@ -363,7 +373,7 @@ def make(figure: str, sweep_dir: str | Path, out: str | Path | None = None, csv_
     csv_out = write_csv(rows, csv_path or sweep_dir / f"{stem}.csv")
     png = None
     if figure in PLOTTERS:
-        png = PLOTTERS[figure](rows, Path(out or sweep_dir / f"{figure}.png"), metric)
+        png = PLOTTERS[figure](rows, Path(out or sweep_dir / f"{figure}.png"), metric, ylim)
     return rows, csv_out, png
 
 
@@ -374,10 +384,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", type=Path, help="PNG path (default: <sweep_dir>/<figure>.png)")
     p.add_argument("--csv", type=Path, help="CSV path (default: <sweep_dir>/<figure>.csv)")
     p.add_argument("--metric", default="test/psnr", choices=["test/psnr", "val/psnr"])
+    p.add_argument("--ylim", type=float, nargs=2, metavar=("LO", "HI"), help="y range in dB (outliers are counted, not drawn)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        rows, csv_out, png = make(args.figure, args.sweep_dir, args.out, args.csv, args.metric)
+        rows, csv_out, png = make(args.figure, args.sweep_dir, args.out, args.csv, args.metric, args.ylim)
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

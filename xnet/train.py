@@ -15,7 +15,9 @@ from typing import Any
 import hydra
 import lightning as L
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
 
 from xnet.lit.module import NonFiniteLossError, RestorationModule
 from xnet.utils.build import build_list, build_net, build_task, setup_runtime, to_container
@@ -92,7 +94,11 @@ def write_json(path: Path, data: dict[str, Any]) -> Path:
 
 def record_failure(cfg: DictConfig, error: BaseException) -> dict[str, Any]:
     """A failed sweep job leaves a metrics.json saying so, for the collectors (xnet.plots)."""
-    summary = {"name": cfg.name, "model": cfg.model.name, "status": "failed", "error": f"{type(error).__name__}: {error}", "config": to_container(cfg)}
+    try:
+        config = to_container(cfg)
+    except Exception:  # the failure may be in resolving the config itself
+        config = OmegaConf.to_container(cfg, resolve=False)
+    summary = {"name": cfg.get("name"), "status": "failed", "error": f"{type(error).__name__}: {error}", "config": config}
     write_json(Path(cfg.paths.output_dir) / "metrics.json", summary)
     return summary
 
@@ -105,10 +111,10 @@ def main(cfg: DictConfig) -> float | None:
         summary = train(cfg)
     except Exception as e:
         if not cfg.get("sweep_continue_on_error"):
-            if isinstance(e, NonFiniteLossError):
+            if isinstance(e, NonFiniteLossError) and HydraConfig.get().mode == RunMode.RUN:
                 log.error("stopped: %s", e)
                 sys.exit(1)
-            raise
+            raise  # in a multirun, Hydra's per-job handling reports it
         log.exception("job failed; recorded in metrics.json and the sweep goes on")
         record_failure(cfg, e)
         return None

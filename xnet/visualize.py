@@ -229,9 +229,9 @@ def draw_figure(items: Sequence[tuple[str, LayerMaps, dict[str, np.ndarray]]], l
     for row, (label, m, pics) in zip(axes, items):
         s = m.stats
         note = (
-            f"g > {threshold:g} for {100 * s['frac_g_above_threshold']:.1f}% (mean g {s['mean_g']:.2f})"
+            f"g > {threshold:g} for {100 * s['frac_g_above_threshold']:.1f}%, g < 0.1 for {100 * s['frac_g_below_0.1']:.1f}% (mean {s['mean_g']:.2f})"
             if m.kind == "xunit"
-            else f"ReLU: g = 1 (z > 0) for {100 * s['frac_z_positive']:.1f}%"
+            else f"ReLU: g = 1 (z > 0) for {100 * s['frac_z_positive']:.1f}%, g = 0 for {100 * s['frac_g_below_0.1']:.1f}%"
         )
         for ax, key in zip(row, ("z", "g", "x")):
             ax.imshow(pics[key], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
@@ -324,9 +324,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"activation layer {args.layer} on {args.image}")
     for label, s in report["nets"].items():
         if s["kind"] == "xunit":
-            what = f"gate g > {args.threshold:g} for {100 * s['frac_g_above_threshold']:5.1f}% of values (mean g {s['mean_g']:.3f})"
+            what = (f"gate g > {args.threshold:g} for {100 * s['frac_g_above_threshold']:5.1f}% of values, "
+                    f"g < 0.1 (suppressed) for {100 * s['frac_g_below_0.1']:5.1f}% (mean g {s['mean_g']:.3f})")
         else:
-            what = f"ReLU passes (z > 0) {100 * s['frac_z_positive']:5.1f}% of values"
+            what = (f"ReLU passes (z > 0) {100 * s['frac_z_positive']:5.1f}% of values, "
+                    f"zeroes {100 * s['frac_g_below_0.1']:5.1f}%")
         print(f"  {label:<14} {what}; PSNR {s['psnr_input']:.2f} → {s['psnr_output']:.2f} dB")
     print(f"figure: {report['figure']}; grids and stats.json in {args.out}")
     return 0
