@@ -10,6 +10,7 @@ from typing import Any, Mapping
 from torch import nn
 
 from xnet.archs.common import conv, make_xunit
+from xnet.archs.dncnn import DnCNN
 
 
 def _check_depth(depth: int) -> None:
@@ -17,16 +18,12 @@ def _check_depth(depth: int) -> None:
         raise ValueError(f"depth counts conv layers and must be >= 2, got {depth}")
 
 
-class ConvNet(nn.Sequential):
-    """Conv+ReLU, (depth-2) × [Conv+BN+ReLU], Conv."""
+class ConvNet(DnCNN):
+    """Conv+ReLU, (depth-2) × [Conv+BN+ReLU], Conv: DnCNN's layout at any depth and width."""
 
     def __init__(self, depth: int, width: int = 64, kernel_size: int = 3, channels: int = 1) -> None:
         _check_depth(depth)
-        layers: list[nn.Module] = [conv(channels, width, kernel_size), nn.ReLU()]
-        for _ in range(depth - 2):
-            layers += [conv(width, width, kernel_size), nn.BatchNorm2d(width), nn.ReLU()]
-        layers.append(conv(width, channels, kernel_size))
-        super().__init__(*layers)
+        super().__init__(channels=channels, depth=depth, width=width, kernel_size=kernel_size)
 
 
 class XNet(nn.Sequential):
