@@ -48,4 +48,4 @@ def test_a_shipped_denoiser_reproduces_its_recorded_set12_psnr(tmp_path, data_di
     name = sorted(n for n, e in SHIPPED.items() if e["task"]["name"] == "denoise")[0]
     recorded = json.loads((REPO / "weights" / name / "metrics" / f"Set12_{SHIPPED[name]['task']['sigma']}.json").read_text())
     cfg = compose("eval", [f"weights={name}", "data/test=set12", f"task.sigma={recorded['sigma']}", f"paths.output_dir={tmp_path}"])
-    assert evaluate(cfg)["psnr"] == pytest.approx(recorded["psnr"], abs=1e-6)
+    assert evaluate(cfg)["psnr"] == pytest.approx(recorded["psnr"], abs=0.005)  # thread counts may flip a rounding
