@@ -68,6 +68,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         log.info("test %s: PSNR %.3f dB, SSIM %.4f", report["dataset"], report["psnr"], report["ssim"])
         for logger in trainer.loggers:
             logger.log_metrics({f"test/{k}": report[k] for k in ("psnr", "ssim")}, step=trainer.global_step)
+    if "val/psnr_input" in metrics and "val/psnr" in metrics:
+        log.info("validation PSNR: input %.2f dB → restored %.2f dB", metrics["val/psnr_input"], metrics["val/psnr"])
     summary = {"name": cfg.name, "model": cfg.model.name, "status": "ok", **task.describe(), "step": trainer.global_step, **metrics, "config": to_container(cfg)}
     write_json(output_dir / "metrics.json", summary)
     for logger in trainer.loggers:
