@@ -93,8 +93,9 @@ def load_restorer(cfg: DictConfig, task: Task) -> tuple[Restorer, dict[str, Any]
     from xnet.zoo import resolve_weights, zoo_model_config
 
     path = resolve_weights(str(cfg.weights))
+    loaded = read_state_dict(path)  # read once: the checkpoint's stored config and its weights
     if path.suffix == ".ckpt":
-        stored = ((read_state_dict(path)[1].get("xnet") or {}).get("config") or {}).get("model")
+        stored = ((loaded[1].get("xnet") or {}).get("config") or {}).get("model")
     else:
         stored = zoo_model_config(path)
     if stored:
@@ -102,7 +103,7 @@ def load_restorer(cfg: DictConfig, task: Task) -> tuple[Restorer, dict[str, Any]
             log.info("using the architecture stored with the weights, '%s' (model=%s ignored)", stored["name"], cfg.model.name)
         cfg = OmegaConf.merge(cfg, {"model": stored})
     net = build_net(cfg, task)
-    extra = load_weights(net, path)
+    extra = load_weights(net, path, loaded)
     return Restorer(net, residual=task.residual), {"weights": str(path), **extra.get("xnet", {})}
 
 

@@ -55,9 +55,12 @@ def adapt_keys(state: Mapping[str, torch.Tensor], net: nn.Module) -> dict[str, t
     return state
 
 
-def load_weights(net: nn.Module, path: str | os.PathLike) -> dict[str, Any]:
-    """Load ``path`` into ``net`` strictly; a mismatch names the missing and unexpected keys."""
-    state, extra = read_state_dict(path)
+def load_weights(
+    net: nn.Module, path: str | os.PathLike, loaded: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """Load ``path`` into ``net`` strictly (``loaded``: its :func:`read_state_dict` result, if
+    already read); a mismatch names the missing and unexpected keys."""
+    state, extra = loaded if loaded is not None else read_state_dict(path)
     state = adapt_keys(state, net)
     for key, value in net.state_dict().items():  # older saves lack BN's step counter; it is unused in eval
         if key.endswith("num_batches_tracked"):
