@@ -207,13 +207,14 @@ needs_native = pytest.mark.skipif(
 def test_native_kernel_matches_reference(
     gate: str, kernel_size: int, pre_norm: bool, post: bool, inplace: bool
 ) -> None:
-    unit = randomise(XUnit(16, kernel_size=kernel_size, pre_norm=pre_norm, gate=gate))
+    c = 32  # two 16-channel blocks; 23 rows: several 8-row chunks per band
+    unit = randomise(XUnit(c, kernel_size=kernel_size, pre_norm=pre_norm, gate=gate))
     fused = FusedXUnit.from_xunit(unit).eval()
     if post:
-        fused.absorb_output_affine(torch.rand(16) + 0.5, torch.randn(16))
+        fused.absorb_output_affine(torch.rand(c) + 0.5, torch.randn(c))
     fused.cpu_kernel = "native"
     fused.inplace = inplace
-    x = torch.randn(2, 16, 23, 19).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(2, c, 23, 19).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         ref = fused.forward_reference(x)
         for bands in (1, 2, 3):  # threads split the rows into bands with shared halos

@@ -22,6 +22,9 @@ How a FusedXUnit runs (eager inference):
   :func:`native_kernel`, re-exported here) — ``x`` read once, ``y`` written once; compiled on
   first use with the system C++ compiler, self-checked against the torch ops, and skipped (with
   one warning) if anything fails;
+* CUDA (fp32/fp16/bf16) with Triton importable: one Triton kernel per xUnit
+  (:mod:`xnet.ops.xunit_triton`) — the ``r × r`` neighbourhood gathered through the cache, the
+  gate and multiply applied in registers, ``y`` written once (out of place);
 * otherwise torch ops on row tiles of about ``tile_bytes`` per thread
   (:func:`xnet.ops.xunit_gate.fused_xunit_tiled`): pre-affine + ReLU on the tile plus an
   ``r//2``-row halo, depthwise conv, gate and multiply in place while the tile is in cache;
@@ -49,6 +52,7 @@ from torch import nn
 from xnet.archs.xunit import GATES, XUnit
 from xnet.ops.xunit_gate import FusedTerms, fused_xunit_reference, fused_xunit_tiled
 from xnet.ops.xunit_native import fused_xunit_native, native_applies, native_kernel
+from xnet.ops.xunit_triton import fused_xunit_triton, triton_applies, triton_available
 
 __all__ = [
     "ChannelAffine",
@@ -214,12 +218,14 @@ class FusedXUnit(nn.Module):
     Every optional term is ``None`` when absent. All tensors are buffers (``state_dict`` round-trips).
 
     The module holds the tensors and picks the op (:meth:`terms` hands them over): eager inference
-    (no grad needed, not tracing/compiling) runs the native CPU kernel
-    (:func:`xnet.ops.xunit_native.fused_xunit_native`) when ``cpu_kernel`` allows it and
-    :meth:`native_applies`, else torch ops on row tiles of about ``tile_bytes`` per thread
+    (no grad needed, not tracing/compiling) runs, on CUDA, the Triton kernel
+    (:func:`xnet.ops.xunit_triton.fused_xunit_triton`) when ``gpu_kernel`` allows it and Triton
+    imports; on CPU, the native kernel (:func:`xnet.ops.xunit_native.fused_xunit_native`) when
+    ``cpu_kernel`` allows it and :meth:`native_applies`; else torch ops on row tiles of about ``tile_bytes`` per thread
     (:func:`xnet.ops.xunit_gate.fused_xunit_tiled`: pre-affine + ReLU on the tile plus an
     ``r//2``-row halo, depthwise conv, gate and multiply in place while the tile is in cache). With
-    ``inplace`` the output overwrites the input. Otherwise :meth:`forward_reference` (plain
+    ``inplace`` the output overwrites the input (CPU paths; the Triton kernel writes a new tensor).
+    Otherwise :meth:`forward_reference` (plain
     out-of-place ops) runs, which is what ``torch.compile`` fuses and ONNX export records.
     """
 
@@ -258,6 +264,10 @@ class FusedXUnit(nn.Module):
         self.cpu_kernel = "auto"
         #: row bands for the native kernel (default: ``torch.get_num_threads()``)
         self.native_bands: int | None = None
+        #: ``auto``: the Triton kernel for CUDA input when Triton imports, else torch ops;
+        #: ``triton``: require it (on CPU input too, which only Triton's interpreter can run);
+        #: ``torch``: torch ops only.
+        self.gpu_kernel = "auto"
         for name, value in (
             ("in_scale", in_scale),
             ("in_shift", in_shift),
@@ -337,6 +347,8 @@ class FusedXUnit(nn.Module):
         if _functional_only() or (torch.is_grad_enabled() and x.requires_grad) or x.dim() != 4:
             return self.forward_reference(x)
         terms = self.terms()
+        if self._use_triton(x, terms):
+            return fused_xunit_triton(x, terms)
         lib = self._native_lib(x, terms)
         if lib is not None:
             return fused_xunit_native(x, terms, lib, inplace=self.inplace, bands=self.native_bands)
@@ -349,6 +361,16 @@ class FusedXUnit(nn.Module):
     def native_applies(self, x: torch.Tensor) -> bool:
         """Whether the native CPU kernel can run this unit on ``x`` (ignoring availability)."""
         return native_applies(x, self.terms())
+
+    def _use_triton(self, x: torch.Tensor, terms: FusedTerms) -> bool:
+        if self.gpu_kernel == "torch" or (x.device.type == "cpu" and self.gpu_kernel != "triton"):
+            return False
+        ok = triton_applies(x, terms) and triton_available()
+        if not ok and self.gpu_kernel == "triton":
+            raise RuntimeError(
+                "Triton xUnit kernel needs Triton and a 4-D float CUDA input (CPU input: TRITON_INTERPRET=1)"
+            )
+        return ok
 
     def _native_lib(self, x: torch.Tensor, terms: FusedTerms) -> ctypes.CDLL | None:
         if self.cpu_kernel == "torch" or x.device.type != "cpu":
@@ -486,6 +508,7 @@ def fuse(
     dynamic: bool | None = None,
     tile_bytes: int = DEFAULT_TILE_BYTES,
     cpu_kernel: str = "auto",
+    gpu_kernel: str = "auto",
 ) -> Deployed:
     """Deployment copy of ``model``: BatchNorms folded, xUnits fused, channels_last, eval mode.
 
@@ -502,9 +525,14 @@ def fuse(
             uses the one-pass native kernel (built on first use with the system C++ compiler,
             see :func:`native_kernel`), falling back to torch ops; ``native``: require it;
             ``torch``: torch ops only.
+        gpu_kernel: ``auto`` (default): eager CUDA inference runs each xUnit as one Triton kernel
+            (:mod:`xnet.ops.xunit_triton`) when Triton imports, else torch ops; ``triton``:
+            require it; ``torch``: torch ops only.
     """
     if cpu_kernel not in {"auto", "native", "torch"}:
         raise ValueError(f"cpu_kernel must be auto, native or torch, got {cpu_kernel!r}")
+    if gpu_kernel not in {"auto", "triton", "torch"}:
+        raise ValueError(f"gpu_kernel must be auto, triton or torch, got {gpu_kernel!r}")
     if isinstance(model, Deployed):
         raise TypeError("model is already fused")
     model = getattr(model, "_orig_mod", model)  # an OptimizedModule from torch.compile
@@ -515,6 +543,7 @@ def fuse(
     for m in body.modules():
         if isinstance(m, FusedXUnit):
             m.cpu_kernel = cpu_kernel
+            m.gpu_kernel = gpu_kernel
     body.eval()
     if channels_last:
         body = body.to(memory_format=torch.channels_last)
