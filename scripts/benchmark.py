@@ -11,12 +11,14 @@ Per model: paper / trainable parameters; analytic conv MACs per output pixel (fr
 met in a forward pass: ``out_elems · C_in/groups · kh · kw``); inference latency (median over
 interleaved repeats after warm-up, so machine-load drift hits both models alike) and throughput
 (output Mpx/s) for ``eager`` (NCHW), ``eager_cl`` (channels_last), ``fused``
-(:func:`xnet.archs.deploy.fuse`: folded BNs, channels_last; on CPU its xUnits use the one-pass
-native kernel when it builds), ``fused_torchops`` (CPU: the same with ``cpu_kernel="torch"``,
-i.e. row-tiled torch ops), ``fused_compile`` (``fuse(..., compile=True)``, inductor) and on CUDA
+(:func:`xnet.archs.deploy.fuse`: folded BNs, channels_last; its xUnits run as one kernel each:
+the native C++ kernel on CPU when it builds, the Triton kernel on CUDA when Triton imports),
+``fused_torchops`` (the same with ``cpu_kernel="torch", gpu_kernel="torch"``, i.e. the xUnits as
+torch ops), ``fused_compile`` (``fuse(..., compile=True)``, inductor) and on CUDA
 ``eager_bf16`` / ``fused_bf16`` (autocast); the max |fused − eager| after clipping to [0, 1];
-and a training step (MSE, Adam) at batch × crop: time, samples/s and memory, for the plain model
-and, for xUnit models, ``memory_lean=True``.
+and a training step (MSE, Adam) at batch × crop, channels_last as ``RestorationModule`` trains:
+time, samples/s and memory, for the plain model and, for xUnit models, ``memory_lean=True``; on
+CUDA both again under bf16 autocast (what ``trainer=gpu`` runs).
 
 Training memory:
 * CUDA: ``torch.cuda.max_memory_allocated`` during the step minus the allocation before it.
@@ -273,8 +275,8 @@ def inference(family: str, spec: dict[str, Any], device: torch.device, args: arg
             "eager_cl": lambda m=cl: m(x_cl),
             "fused": (lambda m=fuse(model): m(x)),
         }
-        if device.type == "cpu":
-            v["fused_torchops"] = lambda m=fuse(model, cpu_kernel="torch"): m(x)
+        # the same fused model with each xUnit as torch ops instead of the native / Triton kernel
+        v["fused_torchops"] = lambda m=fuse(model, cpu_kernel="torch", gpu_kernel="torch"): m(x)
         if args.compile_enabled:
             fc = fuse(model, compile=True)
             t0 = time.perf_counter()
@@ -329,6 +331,15 @@ def _copy(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model).eval()
 
 
+#: training runs: the baseline in each non-lean mode, the x-model in every mode
+TRAIN_MODES = ("plain", "lean")
+TRAIN_MODES_CUDA = ("bf16", "lean_bf16")
+
+
+def _train_baseline_mode(mode: str) -> str:
+    return "bf16" if mode.endswith("bf16") else "plain"
+
+
 def training(family: str, spec: dict[str, Any], device: torch.device, args: argparse.Namespace) -> dict[str, Any]:
     names = spec["names"]
     batch, crop = args.train_batch, args.train_crop
@@ -340,21 +351,26 @@ def training(family: str, spec: dict[str, Any], device: torch.device, args: argp
         inp = F.avg_pool2d(target, scale)  # LR input (cheap stand-in for bicubic down-sampling)
     else:
         inp = target + 25 / 255 * torch.randn(target.shape, generator=g)
-    inp, target = inp.to(device), target.to(device)
+    # as RestorationModule trains: channels_last model and batch (and bf16 autocast with trainer=gpu)
+    cl = torch.channels_last
+    inp, target = inp.to(device, memory_format=cl), target.to(device, memory_format=cl)
     out: dict[str, Any] = {"batch": batch, "crop": crop, "input": list(inp.shape), "runs": {}}
-    runs = [(names[0], "plain"), (names[1], "plain"), (names[1], "lean")]
+    modes = TRAIN_MODES + (TRAIN_MODES_CUDA if device.type == "cuda" else ())
+    runs = [(name, mode) for mode in modes for name in names if name == names[1] or not mode.startswith("lean")]
     for name, mode in runs:
         build = spec["build"][names.index(name)]
         torch.manual_seed(0)
-        model = build().to(device).train()
-        if mode == "lean":
+        model = build().to(device, memory_format=cl).train()
+        if mode.startswith("lean"):
             for m in model.modules():
                 if isinstance(m, XUnit):
                     m.memory_lean = True
         opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=mode.endswith("bf16"))
 
         def forward() -> torch.Tensor:
-            return F.mse_loss(model(inp), target)
+            with autocast:
+                return F.mse_loss(model(inp).float(), target)
 
         def step() -> None:
             opt.zero_grad(set_to_none=True)
@@ -443,9 +459,11 @@ def print_family(family: str, spec: dict[str, Any], res: dict[str, Any], device:
                 headline.append((f"{family}: {xname} {xv} / {base} {bv} latency", lx[xv] / lb[bv]))
     tr = res.get("training")
     if tr:
-        b = tr["runs"].get(f"{base}/plain", {})
-        for mode in ("plain", "lean"):
-            x = tr["runs"].get(f"{xname}/{mode}", {})
+        for mode in TRAIN_MODES + TRAIN_MODES_CUDA:
+            if f"{xname}/{mode}" not in tr["runs"]:
+                continue
+            b = tr["runs"].get(f"{base}/{_train_baseline_mode(mode)}", {})
+            x = tr["runs"][f"{xname}/{mode}"]
             labels = (
                 ("step_ms", "train step ms"),
                 ("samples_s", "train samples/s"),
@@ -455,7 +473,7 @@ def print_family(family: str, spec: dict[str, Any], res: dict[str, Any], device:
             for key, label in labels:
                 if key in b or key in x:
                     rows.append((f"{label} [{mode}]", b.get(key), x.get(key)))
-            for key in ("saved_MB", "peak_MB"):
+            for key in ("samples_s", "saved_MB", "peak_MB"):
                 if b.get(key) and x.get(key) is not None:
                     headline.append((f"{family}: {xname} {mode} / {base} training {key}", x[key] / b[key]))
     shape = inf["input"] if inf else None
