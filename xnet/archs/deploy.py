@@ -50,6 +50,7 @@ import torch
 from torch import nn
 
 from xnet.archs.xunit import GATES, XUnit
+from xnet.ops.depthwise import functional_only
 from xnet.ops.xunit_gate import FusedTerms, fused_xunit_reference, fused_xunit_tiled
 from xnet.ops.xunit_native import fused_xunit_native, native_applies, native_kernel
 from xnet.ops.xunit_triton import fused_xunit_triton, triton_applies, triton_available
@@ -199,17 +200,6 @@ class ChannelAffine(nn.Module):
         return f"channels={self.scale.numel()}"
 
 
-def _functional_only() -> bool:
-    """Tracing / compiling / exporting: use plain out-of-place ops (no tiling loop, no native kernel)."""
-    if torch.jit.is_scripting() or torch.jit.is_tracing():
-        return True
-    compiler = getattr(torch, "compiler", None)
-    if compiler is not None and compiler.is_compiling():
-        return True
-    onnx = getattr(torch, "onnx", None)
-    return bool(onnx is not None and onnx.is_in_onnx_export())
-
-
 class FusedXUnit(nn.Module):
     """Inference-only xUnit with both BatchNorms folded.
 
@@ -344,7 +334,7 @@ class FusedXUnit(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _functional_only() or (torch.is_grad_enabled() and x.requires_grad) or x.dim() != 4:
+        if functional_only() or (torch.is_grad_enabled() and x.requires_grad) or x.dim() != 4:
             return self.forward_reference(x)
         terms = self.terms()
         if self._use_triton(x, terms):
@@ -487,7 +477,7 @@ class Deployed(nn.Module):
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
         compiled = self.compiled
-        if compiled is None or _functional_only():
+        if compiled is None or functional_only():
             return self.body(x)
         try:
             return compiled(x)

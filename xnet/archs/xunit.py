@@ -27,6 +27,20 @@ def gate(d: torch.Tensor, kind: str) -> torch.Tensor:
     raise ValueError(f"unknown xUnit gate {kind!r}; choose one of {GATES}")
 
 
+class DepthwiseConv2d(nn.Conv2d):
+    """The xUnit's r×r depthwise convolution (zero "same" padding): an ``nn.Conv2d`` (same
+    parameters, ``state_dict`` and hooks) whose forward and backward run native CPU kernels where
+    they apply (:func:`xnet.ops.depthwise.depthwise_conv`; torch's own conv otherwise)."""
+
+    def __init__(self, channels: int, kernel_size: int, bias: bool = True) -> None:
+        super().__init__(channels, channels, kernel_size, padding=kernel_size // 2, groups=channels, bias=bias)
+
+    def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        from xnet.ops.depthwise import depthwise_conv  # lazy: xnet.ops imports this module
+
+        return depthwise_conv(self, input, weight, bias)
+
+
 class XUnit(nn.Module):
     """Spatial activation replacing the ReLU that follows a convolution.
 
@@ -68,11 +82,7 @@ class XUnit(nn.Module):
         self.pre_norm = nn.BatchNorm2d(channels) if pre_norm else nn.Identity()
         self.relu = nn.ReLU() if relu else nn.Identity()
         use_bias = (not post_norm) if bias is None else bias
-        self.depthwise = (
-            nn.Conv2d(channels, channels, kernel_size, padding=kernel_size // 2, groups=channels, bias=use_bias)
-            if depthwise
-            else nn.Identity()
-        )
+        self.depthwise = DepthwiseConv2d(channels, kernel_size, bias=use_bias) if depthwise else nn.Identity()
         self.post_norm = nn.BatchNorm2d(channels) if post_norm else nn.Identity()
         self.memory_lean = memory_lean
 

@@ -4,7 +4,8 @@ A plain :class:`~xnet.archs.xunit.XUnit` keeps about six full-size tensors alive
 (BN input, ReLU output, depthwise output, ``d``, ``-d``, ``g``). :class:`XUnitLeanFunction` keeps
 only ``x`` (plus, for a BN in eval mode, its C-element running statistics). Backward recomputes
 the forward from ``x`` and differentiates it with the kernels autograd itself uses
-(``native_batch_norm_backward``, ``convolution_backward``, ``threshold_backward``), in an order
+(``native_batch_norm_backward``, ``convolution_backward`` — or, on CPU, the native depthwise kernels
+of :mod:`xnet.ops.depthwise` — ``threshold_backward``), in an order
 that frees each temporary as soon as possible (at most about four unit-sized temporaries; the
 depthwise input is recomputed a second time rather than kept). Under autocast the recomputation
 instead runs under autograd with the forward's autocast state restored, so the precision matches.
@@ -27,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
+
+from xnet.ops.depthwise import depthwise_conv_backward
 
 __all__ = ["XUnitLeanFunction", "xunit_lean"]
 
@@ -225,11 +228,8 @@ def _backward_manual(
     need_gr = need_x or need_pre_w or need_pre_b
     if dw_w is not None:
         r, pre_stats = first_stage()
-        conv = unit.depthwise
-        bias_sizes = [dw_b.shape[0]] if dw_b is not None else None
-        gr, grads["dw_w"], grads["dw_b"] = torch.ops.aten.convolution_backward(
-            gc, r, dw_w, bias_sizes, list(conv.stride), list(conv.padding), list(conv.dilation), False,
-            [0, 0], conv.groups, [need_gr, need_dw_w, need_dw_b and dw_b is not None],
+        gr, grads["dw_w"], grads["dw_b"] = depthwise_conv_backward(
+            unit.depthwise, gc, r, dw_w, dw_b, (need_gr, need_dw_w, need_dw_b)
         )
         del gc
     else:

@@ -34,11 +34,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from xnet.archs.xunit import GATES
 from xnet.ops.xunit_gate import FusedTerms, fused_xunit_reference
 
-__all__ = ["fused_xunit_native", "native_applies", "native_kernel"]
+__all__ = [
+    "depthwise_conv_native",
+    "depthwise_grad_weight_native",
+    "fused_xunit_native",
+    "native_applies",
+    "native_kernel",
+]
 
 _NATIVE_SOURCE = r"""
 // xUnit inference kernel, NHWC float32, C % 16 == 0.
@@ -78,7 +85,7 @@ static inline v16 vexp(v16 a) {
     return p * scale;
 }
 
-enum { GAUSSIAN = 0, SIGMOID = 1, TANH = 2, IDENTITY = 3 };
+enum { GAUSSIAN = 0, SIGMOID = 1, TANH = 2, IDENTITY = 3, CONV_ONLY = 4 };  // CONV_ONLY: y = d
 
 static inline v16 vgate(v16 d, int kind) {
     switch (kind) {
@@ -140,7 +147,9 @@ static inline void finish(const Params& q, const v16* acc, int n, int64_t c, con
         case GAUSSIAN: finish_block<GAUSSIAN>(q, acc, n, c, x, y); break;
         case SIGMOID: finish_block<SIGMOID>(q, acc, n, c, x, y); break;
         case TANH: finish_block<TANH>(q, acc, n, c, x, y); break;
-        default: finish_block<IDENTITY>(q, acc, n, c, x, y);
+        case IDENTITY: finish_block<IDENTITY>(q, acc, n, c, x, y); break;
+        default:
+            for (int i = 0; i < n; ++i) st(y + i * q.C, acc[i]);
     }
 }
 
@@ -193,6 +202,67 @@ static void xunit_row(const Params& q, const float* const* urows, int64_t c, con
         default: xunit_row_generic(q, urows, c, xrow, yrow);
     }
 }
+
+// Weight gradient of the depthwise conv d = DW_R(u) (zero padding R/2): for rows [s, e) of one
+// image, gw[ky][kx][c] += sum over pixels p of u[p + (ky, kx) - P][c] * g[p][c]. u and g are NHWC.
+template <int R>
+static void dw_grad_weight_t(const Params& q, const float* u, const float* g, float* gw, int64_t s, int64_t e) {
+    constexpr int P = R / 2;
+    const int64_t C = q.C, W = q.W, row = W * C;
+    for (int64_t c = 0; c < C; c += VEC) {
+        v16 tot[R * R];
+        for (int k = 0; k < R * R; ++k) tot[k] = splat(0.0f);
+        for (int64_t i = s; i < e; ++i) {
+            const float* grow = g + i * row + c;
+            for (int ky = 0; ky < R; ++ky) {
+                const int64_t j = i - P + ky;
+                if (j < 0 || j >= q.H) continue;
+                const float* urow = u + j * row + c;
+                v16 a[R];
+#pragma GCC unroll 16
+                for (int kx = 0; kx < R; ++kx) a[kx] = splat(0.0f);
+                // interior: every tap in range; each loaded u vector feeds its R taps from registers
+                const int64_t x0 = P, x1 = W - P;
+                for (int64_t x = x0; x < x1; ++x) {
+                    const v16 gv = ld(grow + x * C);
+#pragma GCC unroll 16
+                    for (int kx = 0; kx < R; ++kx) a[kx] += gv * ld(urow + (x + kx - P) * C);
+                }
+                // borders (and images narrower than R)
+                for (int64_t x = 0; x < W; ++x) {
+                    if (x >= x0 && x < x1) continue;
+                    const v16 gv = ld(grow + x * C);
+                    for (int kx = 0; kx < R; ++kx) {
+                        const int64_t xx = x + kx - P;
+                        if (xx >= 0 && xx < W) a[kx] += gv * ld(urow + xx * C);
+                    }
+                }
+#pragma GCC unroll 16
+                for (int kx = 0; kx < R; ++kx) tot[ky * R + kx] += a[kx];
+            }
+        }
+        for (int k = 0; k < R * R; ++k) st(gw + k * C + c, ld(gw + k * C + c) + tot[k]);
+    }
+}
+
+static void dw_grad_weight_generic(const Params& q, const float* u, const float* g, float* gw, int64_t s, int64_t e) {
+    const int64_t C = q.C, W = q.W, R = q.R, P = R / 2, row = W * C;
+    for (int64_t c = 0; c < C; c += VEC)
+        for (int64_t i = s; i < e; ++i)
+            for (int64_t ky = 0; ky < R; ++ky) {
+                const int64_t j = i - P + ky;
+                if (j < 0 || j >= q.H) continue;
+                for (int64_t kx = 0; kx < R; ++kx) {
+                    v16 a = splat(0.0f);
+                    for (int64_t x = 0; x < W; ++x) {
+                        const int64_t xx = x + kx - P;
+                        if (xx >= 0 && xx < W) a += ld(g + i * row + x * C + c) * ld(u + j * row + xx * C + c);
+                    }
+                    st(gw + (ky * R + kx) * C + c, ld(gw + (ky * R + kx) * C + c) + a);
+                }
+            }
+}
+
 
 extern "C" {
 
@@ -256,11 +326,25 @@ int xunit_band(const float* x, float* y, int64_t s, int64_t e, const float* halo
     return 0;
 }
 
+// Depthwise-conv weight gradient over rows [s, e) of one image, accumulated into gw ([ky][kx][c]).
+void xunit_dw_grad_weight(const float* u, const float* g, float* gw, int64_t s, int64_t e, const Params* qp) {
+    const Params& q = *qp;
+    switch (q.R) {
+        case 1: dw_grad_weight_t<1>(q, u, g, gw, s, e); break;
+        case 3: dw_grad_weight_t<3>(q, u, g, gw, s, e); break;
+        case 5: dw_grad_weight_t<5>(q, u, g, gw, s, e); break;
+        case 7: dw_grad_weight_t<7>(q, u, g, gw, s, e); break;
+        case 9: dw_grad_weight_t<9>(q, u, g, gw, s, e); break;
+        default: dw_grad_weight_generic(q, u, g, gw, s, e);
+    }
+}
+
 }  // extern "C"
 """
 
 
 _GATE_CODES = {"gaussian": 0, "sigmoid": 1, "tanh": 2, "identity": 3}  # the C++ enum
+_CONV_ONLY = 4  # the C++ enum's CONV_ONLY: the kernel writes d itself
 _native_state: dict[str, Any] = {}
 _native_lock = threading.Lock()
 _pool_state: dict[str, Any] = {}
@@ -321,11 +405,14 @@ def _build_native() -> ctypes.CDLL:
     lib.xunit_u_rows.restype = None
     lib.xunit_band.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int64] * 2 + [ctypes.c_void_p] * 3
     lib.xunit_band.restype = ctypes.c_int
+    lib.xunit_dw_grad_weight.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 2 + [ctypes.c_void_p]
+    lib.xunit_dw_grad_weight.restype = None
     return lib
 
 
 def _native_self_check(lib: ctypes.CDLL) -> float:
-    """Max |native − torch ops| over every gate and optional term on a small problem."""
+    """Max |native − torch ops| over every gate and optional term on a small problem, and of the
+    depthwise conv / weight gradient (relative to the largest gradient) against torch's."""
     g = torch.Generator().manual_seed(0)
     worst = 0.0
     for gate_kind, k, pre, post in itertools.product(GATES, (3, 9), (True, False), (True, False)):
@@ -347,6 +434,18 @@ def _native_self_check(lib: ctypes.CDLL) -> float:
             expected = fused_xunit_reference(x, terms)
             got = fused_xunit_native(x, terms, lib, inplace=post, bands=2)
             worst = max(worst, (got - expected).abs().max().item())
+    # conv-only mode and the weight gradient, against torch's depthwise conv and its backward
+    for k in (3, 9):
+        u = torch.randn(2, 32, 19, 11, generator=g).contiguous(memory_format=torch.channels_last)
+        w, b = torch.randn(32, 1, k, k, generator=g), torch.randn(32, generator=g)
+        gd = torch.randn(2, 32, 19, 11, generator=g).contiguous(memory_format=torch.channels_last)
+        ref_gw = torch.ops.aten.convolution_backward(
+            gd, u, w, None, [1, 1], [k // 2] * 2, [1, 1], False, [0, 0], 32, [False, True, False]
+        )[1]
+        d = depthwise_conv_native(u, w, b, lib, bands=2)
+        gw = depthwise_grad_weight_native(u, gd, k, lib, bands=2)
+        worst = max(worst, (d - F.conv2d(u, w, b, padding=k // 2, groups=32)).abs().max().item())
+        worst = max(worst, (gw - ref_gw).abs().max().item() / max(1.0, ref_gw.abs().max().item()))
     return worst
 
 
@@ -398,6 +497,58 @@ def native_applies(x: torch.Tensor, t: FusedTerms) -> bool:
     )
 
 
+def _ptr(v: torch.Tensor | None) -> int | None:
+    return None if v is None else v.data_ptr()
+
+
+def _row_bands(height: int, bands: int | None) -> list[int]:
+    """Band start rows (plus ``height``): ``bands`` (default ``torch.get_num_threads()``), at most
+    one per 8 rows."""
+    bands = max(1, min(bands or torch.get_num_threads(), height // 8))
+    return [height * b // bands for b in range(bands)] + [height]
+
+
+def _run_tasks(fn: Any, tasks: list[tuple], workers: int) -> list[Any]:
+    return [fn(task) for task in tasks] if workers == 1 else list(_thread_pool(workers).map(fn, tasks))
+
+
+def _band_pass(x: torch.Tensor, y: torch.Tensor, params: _NativeParams, lib: ctypes.CDLL, bands: int | None) -> None:
+    """Run ``xunit_band`` over every image of ``x`` (NHWC float32) into ``y``, rows split into
+    parallel bands whose boundary rows of ``u`` are computed first (so ``y`` may be ``x``)."""
+    n, c, height, width = x.shape
+    p = params.R // 2
+    starts = _row_bands(height, bands)
+    prow = lib.xunit_padded_row_floats(width, c, params.R)
+    block_row_bytes = prow // c * 16 * x.element_size()  # one padded u row of one 16-channel block
+    image = height * width * c * x.element_size()
+    tasks = []
+    halos = []  # keeps the halo buffers the tasks point into alive
+    for i in range(n):
+        xi, yi = x.data_ptr() + i * image, y.data_ptr() + i * image
+        # u rows around each band boundary, from x before any band overwrites it
+        bounds = [torch.zeros(2 * p, prow) for _ in range(len(starts) - 2)] if p else []
+        for b, buf in enumerate(bounds):
+            lib.xunit_u_rows(xi, buf.data_ptr(), starts[b + 1] - p, starts[b + 1] + p, ctypes.byref(params))
+        halos.append(bounds)
+        for b in range(len(starts) - 1):
+            top = bounds[b - 1].data_ptr() if p and b > 0 else None
+            # rows [e, e + P) start P rows into the buffer (in each of its channel blocks)
+            bottom = bounds[b].data_ptr() + p * block_row_bytes if p and b < len(starts) - 2 else None
+            tasks.append((xi, yi, starts[b], starts[b + 1], top, bottom))
+
+    def run(task: tuple) -> int:
+        return lib.xunit_band(*task, ctypes.byref(params))
+
+    if any(_run_tasks(run, tasks, len(starts) - 1)):
+        raise MemoryError("xUnit CPU kernel could not allocate its row buffers")
+
+
+def _taps_last(weight: torch.Tensor) -> torch.Tensor:
+    """Depthwise weight ``(C, 1, k, k)`` as the kernel's ``[ky][kx][c]`` float32 layout."""
+    c, _, k, _ = weight.shape
+    return weight.detach().reshape(c, k, k).permute(1, 2, 0).contiguous().float()
+
+
 def fused_xunit_native(
     x: torch.Tensor,
     t: FusedTerms,
@@ -409,46 +560,54 @@ def fused_xunit_native(
     caller checks :func:`native_applies`. With ``inplace`` the output overwrites ``x``. ``bands``:
     row bands run in parallel (default ``torch.get_num_threads()``; at most one per 8 rows)."""
     n, c, height, width = x.shape
-    k = t.kernel_size
-    p = k // 2
-
-    def ptr(v: torch.Tensor | None) -> int | None:
-        return None if v is None else v.data_ptr()
-
     optional = (t.in_scale, t.in_shift, t.out_scale, t.out_shift)
     in_scale, in_shift, out_scale, out_shift = (None if v is None else v.contiguous() for v in optional)
-    wt = t.dw_weight.reshape(c, k, k).permute(1, 2, 0).contiguous()
+    wt = _taps_last(t.dw_weight)
     bias = t.dw_bias.contiguous() if t.dw_bias is not None else torch.zeros(c)
     params = _NativeParams(
-        height, width, c, k, ptr(in_scale), ptr(in_shift), int(t.relu), wt.data_ptr(), bias.data_ptr(),
-        _GATE_CODES[t.gate], ptr(out_scale), ptr(out_shift),
+        height, width, c, t.kernel_size, _ptr(in_scale), _ptr(in_shift), int(t.relu), wt.data_ptr(),
+        bias.data_ptr(), _GATE_CODES[t.gate], _ptr(out_scale), _ptr(out_shift),
     )
     y = x if inplace else torch.empty_like(x)
-    bands = bands or torch.get_num_threads()
-    bands = max(1, min(bands, height // 8))
-    starts = [height * b // bands for b in range(bands)] + [height]
-    prow = lib.xunit_padded_row_floats(width, c, k)
-    block_row_bytes = prow // c * 16 * x.element_size()  # one padded u row of one 16-channel block
-    image = height * width * c * x.element_size()
-    tasks = []
-    halos = []  # keeps the halo buffers the tasks point into alive
-    for i in range(n):
-        xi, yi = x.data_ptr() + i * image, y.data_ptr() + i * image
-        # u rows around each band boundary, from x before any band overwrites it
-        bounds = [torch.zeros(2 * p, prow) for _ in range(bands - 1)] if p else []
-        for b, buf in enumerate(bounds):
-            lib.xunit_u_rows(xi, buf.data_ptr(), starts[b + 1] - p, starts[b + 1] + p, ctypes.byref(params))
-        halos.append(bounds)
-        for b in range(bands):
-            top = bounds[b - 1].data_ptr() if p and b > 0 else None
-            # rows [e, e + P) start P rows into the buffer (in each of its channel blocks)
-            bottom = bounds[b].data_ptr() + p * block_row_bytes if p and b < bands - 1 else None
-            tasks.append((xi, yi, starts[b], starts[b + 1], top, bottom))
-
-    def run(task: tuple) -> int:
-        return lib.xunit_band(*task, ctypes.byref(params))
-
-    codes = [run(task) for task in tasks] if bands == 1 else list(_thread_pool(bands).map(run, tasks))
-    if any(codes):
-        raise MemoryError("xUnit CPU kernel could not allocate its row buffers")
+    _band_pass(x, y, params, lib, bands)
     return y
+
+
+def depthwise_conv_native(
+    u: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, lib: ctypes.CDLL, bands: int | None = None
+) -> torch.Tensor:
+    """``F.conv2d(u, weight, bias, padding=k // 2, groups=C)`` for NHWC float32 ``u`` (C % 16 == 0,
+    odd k) with the native kernel; the output is channels_last."""
+    n, c, height, width = u.shape
+    k = weight.shape[-1]
+    wt = _taps_last(weight)
+    b = bias.detach().contiguous().float() if bias is not None else torch.zeros(c)
+    params = _NativeParams(height, width, c, k, None, None, 0, wt.data_ptr(), b.data_ptr(), _CONV_ONLY, None, None)
+    d = torch.empty_like(u, memory_format=torch.channels_last)
+    _band_pass(u, d, params, lib, bands)
+    return d
+
+
+def depthwise_grad_weight_native(
+    u: torch.Tensor, grad: torch.Tensor, kernel_size: int, lib: ctypes.CDLL, bands: int | None = None
+) -> torch.Tensor:
+    """Weight gradient ``(C, 1, k, k)`` of ``conv2d(u, w, padding=k // 2, groups=C)`` given the
+    output gradient ``grad``; both NHWC float32 of one shape, C % 16 == 0."""
+    n, c, height, width = u.shape
+    k = kernel_size
+    params = _NativeParams(height, width, c, k, None, None, 0, None, None, _CONV_ONLY, None, None)
+    starts = _row_bands(height, bands)
+    image = height * width * c * u.element_size()
+    workers = len(starts) - 1
+    partial = torch.zeros(workers, k * k * c)  # one accumulator per band
+
+    def run(task: tuple[int, int]) -> None:
+        i, band = task
+        lib.xunit_dw_grad_weight(
+            u.data_ptr() + i * image, grad.data_ptr() + i * image, partial[band].data_ptr(),
+            starts[band], starts[band + 1], ctypes.byref(params),
+        )
+
+    for i in range(n):  # bands in parallel (each into its own accumulator), images in turn
+        _run_tasks(run, [(i, band) for band in range(workers)], workers)
+    return partial.sum(0).view(k, k, c).permute(2, 0, 1).unsqueeze(1).contiguous()
