@@ -20,6 +20,10 @@ and a training step (MSE, Adam) at batch × crop, channels_last as ``Restoration
 time, samples/s and memory, for the plain model and, for xUnit models, ``memory_lean=True``; on
 CUDA both again under bf16 autocast (what ``trainer=gpu`` runs).
 
+Like the entry points, the script keeps freed CPU memory for reuse (:mod:`xnet.utils.memory`;
+``--no-retain-memory`` turns that off): otherwise a CPU step at batch 64 × 80² spends most of its
+time page-faulting its activations in again.
+
 Training memory:
 * CUDA: ``torch.cuda.max_memory_allocated`` during the step minus the allocation before it.
 * CPU: ``peak_MB`` — the peak of (allocated − freed) tensor bytes during the step, from the
@@ -65,6 +69,7 @@ from xnet.archs.params import count_paper_params, count_trainable_params  # noqa
 from xnet.archs.srcnn import SRCNN, XSRCNN  # noqa: E402
 from xnet.archs.srresnet import SRResNet, XSRResNet  # noqa: E402
 from xnet.archs.xunit import XUnit  # noqa: E402
+from xnet.utils.memory import retain_freed_memory  # noqa: E402
 
 FAMILIES: dict[str, dict[str, Any]] = {
     "dncnn": {
@@ -538,6 +543,11 @@ def main(argv: list[str] | None = None) -> int:
         default="auto",
         help="fused+torch.compile variant (auto: on if a C++ compiler is found, and on CUDA)",
     )
+    ap.add_argument(
+        "--no-retain-memory",
+        action="store_true",
+        help="let glibc hand freed memory back to the OS (default: keep it, as the entry points do)",
+    )
     ap.add_argument("--no-inference", action="store_true")
     ap.add_argument("--no-train", action="store_true")
     ap.add_argument("--train-batch", type=int, default=None, help="default 64 (quick on CPU: 4)")
@@ -547,6 +557,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    retained = False if args.no_retain_memory else retain_freed_memory()
     args.repeats = args.repeats or (5 if args.quick else 15)
     args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
     args.train_steps = args.train_steps or (2 if args.quick else 5)
@@ -575,6 +586,7 @@ def main(argv: list[str] | None = None) -> int:
         auto = args.compile == "auto" and (device.type == "cuda" or has_cxx)
         dev_args.compile_enabled = args.compile == "on" or auto
         env = environment(device)
+        env["retain_freed_memory"] = retained
         print(f"\n##### device {dev_name}: {env}")
         dev_report: dict[str, Any] = {"environment": env, "families": {}}
         for family in families:

@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from xnet.tasks import Task
+from xnet.utils.memory import retain_freed_memory
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +53,12 @@ def to_container(cfg: DictConfig) -> dict[str, Any]:
 
 
 def setup_runtime(cfg: DictConfig) -> None:
-    """Threads, and W&B that never prompts: offline unless a key is configured."""
+    """Threads, CPU memory reuse (:mod:`xnet.utils.memory`), and W&B that never prompts:
+    offline unless a key is configured."""
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
+    if cfg.get("retain_cpu_memory", True):
+        retain_freed_memory()
     if "wandb" in (cfg.get("logger") or {}) and "WANDB_MODE" not in os.environ and not _wandb_has_key():
         os.environ["WANDB_MODE"] = "offline"
         log.info("W&B: no API key found, logging offline (sync later with `wandb sync`)")
