@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import ctypes
 import gc
 import json
 import os
@@ -69,7 +68,7 @@ from xnet.archs.params import count_paper_params, count_trainable_params  # noqa
 from xnet.archs.srcnn import SRCNN, XSRCNN  # noqa: E402
 from xnet.archs.srresnet import SRResNet, XSRResNet  # noqa: E402
 from xnet.archs.xunit import XUnit  # noqa: E402
-from xnet.utils.memory import retain_freed_memory  # noqa: E402
+from xnet.utils.memory import release_freed_memory, retain_freed_memory  # noqa: E402
 
 FAMILIES: dict[str, dict[str, Any]] = {
     "dncnn": {
@@ -194,13 +193,6 @@ def _reset_peak_rss() -> bool:
         return False
 
 
-def _malloc_trim() -> None:
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
 def profiler_peak_bytes(fn: Callable[[], Any]) -> int | None:
     """Peak of (bytes allocated − bytes freed) while ``fn`` runs, from the profiler's memory
     timeline (CPU tensors; the analogue of CUDA ``max_memory_allocated − memory_allocated``).
@@ -230,7 +222,7 @@ def profiler_peak_bytes(fn: Callable[[], Any]) -> int | None:
 def rss_peak_bytes(fn: Callable[[], Any]) -> int | None:
     """Growth of the peak resident set while ``fn`` runs (``/proc``; Linux only)."""
     gc.collect()
-    _malloc_trim()
+    release_freed_memory()
     base = _proc_kb("VmRSS")
     if base is None or not _reset_peak_rss():
         return None
@@ -418,6 +410,7 @@ def training(family: str, spec: dict[str, Any], device: torch.device, args: argp
         out["runs"][f"{name}/{mode}"] = rec
         del model, opt
         gc.collect()
+        release_freed_memory()  # the next run's allocation pattern differs: start from a clean heap
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return out
@@ -594,6 +587,8 @@ def main(argv: list[str] | None = None) -> int:
             res: dict[str, Any] = {}
             if not args.no_inference:
                 res["inference"] = inference(family, spec, device, dev_args)
+            gc.collect()
+            release_freed_memory()
             if not args.no_train:
                 res["training"] = training(family, spec, device, dev_args)
             dev_report["families"][family] = res

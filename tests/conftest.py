@@ -24,6 +24,15 @@ def pytest_configure(config: pytest.Config) -> None:
     retain_freed_memory()
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _release_memory_between_modules():
+    """Kept memory suits one repeating workload; between test modules, give it back."""
+    yield
+    from xnet.utils.memory import release_freed_memory
+
+    release_freed_memory()
+
+
 def data_root() -> Path | None:
     root = Path(os.environ.get("XNET_DATA", "")) if os.environ.get("XNET_DATA") else None
     return root if root is not None and root.is_dir() else None
