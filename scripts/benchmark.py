@@ -68,7 +68,7 @@ from xnet.archs.params import count_paper_params, count_trainable_params  # noqa
 from xnet.archs.srcnn import SRCNN, XSRCNN  # noqa: E402
 from xnet.archs.srresnet import SRResNet, XSRResNet  # noqa: E402
 from xnet.archs.xunit import XUnit  # noqa: E402
-from xnet.utils.memory import release_freed_memory, retain_freed_memory  # noqa: E402
+from xnet.utils.memory import release_freed_memory, retain_freed_memory, retention_paused  # noqa: E402
 
 FAMILIES: dict[str, dict[str, Any]] = {
     "dncnn": {
@@ -204,7 +204,8 @@ def profiler_peak_bytes(fn: Callable[[], Any]) -> int | None:
         return None
     try:
         opts = dict(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True)
-        with profile(**opts) as prof:
+        # the profiler's records pin the heap: with memory kept, freed activations could not be reused
+        with retention_paused(), profile(**opts) as prof:
             fn()
         timeline = prof._memory_profile().timeline
     except Exception:  # noqa: BLE001 - private API: degrade gracefully
@@ -222,12 +223,12 @@ def profiler_peak_bytes(fn: Callable[[], Any]) -> int | None:
 def rss_peak_bytes(fn: Callable[[], Any]) -> int | None:
     """Growth of the peak resident set while ``fn`` runs (``/proc``; Linux only)."""
     gc.collect()
-    release_freed_memory()
-    base = _proc_kb("VmRSS")
-    if base is None or not _reset_peak_rss():
-        return None
-    fn()
-    peak = _proc_kb("VmHWM")
+    with retention_paused():  # RSS growth means live memory only with glibc's defaults
+        base = _proc_kb("VmRSS")
+        if base is None or not _reset_peak_rss():
+            return None
+        fn()
+        peak = _proc_kb("VmHWM")
     return None if peak is None else (peak - base) * 1024
 
 

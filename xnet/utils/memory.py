@@ -17,18 +17,22 @@ library is not glibc.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import logging
 import platform
+from typing import Iterator
 
-__all__ = ["release_freed_memory", "retain_freed_memory"]
+__all__ = ["release_freed_memory", "retain_freed_memory", "retention_paused"]
 
 log = logging.getLogger(__name__)
 
 # glibc's mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
+_DEFAULT_MMAP_MAX = 65536
+_DEFAULT_TRIM_THRESHOLD = 128 * 1024
 _state: dict[str, bool] = {}
 
 
@@ -58,3 +62,22 @@ def release_freed_memory() -> bool:
     memory was released."""
     libc = _libc()
     return libc is not None and bool(libc.malloc_trim(0))
+
+
+@contextlib.contextmanager
+def retention_paused() -> Iterator[None]:
+    """glibc's default behaviour inside the block (memory kept so far is released first). For
+    code that interleaves many small long-lived allocations with large ones — e.g. a profiled
+    step, whose records pin the heap so that freed large blocks cannot be coalesced and reused."""
+    libc = _libc() if _state.get("applied") else None
+    if libc is None:
+        yield
+        return
+    libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
+    libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
+    libc.malloc_trim(0)
+    try:
+        yield
+    finally:
+        libc.mallopt(_M_MMAP_MAX, 0)
+        libc.mallopt(_M_TRIM_THRESHOLD, -1)
