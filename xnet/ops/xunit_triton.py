@@ -127,7 +127,7 @@ def triton_applies(x: torch.Tensor, t: FusedTerms) -> bool:
     """Whether the kernel can run ``t`` on ``x``: a 4-D CUDA tensor (a CPU one under the
     interpreter) of a float type, the terms on the same device (ignoring availability)."""
     device_ok = x.is_cuda or (x.device.type == "cpu" and triton_interpreting())
-    tensors = [v for v in t[3:] if isinstance(v, torch.Tensor)]
+    tensors = [v for v in t if isinstance(v, torch.Tensor)]
     return device_ok and x.dim() == 4 and x.dtype in _DTYPES and all(v.device == x.device for v in tensors)
 
 
