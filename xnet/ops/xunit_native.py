@@ -368,9 +368,14 @@ class _NativeParams(ctypes.Structure):
     ]
 
 
+#: the kernel is built with -march=native: its cache key includes this OS file's instruction-set
+#: flags, so a cache shared between machines never hands one CPU another's binary (SIGILL)
+_CPU_FLAGS_FILE = Path("/proc/cpuinfo")
+
+
 def _cpu_signature() -> str:
     try:
-        with open("/proc/cpuinfo") as fh:
+        with _CPU_FLAGS_FILE.open() as fh:
             for line in fh:
                 if line.startswith(("flags", "Features")):
                     return line
