@@ -24,13 +24,20 @@ def test_xnet_formula_matches_the_model(depth, width, r):
     total, act = xnet_params(depth, width, r)
     assert total == count_paper_params(net)
     assert act == activation_params(net) == (depth - 1) * width * (r * r + 4)
+    flat = XNet(depth, width, xunit_kernel=r, block_norm=False)
+    assert xnet_params(depth, width, r, block_norm=False)[0] == count_paper_params(flat) == total - (depth - 2) * 2 * width
+
+
+def test_fig4_budget_is_the_authors_4_layer_xnet_with_11x11_xunits():
+    """576 + 8,000 + 2 × (128 + 36,864 + 8,000) + 576 = 99,136 (the paper's Fig 4 budget)."""
+    assert xnet_params(4, 64, 11)[0] == count_paper_params(XNet(4, 64, xunit_kernel=11)) == 99_136
 
 
 def test_fig3_headline_counts():
     """3-layer xNet (r=9) vs 9-layer ConvNet, 64 channels: less than a third of the parameters."""
     x3, _ = xnet_params(3, 64, 9)
     c9 = convnet_params(9, 64)
-    assert (x3, c9) == (48_896, 260_096)
+    assert (x3, c9) == (49_024, 260_096)
     assert 3 * x3 < c9
 
 
@@ -49,7 +56,7 @@ def test_solver_hits_the_budget_for_every_share(total):
 def test_solver_respects_a_fixed_search_space():
     a = solve(99_136, 30, depths=[4], widths=range(50, 70), kernels=[1, 3, 5, 7, 9, 11, 13, 15])
     assert (a.depth, a.width, a.xunit_kernel) == (4, 61, 13)  # 31.7 %, the closest on this grid
-    assert abs(a.params - 99_136) <= 991
+    assert abs(a.params - 99_136) <= 991 and a.params == 99_979
     with pytest.raises(ValueError, match="no xnet"):
         solve(99_136, 30, depths=[2], widths=[4], kernels=[1])
 
@@ -86,7 +93,7 @@ def test_arch_helpers():
     assert a.key == "xnet_d3_w64_r9"
     assert a.net_config()["xunit_kernel"] == 9
     assert "xunit_kernel" not in Arch("convnet", 3, 64, None, convnet_params(3, 64), 0, 0).net_config()
-    assert "arch: " in experiment_yaml([a], 48_896)
+    assert "arch: " in experiment_yaml([a], 49_024)
 
 
 def test_written_experiment_composes_with_the_base_recipe(tmp_path):

@@ -50,7 +50,7 @@ def test_collect_reads_every_run_recursively(fig3_dir):
     assert [r["depth"] for r in conv] == [3, 5, 9]
     assert all(r["xunit_kernel"] is None and r["act_share"] == 0 and r["xunit_variant"] == "relu" for r in conv)
     x = next(r for r in rows if r["model"] == "xnet" and r["depth"] == 3 and r["xunit_kernel"] == 9)
-    assert x["params_paper"] == 2 * 16 * 9 + 16 * 16 * 9 + 2 * 16 * (81 + 4)
+    assert x["params_paper"] == 2 * 16 * 9 + (2 * 16 + 16 * 16 * 9) + 2 * 16 * (81 + 4)  # convs, block BN, xUnits
     assert x["xunit_variant"] == "paper"
     failed = [r for r in rows if r["status"] != "ok"]
     assert len(failed) == 1 and failed[0]["run_dir"] == "sub/deeper/99_failed"

@@ -54,7 +54,7 @@ def test_fig3_points_build(experiment):
     points = sweep_points(cfg)
     assert len(points) == len(set(points)) and set(points) <= set(cfg.archs)
     counts = {p: count_paper_params(net_of(cfg, p)) for p in points}
-    assert counts["xnet_d3_r9"] == 48_896 and counts["convnet_d9"] == 260_096
+    assert counts["xnet_d3_r9"] == 49_024 and counts["convnet_d9"] == 260_096
     fams = {p.split("_")[0] for p in points}
     assert fams == {"convnet", "xnet"}
     if experiment == "fig3":

@@ -14,7 +14,7 @@ def test_short_training_raises_psnr_well_above_the_noisy_input(tiny_run):
     assert summary["step"] == 40
     gain = summary["val/psnr"] - summary["val/psnr_input"]
     assert gain > 3.0, summary  # σ=25 input ≈ 20.2 dB; 40 steps of Adam already give several dB
-    assert summary["params_paper"] == summary["params_trainable"] == 39_296
+    assert summary["params_paper"] == 39_296 and summary["params_trainable"] == 39_296 + 4 * 32 + 1  # + conv biases
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["test/psnr"] == pytest.approx(summary["test/psnr"])
     assert (out / "checkpoints" / "last.ckpt").is_file()

@@ -42,10 +42,13 @@ def xunit_params(width: int, xunit_kernel: int, pre_norm: bool = True, post_norm
     return width * ((xunit_kernel * xunit_kernel if depthwise else 0) + 2 * pre_norm + 2 * post_norm)
 
 
-def xnet_params(depth: int, width: int, xunit_kernel: int, channels: int = 1, kernel_size: int = KERNEL) -> tuple[int, int]:
-    """xNet: (depth-1) × [Conv+xUnit], Conv. Returns ``(total, activation params)``."""
+def xnet_params(
+    depth: int, width: int, xunit_kernel: int, channels: int = 1, kernel_size: int = KERNEL, block_norm: bool = True
+) -> tuple[int, int]:
+    """xNet: Conv+xUnit, (depth-2) × [BN, Conv, xUnit], Conv (the authors' layout; ``block_norm=False``
+    without the block BN). Returns ``(total, activation params)``."""
     k2 = kernel_size * kernel_size
-    convs = 2 * channels * width * k2 + (depth - 2) * width * width * k2
+    convs = 2 * channels * width * k2 + (depth - 2) * (width * width * k2 + 2 * width * block_norm)
     act = (depth - 1) * xunit_params(width, xunit_kernel)
     return convs + act, act
 

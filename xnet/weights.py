@@ -4,16 +4,21 @@
 Key mapping: wrapper prefixes are stripped until the keys match the architecture, so xnet's
 checkpoints (``restorer.net.*``), ``nn.DataParallel`` saves (``module.*``) and the common DnCNN layout
 (``module.dncnn.<i>.<name>`` — conv, ReLU, then conv/BN/ReLU triples, the same indices as
-:class:`xnet.archs.dncnn.DnCNN`) all load into the bare net.
+:class:`xnet.archs.dncnn.DnCNN`) all load into the bare net. The xUnit authors' released layout
+(``md<i>.…``/``joints.…``, see :func:`from_authors_layout`) is converted. A conv bias that a save
+lacks (a net trained without it) loads as zero: the function the save computed.
 """
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import torch
 from torch import nn
+
+log = logging.getLogger(__name__)
 
 PREFIXES = ("restorer.net.", "module.", "net.", "model.", "dncnn.", "generator.")
 
@@ -55,13 +60,81 @@ def adapt_keys(state: Mapping[str, torch.Tensor], net: nn.Module) -> dict[str, t
     return state
 
 
+AUTHORS_PREFIXES = ("md1.", "joints.")
+
+
+def is_authors_layout(state: Mapping[str, torch.Tensor]) -> bool:
+    """The xUnit authors' key layout: cells ``md<i>[.<j>].features.0`` (conv) + ``module.{0,2,3}``
+    (BN, depthwise conv, BN), block BNs ``md<i>.0``, the last conv ``joints``."""
+    return any(k.startswith(AUTHORS_PREFIXES[0]) for k in state) and any(k.startswith(AUTHORS_PREFIXES[1]) for k in state)
+
+
+def _groups(keys: Iterable[str]) -> dict[str, list[str]]:
+    """Module prefix → its tensor names, in the state dict's (module registration) order."""
+    out: dict[str, list[str]] = {}
+    for k in keys:
+        prefix, name = k.rsplit(".", 1)
+        out.setdefault(prefix, []).append(name)
+    return out
+
+
+def from_authors_layout(state: Mapping[str, torch.Tensor], net: nn.Module) -> dict[str, torch.Tensor]:
+    """Map the authors' state dict onto ``net`` (xDnCNN, xNet, xSRCNN): both list their modules in
+    the same order (conv, xUnit BN, depthwise conv, xUnit BN, block BN, ..., last conv), so the
+    modules are paired in order and every shape is checked. The authors' depthwise convs have a
+    bias that the following BN makes redundant; it is folded into that BN's running mean (exact:
+    ``BN(z + b)`` with mean ``μ`` is ``BN(z)`` with mean ``μ - b``, and in training BN removes it)."""
+    theirs = _groups(k for k in state if not k.endswith("num_batches_tracked"))
+    ours = _groups(k for k in net.state_dict() if not k.endswith("num_batches_tracked"))
+    if len(theirs) != len(ours):
+        raise ValueError(f"the authors' layout has {len(theirs)} modules with weights, this model {len(ours)}: another architecture")
+    out: dict[str, torch.Tensor] = {}
+    carry_bias: torch.Tensor | None = None
+    for (src, src_names), (dst, dst_names) in zip(theirs.items(), ours.items()):
+        tensors = {n: state[f"{src}.{n}"] for n in src_names}
+        if carry_bias is not None:  # the previous depthwise conv's bias, into this BN's mean
+            if "running_mean" not in tensors:
+                raise ValueError(f"{src}: a BatchNorm must follow a biased depthwise conv that this model has without bias")
+            tensors["running_mean"] = tensors["running_mean"] - carry_bias
+            carry_bias = None
+        if "bias" in tensors and "bias" not in dst_names and "running_mean" not in tensors:
+            carry_bias = tensors.pop("bias")
+        for n in dst_names:
+            key = f"{dst}.{n}"
+            if n not in tensors or tensors[n].shape != net.state_dict()[key].shape:
+                got = tuple(tensors[n].shape) if n in tensors else "nothing"
+                raise ValueError(f"the authors' {src}.{n} ({got}) does not fit {key} {tuple(net.state_dict()[key].shape)}")
+            out[key] = tensors[n]
+    if carry_bias is not None:
+        raise ValueError("the authors' last depthwise bias has no BatchNorm to fold into")
+    return out
+
+
+def _zero_missing_conv_biases(state: dict[str, torch.Tensor], net: nn.Module) -> list[str]:
+    """Fill a conv bias the save lacks with zeros (the function it computed); returns their keys."""
+    filled = []
+    for name, module in net.named_modules():
+        key = f"{name}.bias"
+        if isinstance(module, nn.Conv2d) and module.bias is not None and key not in state and f"{name}.weight" in state:
+            state[key] = torch.zeros_like(module.bias, device="cpu")
+            filled.append(key)
+    return filled
+
+
 def load_weights(
     net: nn.Module, path: str | os.PathLike, loaded: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None
 ) -> dict[str, Any]:
     """Load ``path`` into ``net`` strictly (``loaded``: its :func:`read_state_dict` result, if
     already read); a mismatch names the missing and unexpected keys."""
     state, extra = loaded if loaded is not None else read_state_dict(path)
+    if is_authors_layout(state):
+        try:
+            state = from_authors_layout(state, net)
+        except ValueError as e:
+            raise ValueError(f"{path}: weights in the xUnit authors' layout do not fit this model: {e}") from e
     state = adapt_keys(state, net)
+    if _zero_missing_conv_biases(state, net):
+        log.info("%s: saved without some conv biases; they load as zero", path)
     for key, value in net.state_dict().items():  # older saves lack BN's step counter; it is unused in eval
         if key.endswith("num_batches_tracked"):
             state.setdefault(key, value)

@@ -19,6 +19,35 @@ def make_xunit(channels: int, xunit: Mapping[str, Any] | None) -> XUnit:
     return XUnit(channels, **dict(xunit or {}))
 
 
+def check_depth(depth: int) -> None:
+    if depth < 2:
+        raise ValueError(f"depth counts conv layers and must be >= 2, got {depth}")
+
+
+def xunit_layers(
+    channels: int,
+    depth: int,
+    width: int,
+    kernel_size: int,
+    xunit: Mapping[str, Any],
+    block_norm: bool = True,
+) -> list[nn.Module]:
+    """The authors' xNet/xDnCNN layout: Conv+xUnit, (depth-2) × [BN, Conv, xUnit], Conv.
+
+    Every conv has a bias: no BN follows one (the xUnit multiplies the raw conv output by its gate
+    and the last conv is the output), so the biases are part of the function. ``block_norm=False``
+    drops the BN before each inner conv.
+    """
+    check_depth(depth)
+    layers: list[nn.Module] = [conv(channels, width, kernel_size, bias=True), make_xunit(width, xunit)]
+    for _ in range(depth - 2):
+        if block_norm:
+            layers.append(nn.BatchNorm2d(width))
+        layers += [conv(width, width, kernel_size, bias=True), make_xunit(width, xunit)]
+    layers.append(conv(width, channels, kernel_size, bias=True))
+    return layers
+
+
 class Restorer(nn.Module):
     """``net`` as an image-to-image restorer.
 

@@ -5,25 +5,28 @@ from typing import Any, Mapping
 
 from torch import nn
 
-from xnet.archs.common import conv, make_xunit
+from xnet.archs.common import conv, xunit_layers
 
 
 class DnCNN(nn.Sequential):
     """Conv+ReLU, (depth-2) × [Conv+BN+ReLU], Conv; predicts the residual (noise or rain).
 
-    Module indices match the usual ``dncnn.<i>`` layout, so public weights map one to one.
+    As in the official DnCNN, the first and last convs have a bias (no BN follows them); a conv
+    that a BN follows needs none. Module indices match the usual ``dncnn.<i>`` layout, so public
+    weights map one to one (a save without the first/last bias loads with zero biases).
     """
 
     def __init__(self, channels: int = 1, depth: int = 17, width: int = 64, kernel_size: int = 3) -> None:
-        layers: list[nn.Module] = [conv(channels, width, kernel_size), nn.ReLU(inplace=True)]
+        layers: list[nn.Module] = [conv(channels, width, kernel_size, bias=True), nn.ReLU(inplace=True)]
         for _ in range(depth - 2):
             layers += [conv(width, width, kernel_size), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
-        layers.append(conv(width, channels, kernel_size))
+        layers.append(conv(width, channels, kernel_size, bias=True))
         super().__init__(*layers)
 
 
 class XDnCNN(nn.Sequential):
-    """Conv+xUnit, num_blocks × [BN, Conv, xUnit], Conv; predicts the residual.
+    """Conv+xUnit, num_blocks × [BN, Conv, xUnit], Conv (every conv with a bias); predicts the
+    residual. The authors' layout: their released weights load into it one to one.
 
     With the defaults (7 blocks, 64 channels, r = 9) it has 303,616 parameters by the paper's count
     on grey images and 305,920 on RGB.
@@ -39,8 +42,4 @@ class XDnCNN(nn.Sequential):
         xunit: Mapping[str, Any] | None = None,
     ) -> None:
         opts = {"kernel_size": xunit_kernel, **dict(xunit or {})}
-        layers: list[nn.Module] = [conv(channels, width, kernel_size), make_xunit(width, opts)]
-        for _ in range(num_blocks):
-            layers += [nn.BatchNorm2d(width), conv(width, width, kernel_size), make_xunit(width, opts)]
-        layers.append(conv(width, channels, kernel_size))
-        super().__init__(*layers)
+        super().__init__(*xunit_layers(channels, num_blocks + 2, width, kernel_size, opts))

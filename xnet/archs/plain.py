@@ -9,25 +9,25 @@ from typing import Any, Mapping
 
 from torch import nn
 
-from xnet.archs.common import conv, make_xunit
+from xnet.archs.common import check_depth, xunit_layers
 from xnet.archs.dncnn import DnCNN
-
-
-def _check_depth(depth: int) -> None:
-    if depth < 2:
-        raise ValueError(f"depth counts conv layers and must be >= 2, got {depth}")
 
 
 class ConvNet(DnCNN):
     """Conv+ReLU, (depth-2) × [Conv+BN+ReLU], Conv: DnCNN's layout at any depth and width."""
 
     def __init__(self, depth: int, width: int = 64, kernel_size: int = 3, channels: int = 1) -> None:
-        _check_depth(depth)
+        check_depth(depth)
         super().__init__(channels=channels, depth=depth, width=width, kernel_size=kernel_size)
 
 
 class XNet(nn.Sequential):
-    """(depth-1) × [Conv+xUnit], Conv. The xUnit's own BNs normalise each block."""
+    """Conv+xUnit, (depth-2) × [BN, Conv, xUnit], Conv: the authors' layout (xDnCNN's, at any depth),
+    every conv with a bias (see :func:`xnet.archs.common.xunit_layers`).
+
+    ``block_norm=False`` is the variant without the BN before each inner conv ((depth-1) ×
+    [Conv+xUnit], Conv): the xUnit's own BNs are then the only normalisation.
+    """
 
     def __init__(
         self,
@@ -37,13 +37,7 @@ class XNet(nn.Sequential):
         xunit_kernel: int = 9,
         channels: int = 1,
         xunit: Mapping[str, Any] | None = None,
+        block_norm: bool = True,
     ) -> None:
-        _check_depth(depth)
         opts = {"kernel_size": xunit_kernel, **dict(xunit or {})}
-        layers: list[nn.Module] = []
-        in_ch = channels
-        for _ in range(depth - 1):
-            layers += [conv(in_ch, width, kernel_size), make_xunit(width, opts)]
-            in_ch = width
-        layers.append(conv(width, channels, kernel_size))
-        super().__init__(*layers)
+        super().__init__(*xunit_layers(channels, depth, width, kernel_size, opts, block_norm))
