@@ -363,7 +363,7 @@ def training(family: str, spec: dict[str, Any], device: torch.device, args: argp
             for m in model.modules():
                 if isinstance(m, XUnit):
                     m.memory_lean = True
-        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)  # as RestorationModule
         autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=mode.endswith("bf16"))
 
         def forward() -> torch.Tensor:
@@ -414,6 +414,62 @@ def training(family: str, spec: dict[str, Any], device: torch.device, args: argp
         release_freed_memory()  # the next run's allocation pattern differs: start from a clean heap
         if device.type == "cuda":
             torch.cuda.empty_cache()
+    return out
+
+
+# ---------------------------------------------------------------------------- data pipeline
+def data_pipeline(device: torch.device, args: argparse.Namespace) -> dict[str, Any]:
+    """ms per training batch (64 × 80², grey, σ=25 noise) from a Train400-shaped set (400 × 180²):
+    ``gather`` — :class:`xnet.data.device.DevicePatchSampler` (the set on the device, one indexing
+    op for the crops and flips of the whole batch); ``kornia`` — the same set on the device, the
+    batch's images selected, then ``kornia.augmentation`` RandomCrop + flips; ``dataloader`` — the
+    CPU path (:class:`~xnet.data.datasets.PatchDataset`, no workers) copied to the device."""
+    import numpy as np
+
+    from xnet.data.datamodule import collate_patches
+    from xnet.data.datasets import PatchDataset
+    from xnet.data.degradations import GaussianNoise
+    from xnet.data.device import DevicePatchSampler, PackedImages
+    from xnet.tasks import Task
+
+    batch, crop = 64, 80
+    rng = np.random.default_rng(0)
+    images = [(f"{i:03d}", rng.integers(0, 256, (180, 180, 1), dtype=np.uint8)) for i in range(400)]
+    task = Task("denoise", "grey", GaussianNoise(25), residual=True)
+    sampler = DevicePatchSampler(PackedImages([images], task, crop).to(device), task, crop, batch, "flips", seed=0)
+    fns: dict[str, Callable[[], Any]] = {"gather": sampler.draw}
+    try:
+        import kornia.augmentation as K
+
+        stack = torch.from_numpy(np.stack([im.transpose(2, 0, 1) for _, im in images])).to(device)
+        aug = K.AugmentationSequential(K.RandomCrop((crop, crop)), K.RandomHorizontalFlip(), K.RandomVerticalFlip())
+        gen = torch.Generator(device=device).manual_seed(0)
+
+        def kornia_draw() -> dict[str, torch.Tensor]:
+            idx = torch.randint(len(images), (batch,), device=device, generator=gen)
+            clean = aug(stack[idx].float().div_(255.0))
+            return {"input": task.degradation.train(clean, gen), "target": clean}
+
+        fns["kornia"] = kornia_draw
+    except ImportError as exc:
+        kornia_error = f"kornia not importable: {exc}"
+    else:
+        kornia_error = None
+    patches = PatchDataset(images, task, crop, length=batch * 1000)
+
+    def dataloader_draw() -> dict[str, torch.Tensor]:
+        clean = collate_patches([patches[i] for i in range(batch)])["target"].to(device, non_blocking=True)
+        return {"input": task.degradation.train(clean), "target": clean}
+
+    fns["dataloader"] = dataloader_draw
+    times = interleaved_times(fns, 2, max(5, args.repeats), device)
+    out: dict[str, Any] = {"batch": batch, "crop": crop, "set": "400 × 180² grey (Train400's shape)",
+                           "ms_per_batch": {k: statistics.median(v) * 1e3 for k, v in times.items()}}
+    if kornia_error:
+        out["kornia_error"] = kornia_error
+    print(f"\n== data pipeline ({device}): ms per batch of {batch} × {crop}² ==")
+    for k, v in out["ms_per_batch"].items():
+        print(f"  {k:12s} {v:8.3f}")
     return out
 
 
@@ -542,6 +598,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="let glibc hand freed memory back to the OS (default: keep it, as the entry points do)",
     )
+    ap.add_argument("--data-pipeline", action="store_true", help="also time the training-batch pipelines (device gather, kornia, DataLoader)")
     ap.add_argument("--no-inference", action="store_true")
     ap.add_argument("--no-train", action="store_true")
     ap.add_argument("--train-batch", type=int, default=None, help="default 64 (quick on CPU: 4)")
@@ -570,6 +627,7 @@ def main(argv: list[str] | None = None) -> int:
     arg_values = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     report: dict[str, Any] = {"args": arg_values, "devices": {}}
     headline_all: list[tuple[str, float]] = []
+    torch.backends.cudnn.benchmark = True  # autotuned convs, as trainer=gpu runs them
     for dev_name in devices:
         device = torch.device(dev_name)
         quick_cpu = args.quick and device.type == "cpu"
@@ -583,6 +641,8 @@ def main(argv: list[str] | None = None) -> int:
         env["retain_freed_memory"] = retained
         print(f"\n##### device {dev_name}: {env}")
         dev_report: dict[str, Any] = {"environment": env, "families": {}}
+        if args.data_pipeline:
+            dev_report["data_pipeline"] = data_pipeline(device, dev_args)
         for family in families:
             spec = FAMILIES[family]
             res: dict[str, Any] = {}

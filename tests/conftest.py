@@ -24,6 +24,16 @@ def pytest_configure(config: pytest.Config) -> None:
     retain_freed_memory()
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``@pytest.mark.cuda`` tests skip cleanly where no CUDA device is visible."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _release_memory_between_modules():
     """Kept memory suits one repeating workload; between test modules, give it back."""

@@ -25,6 +25,7 @@ from xnet.data.datasets import EvalDataset
 from xnet.data.io import save_image
 from xnet.metrics import image_metrics
 from xnet.tasks import Task
+from xnet.utils.precision import exact_float32
 from xnet.utils.build import build_net, build_task, setup_runtime, to_container
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,8 @@ def evaluate_module(
     for i in range(n):
         item = dataset[i]
         inp = item["input"][None].to(device).contiguous(memory_format=torch.channels_last)
-        out = restorer(inp).float().cpu()[0]
+        with exact_float32(torch.device(device).type):
+            out = restorer(inp).float().cpu()[0]
         grey = item["grey_source"]
         scores = image_metrics(task.metric_space(out, grey), task.metric_space(item["target"], grey), task.border)
         rows.append({"image": item["name"], "psnr": float(scores["psnr"]), "ssim": float(scores["ssim"])})

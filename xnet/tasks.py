@@ -51,12 +51,15 @@ class Task:
     def channels(self) -> int:
         return COLORS[self.color]
 
-    def clean_tensor(self, image: np.ndarray) -> torch.Tensor:
-        """uint8 ``H×W×C`` → float in [0, 1], modcropped, in the space degradations work in:
-        grey, RGB, or for ``y`` tasks the image as stored (RGB, or grey which is its own Y)."""
+    def clean_uint8(self, image: np.ndarray) -> np.ndarray:
+        """uint8 ``H×W×C``, modcropped, in the space degradations work in: grey, RGB, or for ``y``
+        tasks the image as stored (RGB, or grey which is its own Y)."""
         h, w = image.shape[:2]
-        image = self.convert(image[: h - h % self.modcrop, : w - w % self.modcrop])
-        return to_tensor(image)
+        return self.convert(image[: h - h % self.modcrop, : w - w % self.modcrop])
+
+    def clean_tensor(self, image: np.ndarray) -> torch.Tensor:
+        """:meth:`clean_uint8` as float in [0, 1], ``C×H×W``."""
+        return to_tensor(self.clean_uint8(image))
 
     def convert(self, image: np.ndarray) -> np.ndarray:
         """Grey: ITU-R 601 luma as PIL computes it; RGB: grey replicated."""

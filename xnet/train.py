@@ -59,6 +59,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         from xnet.evaluate import evaluate_module
 
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        if best and not Path(best).is_file():  # e.g. the run dir was moved between chunks
+            log.warning("best checkpoint %s is gone: testing the final weights", best)
+            best = ""
         if best:
             module = RestorationModule.load_from_checkpoint(best, net=build_net(cfg, task), task=task, weights_only=True)
         test_source = instantiate(cfg.data.test, _convert_="all")

@@ -64,7 +64,22 @@ def zoo_model_config(path: Path) -> dict[str, Any] | None:
     return OmegaConf.to_container(OmegaConf.load(config)).get("model")  # type: ignore[union-attr]
 
 
-def _model_card(name: str, config: dict[str, Any], reports: list[dict[str, Any]], params: dict[str, int]) -> str:
+def _recipe(optim: dict[str, Any]) -> str:
+    if optim.get("schedule") == "onecycle":
+        return f"fast recipe: Adam, {optim.get('warmup', 0):.0%} warm-up to {optim.get('lr')}, cosine to {optim.get('final_lr')}"
+    return f"paper recipe: Adam {optim.get('lr')} (×{optim.get('gamma')} at {optim.get('milestones')})"
+
+
+def _training_line(training: dict[str, Any] | None) -> str:
+    if not training:
+        return ""
+    wall = training.get("train_wall_s")
+    gpus = ", ".join(training.get("gpus", [])) or "?"
+    clock = f"{wall / 60:.1f} min of training wall clock" if wall else "wall clock not recorded"
+    return f"\n* Trained by `scripts/gpu_queue.py` on {gpus}: {clock} in {training.get('chunks', 1)} chunk(s); weights: {training.get('checkpoint')}, no checkpoint selection."
+
+
+def _model_card(name: str, config: dict[str, Any], reports: list[dict[str, Any]], params: dict[str, int], training: dict[str, Any] | None = None) -> str:
     task, model = config["task"], config["model"]
     rows = "\n".join(
         f"| {r['dataset']} | {r.get('sigma', r.get('scale', ''))} | {r['psnr']:.3f} | {r['ssim']:.4f} | {r['images']} |" for r in reports
@@ -76,7 +91,7 @@ def _model_card(name: str, config: dict[str, Any], reports: list[dict[str, Any]]
 
 * Parameters: {params['params_paper']:,} (paper convention), {params['params_trainable']:,} trainable.
 * Training: {trainer.get('max_steps')} steps, batch {data.get('batch_size')}, {data.get('patch_size')}px crops,
-  Adam {optim.get('lr')} (×{optim.get('gamma')} at {optim.get('milestones')}), {trainer.get('accelerator')}, precision {trainer.get('precision')}.
+  {_recipe(optim)}, {trainer.get('accelerator')}, precision {trainer.get('precision')}.{_training_line(training)}
 * Evaluation: `python -m xnet.evaluate weights={name} data/test=<set>` (protocol in the README).
 
 | set | σ / scale | PSNR | SSIM | images |
@@ -87,8 +102,9 @@ Reports: `metrics/`. Intended use: research and benchmarking of image restoratio
 """
 
 
-def add(name: str, ckpt: Path, metrics: list[Path], zoo_dir: Path | None = None) -> dict[str, Any]:
-    """Export ``ckpt``'s net to ``weights/<name>/`` with its config, reports and model card."""
+def add(name: str, ckpt: Path, metrics: list[Path], zoo_dir: Path | None = None, training: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Export ``ckpt``'s net to ``weights/<name>/`` with its config, reports and model card
+    (``training``: how it was trained — steps, GPUs, wall clock — recorded in the card and index)."""
     import torch
     from omegaconf import OmegaConf
 
@@ -116,7 +132,7 @@ def add(name: str, ckpt: Path, metrics: list[Path], zoo_dir: Path | None = None)
         (folder / "metrics" / f"{tag}.json").write_text(json.dumps(report, indent=2))
         reports.append(report)
     params = param_summary(net)
-    (folder / "MODEL_CARD.md").write_text(_model_card(name, config, reports, params))
+    (folder / "MODEL_CARD.md").write_text(_model_card(name, config, reports, params, training))
     index = zoo_index(zoo_dir)
     index[name] = {
         "file": f"{name}/weights.safetensors",
@@ -125,6 +141,7 @@ def add(name: str, ckpt: Path, metrics: list[Path], zoo_dir: Path | None = None)
         "task": {k: config["task"][k] for k in ("name", "sigma", "scale") if k in config["task"]},
         **params,
         "results": {f"{r['dataset']}": round(r["psnr"], 3) for r in reports},
+        **({"training": training} if training else {}),
     }
     (zoo_dir / "zoo.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
     return index[name]

@@ -151,7 +151,7 @@ def test_invalid_arguments():
     assert "RainStreaks(" in repr(RainStreaks())
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA")
+@pytest.mark.cuda
 def test_cuda():
     x = _clean().cuda()
     y = RainStreaks().train(x, _gen(0, "cuda"))

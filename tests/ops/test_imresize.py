@@ -258,7 +258,7 @@ def test_helpers_and_errors():
         imresize(torch.zeros(4, 4))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available")
+@pytest.mark.cuda
 def test_cuda_matches_cpu():
     x = torch.rand(2, 3, 31, 20, dtype=F64)
     for s in (0.25, 1 / 3, 2.0):

@@ -24,7 +24,8 @@ from helpers_xunit import randomise, single_thread  # noqa: F401 - single_thread
 
 has_triton = importlib.util.find_spec("triton") is not None
 needs_triton = pytest.mark.skipif(not has_triton, reason="triton not installed")
-needs_cuda = pytest.mark.skipif(not (has_triton and torch.cuda.is_available()), reason="needs CUDA and triton")
+def needs_cuda(fn):
+    return pytest.mark.cuda(pytest.mark.skipif(not has_triton, reason="needs triton")(fn))
 
 # Every gate; kernel sizes 1/3/9; each optional term on and off; no depthwise conv (then the mid
 # affine); a 24-channel width (a partial channel block), borders on every side; bf16 input.

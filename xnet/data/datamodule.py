@@ -1,25 +1,38 @@
-"""The LightningDataModule: training patches from one source, whole-image validation on another."""
+"""The LightningDataModule: training patches from one or more sources, whole-image validation."""
 from __future__ import annotations
 
 from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import ConcatDataset, DataLoader
+from torch.utils.data import ConcatDataset, DataLoader, Subset
 
 from xnet.data.datasets import EvalDataset, PatchDataset
+from xnet.data.device import DevicePatchSampler, DrawTokens, PackedImages, is_draw_token
 from xnet.tasks import Task
+
+LOADERS = ("device", "workers")
 
 
 class RestorationDataModule(L.LightningDataModule):
     """Args:
         task: the task (colour space, degradation).
-        train: a source, or a list / ``{name: source}`` mapping of sources (concatenated); ``val``: a source.
+        train: a source, or a list / ``{name: source}`` mapping of sources (each drawn equally often).
+        val: the validation source: checkpoints are selected on it, so it is never a test set.
+        test: the test source (scored once after fit by ``xnet.train``, and by ``xnet.evaluate``).
+        monitor: optional extra whole-image set scored at every validation and logged as
+            ``monitor/psnr`` (e.g. the test set, to time when a published figure is reached); never
+            used to select a checkpoint.
         patch_size: training crop (80 in the paper); for SR it is the high-resolution crop.
         batch_size: 64 in the paper.
         samples_per_epoch: patches per epoch (validation runs by step, so this only sets the pace
-            of the data loader's re-shuffle).
-        test: the test source (scored after fit by ``xnet.train``, and by ``xnet.evaluate``).
+            of the loader's epochs).
+        loader: ``device`` — the training set lives on the training device as one uint8 tensor
+            and whole batches are cropped, flipped and degraded there from one generator that is
+            checkpointed (:mod:`xnet.data.device`; exact resumes); ``workers`` — a DataLoader over
+            :class:`~xnet.data.datasets.PatchDataset` (for sets too big for the device).
+        augment: ``flips`` (the paper's), ``dihedral`` (flips and 90° rotations) or ``none``
+            (``device`` loader; the ``workers`` loader always flips).
         val_limit: score the first ``val_limit`` validation images only (quick runs).
     """
 
@@ -29,36 +42,64 @@ class RestorationDataModule(L.LightningDataModule):
         train: Any,
         val: Any,
         test: Any = None,
+        monitor: Any = None,
         patch_size: int = 80,
         batch_size: int = 64,
         samples_per_epoch: int = 64_000,
         num_workers: int = 0,
+        loader: str = "device",
+        augment: str = "flips",
         val_limit: int | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
+        if loader not in LOADERS:
+            raise ValueError(f"data.loader must be one of {LOADERS}, got {loader!r}")
         self.task, self.train_sources, self.val_source, self.test_source = task, train, val, test
+        self.monitor_source = monitor
         self.patch_size, self.batch_size, self.samples_per_epoch = patch_size, batch_size, samples_per_epoch
-        self.num_workers, self.val_limit, self.seed = num_workers, val_limit, seed
-        self.train_set = self.val_set = None
+        self.num_workers, self.loader, self.augment = num_workers, loader, augment
+        self.val_limit, self.seed = val_limit, seed
+        self.train_set = self.val_set = self.monitor_set = None
+        self.sampler: DevicePatchSampler | None = None
+        self._sampler_state: dict[str, Any] | None = None
+
+    def _sources(self) -> list[Any]:
+        sources = self.train_sources
+        sources = list(sources.values()) if isinstance(sources, dict) else sources
+        return list(sources) if isinstance(sources, (list, tuple)) else [sources]
 
     def setup(self, stage: str | None = None) -> None:
-        if self.train_set is None and stage in (None, "fit"):
-            sources = self.train_sources
-            sources = list(sources.values()) if isinstance(sources, dict) else sources
-            sources = sources if isinstance(sources, (list, tuple)) else [sources]
+        if stage in (None, "fit") and self.loader == "workers" and self.train_set is None:
+            sources = self._sources()
             n = max(1, self.samples_per_epoch // len(sources))
             parts = [PatchDataset(s, self.task, self.patch_size, n) for s in sources]
             self.train_set = parts[0] if len(parts) == 1 else ConcatDataset(parts)
         if self.val_set is None:
-            val = EvalDataset(self.val_source, self.task, self.seed)
-            if self.val_limit is not None:
-                from torch.utils.data import Subset
+            self.val_set = self._eval_set(self.val_source, self.val_limit)
+        if self.monitor_set is None and self.monitor_source is not None:
+            self.monitor_set = self._eval_set(self.monitor_source, None)
 
-                val = Subset(val, range(min(self.val_limit, len(val))))
-            self.val_set = val
+    def _eval_set(self, source: Any, limit: int | None) -> Any:
+        data = EvalDataset(source, self.task, self.seed)
+        return data if limit is None else Subset(data, range(min(limit, len(data))))
 
-    def train_dataloader(self) -> DataLoader:
+    # --- training ------------------------------------------------------------------------------
+    def build_sampler(self, device: torch.device | str) -> DevicePatchSampler:
+        """The device-resident sampler (one per process; DDP ranks draw from their own seeds)."""
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        images = PackedImages(self._sources(), self.task, self.patch_size).to(device)
+        sampler = DevicePatchSampler(images, self.task, self.patch_size, self.batch_size, self.augment, seed=self.seed + 7919 * rank)
+        if self._sampler_state is not None:
+            sampler.load_state_dict(self._sampler_state)
+        return sampler
+
+    def train_dataloader(self) -> Any:
+        if self.loader == "device":
+            if self.sampler is None:
+                device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+                self.sampler = self.build_sampler(device)
+            return DrawTokens(max(1, self.samples_per_epoch // self.batch_size))
         return DataLoader(
             self.train_set,
             batch_size=self.batch_size,
@@ -70,15 +111,29 @@ class RestorationDataModule(L.LightningDataModule):
             pin_memory=torch.cuda.is_available(),
         )
 
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, batch_size=1, num_workers=0, collate_fn=_single)
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Device loader: the batch is drawn here, on the device, just before its step."""
+        if is_draw_token(batch):
+            return self.sampler.draw()
+        return batch
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"sampler": self.sampler.state_dict()} if self.sampler is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._sampler_state = state_dict.get("sampler")
+        if self.sampler is not None and self._sampler_state is not None:
+            self.sampler.load_state_dict(self._sampler_state)
+
+    # --- evaluation ----------------------------------------------------------------------------
+    def val_dataloader(self) -> DataLoader | list[DataLoader]:
+        loaders = [DataLoader(s, batch_size=1, num_workers=0, collate_fn=_single) for s in (self.val_set, self.monitor_set) if s is not None]
+        return loaders[0] if len(loaders) == 1 else loaders
 
 
 def collate_patches(batch: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack patches; where only some carry a real input (paired + synthetic sources mixed), the
     others get a zero placeholder and ``has_input`` tells the module which to degrade itself."""
-    import torch
-
     out = {"target": torch.stack([b["target"] for b in batch])}
     has = [("input" in b) for b in batch]
     if any(has):

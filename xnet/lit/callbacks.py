@@ -1,6 +1,8 @@
 """Callbacks for long runs trained in chunks (e.g. ≤10-minute GPU leases)."""
 from __future__ import annotations
 
+import json
+import logging
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -10,14 +12,17 @@ from lightning.pytorch.callbacks import Callback
 
 
 class WallClock(Callback):
-    """Training wall-clock time, summed across resumed chunks, and the time at which the validation
-    PSNR first reached each milestone (``time_to/29.20`` …), logged and kept in checkpoints."""
+    """Training wall-clock time, summed across resumed chunks, and the time at which the PSNR first
+    reached each milestone (``time_to/29.20`` …), logged and kept in checkpoints. The PSNR is the
+    monitor set's (``monitor/psnr``, e.g. the test set whose published figure the milestones are)
+    when one is configured, else the validation set's."""
 
     def __init__(self, milestones: Sequence[float] = ()) -> None:
         self.milestones = sorted(float(m) for m in milestones)
         self.elapsed = 0.0
         self.reached: dict[str, float] = {}
         self._start: float | None = None
+        self._val_start = time.perf_counter()
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = time.perf_counter()
@@ -25,8 +30,13 @@ class WallClock(Callback):
     def _now(self) -> float:
         return self.elapsed + (time.perf_counter() - self._start if self._start is not None else 0.0)
 
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._val_start = time.perf_counter()
+
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        psnr = trainer.callback_metrics.get("val/psnr")
+        val_s = time.perf_counter() - self._val_start
+        metrics = trainer.callback_metrics
+        psnr = metrics.get("monitor/psnr", metrics.get("val/psnr"))
         if psnr is None or trainer.sanity_checking:
             return
         now = self._now()
@@ -34,7 +44,7 @@ class WallClock(Callback):
             key = f"{m:.2f}"
             if key not in self.reached and float(psnr) >= m:
                 self.reached[key] = now
-        metrics = {"time/train_s": now, **{f"time_to/{k}": v for k, v in self.reached.items()}}
+        metrics = {"time/train_s": now, "time/val_s": val_s, **{f"time_to/{k}": v for k, v in self.reached.items()}}
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
 
@@ -59,3 +69,89 @@ class SaveLastOnStop(Callback):
         if trainer.fast_dev_run or trainer.sanity_checking:
             return
         trainer.save_checkpoint(self.dirpath / "last.ckpt")
+
+
+class ProgressLog(Callback):
+    """A log line every ``every`` steps (step, loss, learning rate, steps/s) where no progress bar
+    runs (``trainer=gpu`` turns the bar off: refreshing it reads the loss from the GPU each step)."""
+
+    def __init__(self, every: int = 500) -> None:
+        self.every = max(1, int(every))
+        self._last: tuple[int, float] | None = None
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        step = trainer.global_step
+        if trainer.progress_bar_callback is not None or step % self.every:
+            return
+        now = time.perf_counter()
+        rate = (step - self._last[0]) / (now - self._last[1]) if self._last else float("nan")
+        self._last = (step, now)
+        loss = trainer.callback_metrics.get("train/loss")
+        lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
+        logging.getLogger("xnet.train").info(
+            "step %d/%d  loss %.3e  lr %.2e  %.2f steps/s", step, trainer.max_steps, float(loss) if loss is not None else float("nan"), lr, rate
+        )
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._last = (trainer.global_step, time.perf_counter())
+
+
+class StepProfile(Callback):
+    """Profile ``steps`` training steps from step ``start`` and write ``profile.json`` to ``dirpath``:
+    the wall time per step, the device's busy time (sum of kernel times: one stream, so kernels do
+    not overlap) as a fraction of it, and the top operators by device time. A busy fraction near 1
+    means no input-pipeline or host stalls; on CPU the kernel time is the CPU operator time."""
+
+    def __init__(self, dirpath: str | Path, start: int = 200, steps: int = 20, top: int = 15) -> None:
+        self.dirpath, self.start, self.steps, self.top = Path(dirpath), int(start), int(steps), int(top)
+        self._prof: Any = None
+        self._done = False
+        self._t0 = 0.0
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        if trainer.global_step != self.start or self._prof is not None or self._done:
+            return
+        from torch.profiler import ProfilerActivity, profile
+
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if pl_module.device.type == "cuda" else [])
+        self._sync(pl_module)
+        self._prof = profile(activities=acts)
+        self._prof.__enter__()
+        self._t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self._prof is None or trainer.global_step < self.start + self.steps:
+            return
+        self._sync(pl_module)
+        wall = time.perf_counter() - self._t0
+        self._prof.__exit__(None, None, None)
+        prof, self._prof, self._done = self._prof, None, True
+        events = prof.key_averages()
+        if pl_module.device.type == "cuda":  # kernels (and copies) are the device-side events
+            busy_us = sum(e.self_device_time_total for e in events if e.device_type.name == "CUDA")
+            ops = [e for e in events if e.device_type.name != "CUDA"]
+            cost = lambda e: e.self_device_time_total  # noqa: E731 - device time of the kernels it launched
+        else:
+            busy_us = sum(e.self_cpu_time_total for e in events)
+            ops = list(events)
+            cost = lambda e: e.self_cpu_time_total  # noqa: E731
+        top = sorted(ops, key=cost, reverse=True)[: self.top]
+        report = {
+            "device": str(pl_module.device), "steps": self.steps, "from_step": self.start,
+            "wall_ms_per_step": 1e3 * wall / self.steps,
+            "busy_ms_per_step": busy_us / 1e3 / self.steps,
+            "busy_fraction": busy_us / 1e6 / wall,
+            "top_ops": [{"name": e.key, "ms_per_step": cost(e) / 1e3 / self.steps, "calls_per_step": e.count / self.steps} for e in top],
+        }
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        (self.dirpath / "profile.json").write_text(json.dumps(report, indent=1))
+        logging.getLogger("xnet.train").info(
+            "profile: %.2f ms/step wall, device busy %.0f%%", report["wall_ms_per_step"], 100 * report["busy_fraction"]
+        )
+
+    @staticmethod
+    def _sync(pl_module: L.LightningModule) -> None:
+        if pl_module.device.type == "cuda":
+            import torch
+
+            torch.cuda.synchronize(pl_module.device)

@@ -1,4 +1,5 @@
-"""``RestorationModule``: any net × any task, MSE, Adam with the paper's step schedule."""
+"""``RestorationModule``: any net × any task, MSE, Adam with the paper's step schedule or the
+one-cycle fast recipe (:mod:`xnet.lit.schedules`)."""
 from __future__ import annotations
 
 import logging
@@ -15,7 +16,9 @@ from xnet.archs.common import Restorer
 from xnet.archs.params import param_summary
 from xnet.data.io import save_image
 from xnet.metrics import image_metrics
+from xnet.lit.schedules import lr_factor
 from xnet.tasks import Task
+from xnet.utils.precision import exact_float32
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +31,13 @@ class RestorationModule(L.LightningModule):
     """Args:
         net: the architecture (an ``nn.Module`` from ``xnet.archs``).
         task: the task (degradation, colour space, scoring).
-        lr, milestones, gamma: Adam's rate, multiplied by ``gamma`` at each step in ``milestones``
-            (the paper: 1e-3 → 1e-4).
+        lr: Adam's (peak) rate. ``schedule``: ``step`` — multiplied by ``gamma`` at each step in
+            ``milestones`` (the paper: 1e-3 → 1e-4); ``onecycle`` — ``warmup`` (fraction of the
+            steps) then a cosine to ``final_lr`` at ``trainer.max_steps``.
         channels_last: NHWC memory layout (≈2× faster convs on CPU, needed for tensor cores).
+        nonfinite_check_every: steps between checks that no loss was NaN/inf. With fused Adam a
+            non-finite loss skips its update on the device (no host sync per step); the check then
+            stops the run naming the first bad step. Without fused Adam it is checked every step.
         log_images: validation images whose (input, output, target) triplets are logged.
         config: the resolved run config, stored in every checkpoint so a checkpoint is self-contained.
     """
@@ -40,12 +47,16 @@ class RestorationModule(L.LightningModule):
         net: nn.Module,
         task: Task,
         lr: float = 1e-3,
+        schedule: str = "step",
         milestones: Sequence[int] = (),
         gamma: float = 0.1,
+        warmup: float = 0.05,
+        final_lr: float = 1e-5,
         betas: Sequence[float] = (0.9, 0.999),
         weight_decay: float = 0.0,
         channels_last: bool = True,
         log_images: int = 3,
+        nonfinite_check_every: int = 50,
         config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -56,7 +67,9 @@ class RestorationModule(L.LightningModule):
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.restorer.to(memory_format=self.memory_format)
         self.val_psnr, self.val_ssim, self.val_psnr_input = MeanMetric(), MeanMetric(), MeanMetric()
+        self.monitor_psnr, self.monitor_ssim = MeanMetric(), MeanMetric()
         self.params = param_summary(net)
+        self._bad_step: torch.Tensor | None = None  # first step with a non-finite loss (-1: none)
 
     @property
     def net(self) -> nn.Module:
@@ -79,18 +92,47 @@ class RestorationModule(L.LightningModule):
         inp, target = self.make_pair(batch)
         output = self(inp)
         loss = F.mse_loss(output.float(), target.float())
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"loss became {loss.item()} at step {self.global_step}; weights were not updated. "
-                "The last good checkpoint is the run's last.ckpt; lower optim.lr or check the data."
-            )
+        self._guard_nonfinite(loss)
         self.log("train/loss", loss, prog_bar=True, batch_size=output.shape[0])
         return loss
 
+    def _guard_nonfinite(self, loss: torch.Tensor) -> None:
+        """Make sure a non-finite loss never updates the weights. Fused Adam takes a device flag
+        (``found_inf``) and skips the update itself, so the host need not wait for the GPU every
+        step; the flag is read every ``nonfinite_check_every`` steps (:meth:`check_finite`)."""
+        opt = self.optimizers(use_pl_optimizer=False) if self._trainer is not None else None
+        if opt is None or not opt.defaults.get("fused"):
+            if not torch.isfinite(loss):
+                self._raise_nonfinite(self.global_step, float(loss))
+            return
+        bad = ~torch.isfinite(loss.detach())
+        opt.found_inf = bad.float()
+        if self._bad_step is None:
+            self._bad_step = torch.full((), -1, dtype=torch.long, device=loss.device)
+        self._bad_step = torch.where(bad & (self._bad_step < 0), self.global_step, self._bad_step)
+
+    def check_finite(self) -> None:
+        """Raise :class:`NonFiniteLossError` if any loss since the start was NaN/inf (one host sync)."""
+        if self._bad_step is not None and (step := int(self._bad_step)) >= 0:
+            self._raise_nonfinite(step, float("nan"))
+
+    def _raise_nonfinite(self, step: int, value: float) -> None:
+        raise NonFiniteLossError(
+            f"loss became {value} at step {step}; weights were not updated by it. "
+            "The last good checkpoint is the run's last.ckpt; lower optim.lr or check the data."
+        )
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.global_step % max(1, self.hparams.nonfinite_check_every) == 0:
+            self.check_finite()
+
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
-        opt = torch.optim.Adam(self.parameters(), lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay)
-        sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(hp.milestones), gamma=hp.gamma)
+        params = [p for p in self.parameters() if p.requires_grad]
+        opt = torch.optim.Adam(params, lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay, fused=_fused_ok(params))
+        total = self.trainer.max_steps if self._trainer is not None else 0
+        factor = lr_factor(hp.schedule, hp.lr, total, hp.milestones, hp.gamma, hp.warmup, hp.final_lr)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_fit_start(self) -> None:
@@ -103,10 +145,17 @@ class RestorationModule(L.LightningModule):
         space = self.task.metric_space
         return image_metrics(space(output, grey_source), space(target, grey_source), self.task.border)
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Loader 0 is the validation set (selects checkpoints), loader 1 the optional monitor set.
+        Scored in full float32 (no autocast, no TF32), as the evaluation protocol is."""
         inp, target = batch["input"], batch["target"]
-        output = self(inp).float()
+        with exact_float32(self.device.type):
+            output = self(inp).float()
         scores = self.score(output, target, batch["grey_source"])
+        if dataloader_idx == 1:
+            self.monitor_psnr.update(scores["psnr"])
+            self.monitor_ssim.update(scores["ssim"])
+            return
         self.val_psnr.update(scores["psnr"])
         self.val_ssim.update(scores["ssim"])
         if inp.shape == target.shape:
@@ -115,12 +164,17 @@ class RestorationModule(L.LightningModule):
             self._log_triplet(batch["name"], inp[0], output[0], target[0])
 
     def on_validation_epoch_end(self) -> None:
-        self.log("val/psnr", self.val_psnr.compute(), prog_bar=True)
-        self.log("val/ssim", self.val_ssim.compute())
+        self.log("val/psnr", self.val_psnr.compute(), prog_bar=True, add_dataloader_idx=False)
+        self.log("val/ssim", self.val_ssim.compute(), add_dataloader_idx=False)
         if self.val_psnr_input.update_count:
-            self.log("val/psnr_input", self.val_psnr_input.compute())
-        for m in (self.val_psnr, self.val_ssim, self.val_psnr_input):
+            self.log("val/psnr_input", self.val_psnr_input.compute(), add_dataloader_idx=False)
+        if self.monitor_psnr.update_count:
+            self.log("monitor/psnr", self.monitor_psnr.compute(), add_dataloader_idx=False)
+            self.log("monitor/ssim", self.monitor_ssim.compute(), add_dataloader_idx=False)
+        for m in (self.val_psnr, self.val_ssim, self.val_psnr_input, self.monitor_psnr, self.monitor_ssim):
             m.reset()
+        if not self.trainer.sanity_checking:
+            self.check_finite()
 
     def _log_triplet(self, name: str, inp: torch.Tensor, output: torch.Tensor, target: torch.Tensor) -> None:
         """(input | output | target) to every logger that takes images, and as PNGs in the run dir."""
@@ -136,3 +190,11 @@ class RestorationModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["xnet"] = {"config": self.config, **self.params}
+
+
+def _fused_ok(params: list[torch.Tensor]) -> bool:
+    """Fused Adam (one kernel for all tensors; takes the on-device skip flag) where supported."""
+    from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+    devices = {p.device.type for p in params}
+    return bool(params) and devices <= set(_get_fused_kernels_supported_devices()) and all(p.is_floating_point() for p in params)

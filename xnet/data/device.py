@@ -1,0 +1,183 @@
+"""Device-resident training data: every training image decoded once into one uint8 buffer on the
+training device, and whole batches of random crops, flips/rotations and degradations drawn there.
+
+No DataLoader worker, no host→device copy per step: a batch is a handful of kernels on the device
+(one gather for the crops of the whole batch, then the degradation). All randomness comes from one
+``torch.Generator`` on the device whose state is part of the checkpoint, so an interrupted and
+resumed run draws exactly the batches the uninterrupted run draws.
+
+Layout: the images (and, for paired sources, their inputs) are stored ``C×H×W`` back to back in
+a flat uint8 tensor; per image an offset, height and width. A crop of the batch is an index
+computation ``offset + c·H·W + (top + a)·W + (left + b)`` with ``(a, b)`` the output position after
+the drawn flip/transpose, gathered in one indexing op (images of any size mix freely).
+"""
+from __future__ import annotations
+
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from xnet.tasks import Task
+
+AUGMENTS = ("none", "flips", "dihedral")
+
+
+class PackedImages:
+    """Training images of one or more sources in one flat uint8 tensor (see the module doc).
+
+    Args:
+        sources: sources of ``(name, image)`` or ``(name, input, target)`` items (uint8 ``H×W×C``).
+        task: converts each image to the task's colour space and modcrop (as the evaluation does).
+        patch_size: every image must be at least this large (a crop cannot come from it otherwise).
+    """
+
+    def __init__(self, sources: Sequence[Any], task: Task, patch_size: int) -> None:
+        items: list[tuple[np.ndarray, np.ndarray | None]] = []
+        self.source_start, self.source_count = [], []
+        for source in sources:
+            self.source_start.append(len(items))
+            for item in source:
+                target = task.clean_uint8(item[-1])
+                given = task.clean_uint8(item[1]) if len(item) == 3 else None
+                items.append((target, given))
+            self.source_count.append(len(items) - self.source_start[-1])
+            _check_sizes(source, items[self.source_start[-1]:], patch_size)
+        self.channels = max(t.shape[-1] for t, _ in items)
+        planes, offsets, cursor = [], [], 0
+        self.has_input = [g is not None for _, g in items]
+        for target, given in items:
+            offsets.append(cursor)
+            for img in (target, given) if given is not None else (target,):
+                chw = _chw(img, self.channels)
+                planes.append(chw.reshape(-1))
+                cursor += chw.size
+        self.flat = torch.from_numpy(np.concatenate(planes))
+        self.offsets = torch.tensor(offsets, dtype=torch.int64)
+        self.heights = torch.tensor([t.shape[0] for t, _ in items], dtype=torch.int64)
+        self.widths = torch.tensor([t.shape[1] for t, _ in items], dtype=torch.int64)
+        self.paired = torch.tensor(self.has_input, dtype=torch.bool)
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def to(self, device: torch.device | str) -> "PackedImages":
+        for name in ("flat", "offsets", "heights", "widths", "paired"):
+            setattr(self, name, getattr(self, name).to(device))
+        return self
+
+    @property
+    def nbytes(self) -> int:
+        return self.flat.numel()
+
+
+def _chw(img: np.ndarray, channels: int) -> np.ndarray:
+    """``H×W×C`` → ``C×H×W``, grey replicated where other images are RGB (``y`` tasks)."""
+    if img.shape[-1] != channels:
+        img = np.repeat(img, channels, axis=-1)
+    return np.ascontiguousarray(img.transpose(2, 0, 1))
+
+
+def _check_sizes(source: Any, items: list, patch_size: int) -> None:
+    small = [i for i, (t, _) in enumerate(items) if min(t.shape[:2]) < patch_size]
+    if small:
+        names = [source[i][0] for i in small[:5]]
+        folder = getattr(source, "folder", getattr(source, "name", source))
+        raise ValueError(f"{folder}: images smaller than the {patch_size}px crop: {names} — lower data.patch_size or set min_size")
+
+
+class DevicePatchSampler:
+    """Draws training batches ``{"input", "target"}`` on the device of its :class:`PackedImages`.
+
+    Per sample: a source (uniformly), an image of it (uniformly), a ``patch_size`` crop position
+    (uniformly), an augmentation (``flips``: horizontal and vertical flips, the paper's; ``dihedral``:
+    also 90° rotations; ``none``) — then for the whole batch the task's degradation, except for
+    samples of paired sources, whose real input is cropped alongside.
+    """
+
+    def __init__(self, images: PackedImages, task: Task, patch_size: int, batch_size: int, augment: str = "flips", seed: int = 0) -> None:
+        if augment not in AUGMENTS:
+            raise ValueError(f"data.augment must be one of {AUGMENTS}, got {augment!r}")
+        if patch_size < 1 or batch_size < 1:
+            raise ValueError(f"data.patch_size and data.batch_size must be positive, got {patch_size} and {batch_size}")
+        self.images, self.task, self.patch_size, self.batch_size, self.augment = images, task, patch_size, batch_size, augment
+        self.device = images.flat.device
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(int(seed))
+        self._source_start = torch.tensor(images.source_start, dtype=torch.int64, device=self.device)
+        self._source_count = torch.tensor(images.source_count, dtype=torch.int64, device=self.device)
+        self._grid = torch.arange(patch_size, device=self.device)
+        self._any_paired = bool(images.paired.any())
+
+    def _uniform(self, n: int) -> torch.Tensor:
+        return torch.rand(n, generator=self.generator, device=self.device)
+
+    def _below(self, upper: torch.Tensor) -> torch.Tensor:
+        """Uniform integers in ``[0, upper)``, one per entry (upper ≥ 1)."""
+        return (self._uniform(upper.numel()) * upper).long().clamp_max_(upper - 1)
+
+    def positions(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(image index [B], row index [B, p, p], column index [B, p, p])`` in image coordinates."""
+        b, p = self.batch_size, self.patch_size
+        src = self._below(torch.full((b,), len(self._source_count), device=self.device))
+        idx = self._source_start[src] + self._below(self._source_count[src])
+        top = self._below(self.images.heights[idx] - p + 1)
+        left = self._below(self.images.widths[idx] - p + 1)
+        rows = self._grid.view(1, p, 1).expand(b, p, p)
+        cols = self._grid.view(1, 1, p).expand(b, p, p)
+        if self.augment != "none":
+            flips = self._uniform(3 * b).view(3, b, 1, 1) < 0.5
+            if self.augment == "dihedral":  # transpose + flips: all 8 rotations/reflections
+                rows, cols = torch.where(flips[2], cols, rows), torch.where(flips[2], rows, cols)
+            rows = torch.where(flips[0], p - 1 - rows, rows)
+            cols = torch.where(flips[1], p - 1 - cols, cols)
+        return idx, rows + top.view(b, 1, 1), cols + left.view(b, 1, 1)
+
+    def crops(self, idx: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, plane: int | torch.Tensor = 0) -> torch.Tensor:
+        """uint8 ``B×C×p×p``: plane 0 is the target, plane 1 a paired source's input (per sample;
+        images without one give plane 0)."""
+        im = self.images
+        c = im.channels
+        h, w = im.heights[idx].view(-1, 1, 1, 1), im.widths[idx].view(-1, 1, 1, 1)
+        if isinstance(plane, torch.Tensor):
+            plane = plane.long().view(-1, 1, 1, 1)
+        base = im.offsets[idx].view(-1, 1, 1, 1) + plane * c * h * w
+        chan = torch.arange(c, device=self.device).view(1, c, 1, 1)
+        index = base + chan * h * w + rows.unsqueeze(1) * w + cols.unsqueeze(1)
+        return im.flat[index]
+
+    def draw(self) -> dict[str, torch.Tensor]:
+        """One batch: ``target`` (clean crops, float in [0, 1]) and ``input`` (degraded, or real)."""
+        idx, rows, cols = self.positions()
+        clean = self.crops(idx, rows, cols).float().div_(255.0)
+        degraded = self.task.degradation.train(clean, self.generator)
+        if self._any_paired:  # real pairs keep their real input; the others are degraded here
+            paired = self.images.paired[idx]
+            real = self.crops(idx, rows, cols, plane=paired).float().div_(255.0)
+            degraded = torch.where(paired.view(-1, 1, 1, 1), real, degraded)
+        return {"input": degraded, "target": clean}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"].cpu())
+
+
+class DrawTokens:
+    """What the trainer iterates in the device-resident path: ``length`` tokens per epoch. The batch
+    itself is drawn when the token reaches the device (``on_after_batch_transfer``), so a loader's
+    prefetch never draws ahead of the step that uses it (resumes stay exact)."""
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator[dict[str, bool]]:
+        return ({"draw": True} for _ in range(self.length))
+
+
+def is_draw_token(batch: Any) -> bool:
+    return isinstance(batch, dict) and batch.get("draw") is True

@@ -1,0 +1,44 @@
+"""Learning-rate schedules as a factor of the peak rate per optimiser step (``LambdaLR``).
+
+* ``step`` — the paper's: ×``gamma`` at each step in ``milestones`` (1e-3 → 1e-4);
+* ``onecycle`` — linear warm-up from ``lr·start_factor`` over the first ``warmup`` fraction of the
+  steps, then a half cosine from ``lr`` down to ``final_lr`` at ``total_steps``.
+"""
+from __future__ import annotations
+
+import bisect
+import math
+from typing import Callable, Sequence
+
+SCHEDULES = ("step", "onecycle")
+
+
+def lr_factor(
+    schedule: str,
+    lr: float,
+    total_steps: int,
+    milestones: Sequence[int] = (),
+    gamma: float = 0.1,
+    warmup: float = 0.05,
+    final_lr: float = 1e-5,
+    start_factor: float = 0.04,
+) -> Callable[[int], float]:
+    if schedule == "step":
+        marks = sorted(int(m) for m in milestones)
+        return lambda step: gamma ** bisect.bisect_right(marks, step)
+    if schedule != "onecycle":
+        raise ValueError(f"optim.schedule must be one of {SCHEDULES}, got {schedule!r}")
+    if total_steps is None or total_steps <= 0:
+        raise ValueError("optim.schedule=onecycle needs trainer.max_steps > 0 (the schedule ends there)")
+    if not 0 <= warmup < 1:
+        raise ValueError(f"optim.warmup is a fraction of the steps in [0, 1), got {warmup}")
+    n_warm = int(round(warmup * total_steps))
+    floor = final_lr / lr
+
+    def factor(step: int) -> float:
+        if step < n_warm:
+            return start_factor + (1 - start_factor) * step / n_warm
+        t = min(1.0, (step - n_warm) / max(1, total_steps - n_warm))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
+
+    return factor
