@@ -331,7 +331,7 @@ def _copy(model: nn.Module) -> nn.Module:
 
 #: training runs: the baseline in each non-lean mode, the x-model in every mode
 TRAIN_MODES = ("plain", "lean")
-TRAIN_MODES_CUDA = ("bf16", "lean_bf16")
+TRAIN_MODES_CUDA = ("bf16", "lean_bf16", "cudnn_bf16")  # cudnn: the xUnits' depthwise convs in cuDNN channels_last
 
 
 def _train_baseline_mode(mode: str) -> str:
@@ -354,8 +354,12 @@ def training(family: str, spec: dict[str, Any], device: torch.device, args: argp
     inp, target = inp.to(device, memory_format=cl), target.to(device, memory_format=cl)
     out: dict[str, Any] = {"batch": batch, "crop": crop, "input": list(inp.shape), "runs": {}}
     modes = TRAIN_MODES + (TRAIN_MODES_CUDA if device.type == "cuda" else ())
-    runs = [(name, mode) for mode in modes for name in names if name == names[1] or not mode.startswith("lean")]
+    runs = [(name, mode) for mode in modes for name in names if name == names[1] or not mode.startswith(("lean", "cudnn"))]
+    from xnet.ops import depthwise
+
+    default_layout = depthwise.CUDA_LAYOUT
     for name, mode in runs:
+        depthwise.CUDA_LAYOUT = "cudnn" if mode.startswith("cudnn") else default_layout
         build = spec["build"][names.index(name)]
         torch.manual_seed(0)
         model = build().to(device, memory_format=cl).train()
@@ -409,6 +413,7 @@ def training(family: str, spec: dict[str, Any], device: torch.device, args: argp
         except RuntimeError as exc:  # e.g. out of memory
             rec = {"error": f"{type(exc).__name__}: {exc}"[:300]}
         out["runs"][f"{name}/{mode}"] = rec
+        depthwise.CUDA_LAYOUT = default_layout
         del model, opt
         gc.collect()
         release_freed_memory()  # the next run's allocation pattern differs: start from a clean heap
@@ -643,6 +648,8 @@ def main(argv: list[str] | None = None) -> int:
         dev_report: dict[str, Any] = {"environment": env, "families": {}}
         if args.data_pipeline:
             dev_report["data_pipeline"] = data_pipeline(device, dev_args)
+            report["devices"][dev_name] = dev_report
+            save(report, headline_all, args.json)
         for family in families:
             spec = FAMILIES[family]
             res: dict[str, Any] = {}
@@ -655,17 +662,27 @@ def main(argv: list[str] | None = None) -> int:
             dev_report["families"][family] = res
             headline_all += [(f"[{dev_name}] {k}", v) for k, v in print_family(family, spec, res, dev_name)]
             sys.stdout.flush()
+            report["devices"][dev_name] = dev_report
+            save(report, headline_all, args.json)  # after every family: a capped run keeps what it measured
         report["devices"][dev_name] = dev_report
 
     print("\n##### ratios (x-model / baseline)")
     for label, value in headline_all:
         print(f"{label:80s} {value:.3f}")
-    report["ratios"] = dict(headline_all)
+    save(report, headline_all, args.json)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=1))
         print(f"\nwrote {args.json}")
     return 0
+
+
+def save(report: dict[str, Any], headline: list[tuple[str, float]], path: Path | None) -> None:
+    if path is None:
+        return
+    report["ratios"] = dict(headline)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(report, indent=1))
+    tmp.replace(path)
 
 
 if __name__ == "__main__":

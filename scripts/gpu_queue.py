@@ -107,9 +107,9 @@ class Queue:
         cap = min(self.args.bench_cap, 0.2 * self.left())
         path = self.out / f"benchmark_{self.args.device}.json"
         cmd = [sys.executable, "scripts/benchmark.py", "--device", self.args.device, "--quick", "--families", self.args.bench_families,
-               "--compile", "off", "--train-steps", "10", "--json", str(path), "--data-pipeline"]
+               "--compile", "off", "--train-steps", "10", "--json", str(path), "--data-pipeline", *self.args.bench_args]
         self.report["steps"]["benchmark"] = self.run("benchmark", cmd, cap, log_tail=120)
-        if path.is_file():
+        if path.is_file():  # written after every family: a capped run still plans the queue
             self.bench = json.loads(path.read_text())
 
     bench: dict[str, Any] | None = None
@@ -327,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tests-cap", type=float, default=90)
     ap.add_argument("--bench-cap", type=float, default=90)
     ap.add_argument("--bench-families", default="dncnn,srcnn")
+    ap.add_argument("--bench-args", nargs="*", default=[], help="extra scripts/benchmark.py arguments (e.g. --no-inference)")
     ap.add_argument("--skip", nargs="*", default=[], choices=["tests", "benchmark", "train"])
     ap.add_argument("--profile-steps", type=int, default=20, help="profile this many steps of the first run (0: off)")
     ap.add_argument("--profile-start", type=int, default=200, help="... from this step")

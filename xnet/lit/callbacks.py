@@ -97,7 +97,8 @@ class ProgressLog(Callback):
 
 
 class StepProfile(Callback):
-    """Profile ``steps`` training steps from step ``start`` and write ``profile.json`` to ``dirpath``:
+    """Profile ``steps`` training steps, ``start`` steps into this process's training (after warm-up,
+also when resumed), and write ``profile.json`` to ``dirpath``:
     the wall time per step, the device's busy time (sum of kernel times: one stream, so kernels do
     not overlap) as a fraction of it, and the top operators by device time. A busy fraction near 1
     means no input-pipeline or host stalls; on CPU the kernel time is the CPU operator time."""
@@ -107,9 +108,13 @@ class StepProfile(Callback):
         self._prof: Any = None
         self._done = False
         self._t0 = 0.0
+        self._first: int | None = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._first = trainer.global_step
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
-        if trainer.global_step != self.start or self._prof is not None or self._done:
+        if trainer.global_step != (self._first or 0) + self.start or self._prof is not None or self._done:
             return
         from torch.profiler import ProfilerActivity, profile
 
@@ -120,24 +125,24 @@ class StepProfile(Callback):
         self._t0 = time.perf_counter()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self._prof is None or trainer.global_step < self.start + self.steps:
+        if self._prof is None or trainer.global_step < (self._first or 0) + self.start + self.steps:
             return
         self._sync(pl_module)
         wall = time.perf_counter() - self._t0
         self._prof.__exit__(None, None, None)
         prof, self._prof, self._done = self._prof, None, True
         events = prof.key_averages()
-        if pl_module.device.type == "cuda":  # kernels (and copies) are the device-side events
-            busy_us = sum(e.self_device_time_total for e in events if e.device_type.name == "CUDA")
+        if pl_module.device.type == "cuda":  # each kernel counts once, as self time of the op that launched it
             ops = [e for e in events if e.device_type.name != "CUDA"]
-            cost = lambda e: e.self_device_time_total  # noqa: E731 - device time of the kernels it launched
+            busy_us = sum(e.self_device_time_total for e in ops)
+            cost = lambda e: e.self_device_time_total  # noqa: E731
         else:
             busy_us = sum(e.self_cpu_time_total for e in events)
             ops = list(events)
             cost = lambda e: e.self_cpu_time_total  # noqa: E731
         top = sorted(ops, key=cost, reverse=True)[: self.top]
         report = {
-            "device": str(pl_module.device), "steps": self.steps, "from_step": self.start,
+            "device": str(pl_module.device), "steps": self.steps, "from_step": (self._first or 0) + self.start,
             "wall_ms_per_step": 1e3 * wall / self.steps,
             "busy_ms_per_step": busy_us / 1e3 / self.steps,
             "busy_fraction": busy_us / 1e6 / wall,

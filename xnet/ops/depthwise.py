@@ -10,11 +10,19 @@ eager (not tracing, compiling or exporting) — through :class:`DepthwiseConvFun
 * input gradient: the same kernel with the taps flipped (a "same" correlation's adjoint);
 * weight gradient: a row-parallel reduction kernel; bias gradient: a sum.
 
+On CUDA, channels_last input is convolved in NCHW (``CUDA_LAYOUT = "nchw"``) and handed back
+channels_last: cuDNN's channels_last depthwise kernels are very slow at r = 9 (H200, bf16, batch
+64 × 64 × 80²: an xDnCNN training step spent ~75 of its 96 ms in them; the whole eager fp32
+inference of a 321×481 image took 32 ms channels_last against 8.9 ms NCHW), while torch's own NCHW
+depthwise kernels are direct convolutions that do not care. ``CUDA_LAYOUT = "cudnn"`` keeps
+cuDNN (``scripts/benchmark.py`` times both).
+
 Anything else runs the module's own ``F.conv2d``. :func:`depthwise_conv_backward` is the backward
 alone, for the memory-lean xUnit's hand-ordered backward. No double backward on the native path.
 """
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -24,7 +32,11 @@ from torch.autograd.function import once_differentiable
 
 from xnet.ops.xunit_native import depthwise_conv_native, depthwise_grad_weight_native, native_kernel
 
+#: how a CUDA channels_last input is convolved: "nchw" (torch's depthwise kernels) or "cudnn"
+CUDA_LAYOUT = os.environ.get("XNET_CUDA_DEPTHWISE", "nchw")
+
 __all__ = [
+    "CUDA_LAYOUT",
     "DepthwiseConvFunction",
     "depthwise_conv",
     "depthwise_conv_backward",
@@ -113,7 +125,21 @@ def depthwise_conv(
         weight, bias = conv.weight, conv.bias
     if native_depthwise_applies(u, conv, weight) and native_kernel() is not None:
         return DepthwiseConvFunction.apply(u, weight, bias)
+    if _cuda_nchw(u):
+        y = F.conv2d(u.contiguous(), weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+        return y.contiguous(memory_format=torch.channels_last)
     return F.conv2d(u, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
+def _cuda_nchw(u: torch.Tensor) -> bool:
+    """A CUDA channels_last input that the NCHW kernels should take (see the module doc)."""
+    return (
+        CUDA_LAYOUT == "nchw"
+        and u.is_cuda
+        and u.dim() == 4
+        and u.is_contiguous(memory_format=torch.channels_last)
+        and not u.is_contiguous()
+    )
 
 
 def depthwise_conv_backward(
@@ -131,6 +157,13 @@ def depthwise_conv_backward(
     if lib is not None:
         return _native_backward(grad, u, weight, mask, lib)
     bias_sizes = [bias.shape[0]] if bias is not None else None
+    if _cuda_nchw(u):
+        grads = torch.ops.aten.convolution_backward(
+            grad.contiguous(), u.contiguous(), weight, bias_sizes, list(conv.stride), list(conv.padding), list(conv.dilation),
+            False, [0, 0], conv.groups, list(mask),
+        )
+        gu = grads[0].contiguous(memory_format=torch.channels_last) if grads[0] is not None else None
+        return gu, grads[1], grads[2]
     return torch.ops.aten.convolution_backward(
         grad, u, weight, bias_sizes, list(conv.stride), list(conv.padding), list(conv.dilation), False,
         [0, 0], conv.groups, list(mask),
