@@ -331,7 +331,7 @@ def _copy(model: nn.Module) -> nn.Module:
 
 #: training runs: the baseline in each non-lean mode, the x-model in every mode
 TRAIN_MODES = ("plain", "lean")
-TRAIN_MODES_CUDA = ("bf16", "lean_bf16", "cudnn_bf16")  # cudnn: the xUnits' depthwise convs in cuDNN channels_last
+TRAIN_MODES_CUDA = ("bf16", "lean_bf16", "nchw_bf16")  # nchw: the xUnits' depthwise convs in NCHW
 
 
 def _train_baseline_mode(mode: str) -> str:
@@ -354,12 +354,12 @@ def training(family: str, spec: dict[str, Any], device: torch.device, args: argp
     inp, target = inp.to(device, memory_format=cl), target.to(device, memory_format=cl)
     out: dict[str, Any] = {"batch": batch, "crop": crop, "input": list(inp.shape), "runs": {}}
     modes = TRAIN_MODES + (TRAIN_MODES_CUDA if device.type == "cuda" else ())
-    runs = [(name, mode) for mode in modes for name in names if name == names[1] or not mode.startswith(("lean", "cudnn"))]
+    runs = [(name, mode) for mode in modes for name in names if name == names[1] or not mode.startswith(("lean", "nchw"))]
     from xnet.ops import depthwise
 
     default_layout = depthwise.CUDA_LAYOUT
     for name, mode in runs:
-        depthwise.CUDA_LAYOUT = "cudnn" if mode.startswith("cudnn") else default_layout
+        depthwise.CUDA_LAYOUT = "nchw" if mode.startswith("nchw") else default_layout
         build = spec["build"][names.index(name)]
         torch.manual_seed(0)
         model = build().to(device, memory_format=cl).train()

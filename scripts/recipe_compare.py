@@ -2,8 +2,9 @@
 """Validate the fast recipe against the paper's on CPU, at small scale, before any GPU runs it.
 
 For a 5-layer xNet and a 5-layer ConvNet (grey denoising σ=25, Train400, 48×48 crops): the paper's
-recipe (Adam 1e-3, ×0.1 at 80 % of the steps) for ``--steps`` steps, and the fast recipe (warm-up +
-cosine to 1e-5) for a third of them, at each ``--fast-lr``. Validation on Set12 every
+recipe (Adam 1e-3, ×0.1 at 80 % of the steps) for ``--steps`` steps, and the fast recipes
+(``fast``: warm-up + cosine to 1e-5; ``fast_wsd``: warm-up, held, linear decay over the last 20 %)
+for a third of them, at each ``--fast-lr``. Validation on Set12 every
 ``--val-every`` steps (the curve), test on BSD68 once at the end. Writes a CSV of every validation
 point, a summary JSON (per model: the paper recipe's final PSNR, each fast run's final PSNR and the
 first step at which it reached the paper recipe's final figure) and a plot.
@@ -63,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=REPO / "results" / "recipe_compare", help="writes OUT.csv, OUT.json, OUT.png")
     ap.add_argument("--work", type=Path, default=REPO / "outputs" / "recipe_compare", help="the runs' own dirs")
     ap.add_argument("--steps", type=int, default=9000, help="paper recipe steps (the fast recipe gets a third)")
-    ap.add_argument("--fast-lr", type=float, nargs="+", default=[1e-3, 2e-3])
+    ap.add_argument("--fast-lr", type=float, nargs="+", default=[1e-3, 2e-3, 4e-3])
+    ap.add_argument("--fast-recipes", nargs="+", default=["fast", "fast_wsd"], help="recipe configs run for a third of the steps")
     ap.add_argument("--width", type=int, default=32)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--crop", type=int, default=48)
@@ -75,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
 
     fast_steps = args.steps // 3
     jobs = [(m, "paper", args.steps, 1e-3) for m in args.models]
-    jobs += [(m, "fast", fast_steps, lr) for m in args.models for lr in args.fast_lr]
+    jobs += [(m, r, fast_steps, lr) for m in args.models for r in args.fast_recipes for lr in args.fast_lr]
     with ThreadPoolExecutor(args.jobs) as pool:
         dirs = list(pool.map(lambda j: run_one(*j, args), jobs))
 

@@ -33,7 +33,8 @@ class RestorationModule(L.LightningModule):
         task: the task (degradation, colour space, scoring).
         lr: Adam's (peak) rate. ``schedule``: ``step`` — multiplied by ``gamma`` at each step in
             ``milestones`` (the paper: 1e-3 → 1e-4); ``onecycle`` — ``warmup`` (fraction of the
-            steps) then a cosine to ``final_lr`` at ``trainer.max_steps``.
+            steps) then a cosine to ``final_lr`` at ``trainer.max_steps``; ``wsd`` — warm-up, held,
+            then linear to ``final_lr`` over the last ``decay`` fraction (:mod:`xnet.lit.schedules`).
         channels_last: NHWC memory layout (≈2× faster convs on CPU, needed for tensor cores).
         nonfinite_check_every: steps between checks that no loss was NaN/inf. With fused Adam a
             non-finite loss skips its update on the device (no host sync per step); the check then
@@ -52,6 +53,7 @@ class RestorationModule(L.LightningModule):
         gamma: float = 0.1,
         warmup: float = 0.05,
         final_lr: float = 1e-5,
+        decay: float = 0.2,
         betas: Sequence[float] = (0.9, 0.999),
         weight_decay: float = 0.0,
         channels_last: bool = True,
@@ -131,7 +133,7 @@ class RestorationModule(L.LightningModule):
         params = [p for p in self.parameters() if p.requires_grad]
         opt = torch.optim.Adam(params, lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay, fused=_fused_ok(params))
         total = self.trainer.max_steps if self._trainer is not None else 0
-        factor = lr_factor(hp.schedule, hp.lr, total, hp.milestones, hp.gamma, hp.warmup, hp.final_lr)
+        factor = lr_factor(hp.schedule, hp.lr, total, hp.milestones, hp.gamma, hp.warmup, hp.final_lr, decay=hp.decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 

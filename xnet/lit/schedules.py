@@ -2,7 +2,9 @@
 
 * ``step`` — the paper's: ×``gamma`` at each step in ``milestones`` (1e-3 → 1e-4);
 * ``onecycle`` — linear warm-up from ``lr·start_factor`` over the first ``warmup`` fraction of the
-  steps, then a half cosine from ``lr`` down to ``final_lr`` at ``total_steps``.
+  steps, then a half cosine from ``lr`` down to ``final_lr`` at ``total_steps``;
+* ``wsd`` (warm-up, stable, decay) — the same warm-up, ``lr`` held, then a linear decay to
+  ``final_lr`` over the last ``decay`` fraction of the steps.
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import bisect
 import math
 from typing import Callable, Sequence
 
-SCHEDULES = ("step", "onecycle")
+SCHEDULES = ("step", "onecycle", "wsd")
 
 
 def lr_factor(
@@ -22,22 +24,28 @@ def lr_factor(
     warmup: float = 0.05,
     final_lr: float = 1e-5,
     start_factor: float = 0.04,
+    decay: float = 0.2,
 ) -> Callable[[int], float]:
     if schedule == "step":
         marks = sorted(int(m) for m in milestones)
         return lambda step: gamma ** bisect.bisect_right(marks, step)
-    if schedule != "onecycle":
+    if schedule not in SCHEDULES:
         raise ValueError(f"optim.schedule must be one of {SCHEDULES}, got {schedule!r}")
     if total_steps is None or total_steps <= 0:
-        raise ValueError("optim.schedule=onecycle needs trainer.max_steps > 0 (the schedule ends there)")
+        raise ValueError(f"optim.schedule={schedule} needs trainer.max_steps > 0 (the schedule ends there)")
     if not 0 <= warmup < 1:
         raise ValueError(f"optim.warmup is a fraction of the steps in [0, 1), got {warmup}")
     n_warm = int(round(warmup * total_steps))
     floor = final_lr / lr
 
+    n_decay = int(round(decay * total_steps))
+
     def factor(step: int) -> float:
         if step < n_warm:
             return start_factor + (1 - start_factor) * step / n_warm
+        if schedule == "wsd":
+            t = min(1.0, max(0, step - (total_steps - n_decay)) / max(1, n_decay))
+            return 1 - (1 - floor) * t
         t = min(1.0, (step - n_warm) / max(1, total_steps - n_warm))
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
 

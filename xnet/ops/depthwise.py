@@ -10,12 +10,12 @@ eager (not tracing, compiling or exporting) — through :class:`DepthwiseConvFun
 * input gradient: the same kernel with the taps flipped (a "same" correlation's adjoint);
 * weight gradient: a row-parallel reduction kernel; bias gradient: a sum.
 
-On CUDA, channels_last input is convolved in NCHW (``CUDA_LAYOUT = "nchw"``) and handed back
-channels_last: cuDNN's channels_last depthwise kernels are very slow at r = 9 (H200, bf16, batch
-64 × 64 × 80²: an xDnCNN training step spent ~75 of its 96 ms in them; the whole eager fp32
-inference of a 321×481 image took 32 ms channels_last against 8.9 ms NCHW), while torch's own NCHW
-depthwise kernels are direct convolutions that do not care. ``CUDA_LAYOUT = "cudnn"`` keeps
-cuDNN (``scripts/benchmark.py`` times both).
+On CUDA, cuDNN's depthwise kernels are very slow at r = 9: on an H200, an xDnCNN training step
+(bf16, batch 64 × 80²) takes 93 ms against DnCNN-S's 10 ms, ~76 ms of it in convolutions, and eager
+fp32 inference of a 321×481 image takes 32 ms channels_last against 8.9 ms NCHW (where torch's own
+direct depthwise kernel runs instead of cuDNN). ``CUDA_LAYOUT`` (env ``XNET_CUDA_DEPTHWISE``) picks:
+``cudnn`` (default; measured fastest of the two for bf16 training), ``nchw`` (NCHW in, channels_last
+out: in bf16 torch still picks cuDNN, 96.7 vs 93.2 ms per step). ``scripts/benchmark.py`` times them.
 
 Anything else runs the module's own ``F.conv2d``. :func:`depthwise_conv_backward` is the backward
 alone, for the memory-lean xUnit's hand-ordered backward. No double backward on the native path.
@@ -32,8 +32,8 @@ from torch.autograd.function import once_differentiable
 
 from xnet.ops.xunit_native import depthwise_conv_native, depthwise_grad_weight_native, native_kernel
 
-#: how a CUDA channels_last input is convolved: "nchw" (torch's depthwise kernels) or "cudnn"
-CUDA_LAYOUT = os.environ.get("XNET_CUDA_DEPTHWISE", "nchw")
+#: how a CUDA channels_last input is convolved (see the module doc)
+CUDA_LAYOUT = os.environ.get("XNET_CUDA_DEPTHWISE", "cudnn")
 
 __all__ = [
     "CUDA_LAYOUT",
