@@ -331,7 +331,9 @@ def _copy(model: nn.Module) -> nn.Module:
 
 #: training runs: the baseline in each non-lean mode, the x-model in every mode
 TRAIN_MODES = ("plain", "lean")
-TRAIN_MODES_CUDA = ("bf16", "lean_bf16", "nchw_bf16")  # nchw: the xUnits' depthwise convs in NCHW
+#: CUDA modes; nchw / triton: the xUnits' depthwise convs in NCHW / by xnet.ops.depthwise_triton
+TRAIN_MODES_CUDA = ("bf16", "lean_bf16", "nchw_bf16", "triton_bf16", "triton_lean_bf16")
+_LAYOUT_OF_MODE = {"nchw": "nchw", "triton": "triton"}
 
 
 def _train_baseline_mode(mode: str) -> str:
@@ -354,16 +356,16 @@ def training(family: str, spec: dict[str, Any], device: torch.device, args: argp
     inp, target = inp.to(device, memory_format=cl), target.to(device, memory_format=cl)
     out: dict[str, Any] = {"batch": batch, "crop": crop, "input": list(inp.shape), "runs": {}}
     modes = TRAIN_MODES + (TRAIN_MODES_CUDA if device.type == "cuda" else ())
-    runs = [(name, mode) for mode in modes for name in names if name == names[1] or not mode.startswith(("lean", "nchw"))]
+    runs = [(name, mode) for mode in modes for name in names if name == names[1] or not mode.startswith(("lean", "nchw", "triton"))]
     from xnet.ops import depthwise
 
     default_layout = depthwise.CUDA_LAYOUT
     for name, mode in runs:
-        depthwise.CUDA_LAYOUT = "nchw" if mode.startswith("nchw") else default_layout
+        depthwise.CUDA_LAYOUT = _LAYOUT_OF_MODE.get(mode.split("_")[0], default_layout)
         build = spec["build"][names.index(name)]
         torch.manual_seed(0)
         model = build().to(device, memory_format=cl).train()
-        if mode.startswith("lean"):
+        if "lean" in mode:
             for m in model.modules():
                 if isinstance(m, XUnit):
                     m.memory_lean = True
@@ -419,6 +421,51 @@ def training(family: str, spec: dict[str, Any], device: torch.device, args: argp
         release_freed_memory()  # the next run's allocation pattern differs: start from a clean heap
         if device.type == "cuda":
             torch.cuda.empty_cache()
+    return out
+
+
+# ---------------------------------------------------------------------------- depthwise kernels
+def depthwise_kernels(device: torch.device, args: argparse.Namespace) -> dict[str, Any]:
+    """ms for one xUnit-sized depthwise conv (64 × 64 × 80², r = 9, bf16 channels_last on CUDA,
+    float32 on CPU): forward, input gradient, weight gradient — cuDNN / torch (channels_last and
+    NCHW) against the Triton kernels at a few block sizes (what to tune on a new GPU)."""
+    from xnet.ops import depthwise_triton as dt
+
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    n, c, hw, r = (64, 64, 80, 9) if device.type == "cuda" else (4, 64, 48, 9)
+    g = torch.Generator(device=device).manual_seed(0)
+    u = torch.randn(n, c, hw, hw, device=device, generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(u.shape, device=device, generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(c, 1, r, r, device=device, generator=g) / r
+    wd, ud, gd = w.to(dtype), u.contiguous(), grad.contiguous()
+
+    def aten_bwd(uu: torch.Tensor, gg: torch.Tensor, mask: list[bool]) -> Any:
+        return torch.ops.aten.convolution_backward(gg, uu, wd, None, [1, 1], [r // 2] * 2, [1, 1], False, [0, 0], c, mask)
+
+    fns: dict[str, Callable[[], Any]] = {
+        "torch_cl/fwd": lambda: F.conv2d(u, wd, None, 1, r // 2, 1, c),
+        "torch_cl/grad_input": lambda: aten_bwd(u, grad, [True, False, False]),
+        "torch_cl/grad_weight": lambda: aten_bwd(u, grad, [False, True, False]),
+        "torch_nchw/fwd": lambda: F.conv2d(ud, wd, None, 1, r // 2, 1, c),
+        "torch_nchw/grad_input": lambda: aten_bwd(ud, gd, [True, False, False]),
+        "torch_nchw/grad_weight": lambda: aten_bwd(ud, gd, [False, True, False]),
+    }
+    if dt.depthwise_triton_applies(u, w):
+        for bw in (16, 32, 64):
+            fns[f"triton_w{bw}/fwd"] = lambda bw=bw: dt.depthwise_triton(u, w, None, block_w=bw)
+        for rows in (8, 16, 32):
+            fns[f"triton_rows{rows}/grad_weight"] = lambda rows=rows: dt.depthwise_grad_weight_triton(grad, u, r, rows_per_chunk=rows)
+    out: dict[str, Any] = {"shape": [n, c, hw, hw], "r": r, "dtype": str(dtype), "ms": {}, "errors": {}}
+    for key, fn in fns.items():  # one at a time: a failing variant must not take the others down
+        try:
+            out["ms"][key] = statistics.median(interleaved_times({key: fn}, 2, max(5, args.repeats), device)[key]) * 1e3
+        except Exception as exc:  # noqa: BLE001 - recorded, e.g. a Triton compile error on a new GPU
+            out["errors"][key] = f"{type(exc).__name__}: {exc}"[:300]
+    print(f"\n== depthwise r={r} conv, {n}×{c}×{hw}² {dtype} ({device}): ms ==")
+    for k, v in out["ms"].items():
+        print(f"  {k:28s} {v:8.3f}")
+    for k, v in out["errors"].items():
+        print(f"  {k:28s} {v}")
     return out
 
 
@@ -604,6 +651,7 @@ def main(argv: list[str] | None = None) -> int:
         help="let glibc hand freed memory back to the OS (default: keep it, as the entry points do)",
     )
     ap.add_argument("--data-pipeline", action="store_true", help="also time the training-batch pipelines (device gather, kornia, DataLoader)")
+    ap.add_argument("--depthwise-kernels", action="store_true", help="also time the depthwise conv kernels (cuDNN/torch vs Triton)")
     ap.add_argument("--no-inference", action="store_true")
     ap.add_argument("--no-train", action="store_true")
     ap.add_argument("--train-batch", type=int, default=None, help="default 64 (quick on CPU: 4)")
@@ -648,8 +696,10 @@ def main(argv: list[str] | None = None) -> int:
         dev_report: dict[str, Any] = {"environment": env, "families": {}}
         if args.data_pipeline:
             dev_report["data_pipeline"] = data_pipeline(device, dev_args)
-            report["devices"][dev_name] = dev_report
-            save(report, headline_all, args.json)
+        if args.depthwise_kernels:
+            dev_report["depthwise_kernels"] = depthwise_kernels(device, dev_args)
+        report["devices"][dev_name] = dev_report
+        save(report, headline_all, args.json)
         for family in families:
             spec = FAMILIES[family]
             res: dict[str, Any] = {}

@@ -107,10 +107,27 @@ class Queue:
         cap = min(self.args.bench_cap, 0.2 * self.left())
         path = self.out / f"benchmark_{self.args.device}.json"
         cmd = [sys.executable, "scripts/benchmark.py", "--device", self.args.device, "--quick", "--families", self.args.bench_families,
-               "--compile", "off", "--train-steps", "10", "--json", str(path), "--data-pipeline", *self.args.bench_args]
+               "--compile", "off", "--train-steps", "10", "--json", str(path), "--data-pipeline", "--depthwise-kernels",
+               *self.args.bench_args]
         self.report["steps"]["benchmark"] = self.run("benchmark", cmd, cap, log_tail=120)
         if path.is_file():  # written after every family: a capped run still plans the queue
             self.bench = json.loads(path.read_text())
+            self.choose_depthwise()
+
+    def choose_depthwise(self) -> None:
+        """Train with the Triton depthwise kernels when the CUDA tests passed and the benchmark's
+        xDnCNN bf16 step was ≥ 5 % faster with them than with the default (cuDNN)."""
+        tests_ok = (self.report["steps"].get("cuda_tests") or {}).get("status") == "ok"
+        try:
+            runs = self.bench["devices"][self.args.device]["families"]["dncnn"]["training"]["runs"]
+            default, triton = runs["xDnCNN/bf16"]["step_ms"], runs["xDnCNN/triton_bf16"]["step_ms"]
+        except (KeyError, TypeError):
+            return
+        use = tests_ok and triton < 0.95 * default
+        self.report["depthwise"] = {"default_ms": default, "triton_ms": triton, "cuda_tests_ok": tests_ok, "training_uses": "triton" if use else "default"}
+        if use:
+            self.env["XNET_CUDA_DEPTHWISE"] = "triton"
+        self.log(f"depthwise for training: {'triton' if use else 'default'} (xDnCNN bf16 step {default:.1f} ms default, {triton:.1f} ms triton)")
 
     bench: dict[str, Any] | None = None
 
@@ -120,6 +137,8 @@ class Queue:
             family, model = entry["bench"]
             runs = self.bench["devices"][self.args.device]["families"][family]["training"]["runs"]
             mode = "bf16" if self.args.device == "cuda" else "plain"
+            if self.env.get("XNET_CUDA_DEPTHWISE") == "triton" and f"{model}/triton_bf16" in runs:
+                mode = "triton_bf16"
             step_s = runs[f"{model}/{mode}"]["step_ms"] / 1e3
             steps = int(60 * entry["train_minutes"] / (1.15 * step_s)) // 1000 * 1000  # 15 %: validation, logging
             return max(1000, steps)
@@ -173,6 +192,7 @@ class Queue:
         info.setdefault("chunks", []).append({
             "date": time.strftime("%Y-%m-%d %H:%M"), "gpu": (self.report.get("environment") or {}).get("gpu") or self.args.device,
             "to_step": step, "status": res["status"], "process_s": round(time.time() - t0, 1), "train_wall_s": wall,
+            "depthwise": self.env.get("XNET_CUDA_DEPTHWISE", "default"),
         })
         info["train_wall_s"] = wall
         info["finished"] = bool(step is not None and step >= max_steps and res["status"] == "ok")
@@ -326,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="*", default=None, help="train only these queue entries")
     ap.add_argument("--tests-cap", type=float, default=90)
     ap.add_argument("--bench-cap", type=float, default=90)
-    ap.add_argument("--bench-families", default="dncnn,srcnn")
+    ap.add_argument("--bench-families", default="dncnn")
     ap.add_argument("--bench-args", nargs="*", default=[], help="extra scripts/benchmark.py arguments (e.g. --no-inference)")
     ap.add_argument("--skip", nargs="*", default=[], choices=["tests", "benchmark", "train"])
     ap.add_argument("--profile-steps", type=int, default=20, help="profile this many steps of the first run (0: off)")

@@ -15,7 +15,9 @@ On CUDA, cuDNN's depthwise kernels are very slow at r = 9: on an H200, an xDnCNN
 fp32 inference of a 321×481 image takes 32 ms channels_last against 8.9 ms NCHW (where torch's own
 direct depthwise kernel runs instead of cuDNN). ``CUDA_LAYOUT`` (env ``XNET_CUDA_DEPTHWISE``) picks:
 ``cudnn`` (default; measured fastest of the two for bf16 training), ``nchw`` (NCHW in, channels_last
-out: in bf16 torch still picks cuDNN, 96.7 vs 93.2 ms per step). ``scripts/benchmark.py`` times them.
+out: in bf16 torch still picks cuDNN, 96.7 vs 93.2 ms per step), ``triton`` (the direct kernels of
+:mod:`xnet.ops.depthwise_triton`: forward, input and weight gradients; not yet timed on a GPU).
+``scripts/benchmark.py`` times them side by side.
 
 Anything else runs the module's own ``F.conv2d``. :func:`depthwise_conv_backward` is the backward
 alone, for the memory-lean xUnit's hand-ordered backward. No double backward on the native path.
@@ -30,6 +32,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from xnet.ops.depthwise_triton import (
+    TritonDepthwiseConv,
+    depthwise_grad_weight_triton,
+    depthwise_triton,
+    depthwise_triton_applies,
+)
 from xnet.ops.xunit_native import depthwise_conv_native, depthwise_grad_weight_native, native_kernel
 
 #: how a CUDA channels_last input is convolved (see the module doc)
@@ -125,10 +133,24 @@ def depthwise_conv(
         weight, bias = conv.weight, conv.bias
     if native_depthwise_applies(u, conv, weight) and native_kernel() is not None:
         return DepthwiseConvFunction.apply(u, weight, bias)
+    if _use_triton(u, conv, weight):
+        return TritonDepthwiseConv.apply(u, weight, bias)
     if _cuda_nchw(u):
         y = F.conv2d(u.contiguous(), weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
         return y.contiguous(memory_format=torch.channels_last)
     return F.conv2d(u, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
+def _use_triton(u: torch.Tensor, conv: nn.Conv2d, weight: torch.Tensor) -> bool:
+    """``CUDA_LAYOUT == "triton"`` and the Triton kernels can run this conv."""
+    return (
+        CUDA_LAYOUT == "triton"
+        and tuple(conv.stride) == (1, 1)
+        and tuple(conv.dilation) == (1, 1)
+        and _same_padding(conv)
+        and not functional_only()
+        and depthwise_triton_applies(u, weight)
+    )
 
 
 def _cuda_nchw(u: torch.Tensor) -> bool:
@@ -157,6 +179,12 @@ def depthwise_conv_backward(
     if lib is not None:
         return _native_backward(grad, u, weight, mask, lib)
     bias_sizes = [bias.shape[0]] if bias is not None else None
+    if _use_triton(u, conv, weight):
+        r = weight.shape[-1]
+        gu = depthwise_triton(grad, weight.flip(-1, -2)).to(u.dtype) if mask[0] else None
+        gw = depthwise_grad_weight_triton(grad, u, r).to(weight.dtype) if mask[1] else None
+        gb = grad.float().sum((0, 2, 3)).to(weight.dtype) if mask[2] else None
+        return gu, gw, gb
     if _cuda_nchw(u):
         grads = torch.ops.aten.convolution_backward(
             grad.contiguous(), u.contiguous(), weight, bias_sizes, list(conv.stride), list(conv.padding), list(conv.dilation),
