@@ -75,15 +75,17 @@ def _hidden_leftovers(root: Path) -> list[Path]:
 
 def test_registry_covers_the_shared_sets_and_manifests_parse():
     for name in ["Train400", "BSD68", "Set12", "CBSD68", "T91", "BSD200", "Set5", "Set14", "BSD100",
-                 "RainHeavy_JORDER-E_sample"]:
+                 "RainHeavy_JORDER-E_sample", "Rain12"]:
         spec = dl.DATASETS[name]
         entries = dl.load_manifest(name)
         assert entries and all(len(e.sha256) == 64 and e.bytes for e in entries), name
         assert spec.url_base.startswith("https://raw.githubusercontent.com/")
     assert len(dl.load_manifest("BSD100")) == 100
-    assert dl.load_manifest("Rain12") is None
-    assert dl.DATASETS["Rain12"].archive_url == "https://yu-li.github.io/paper/li_cvpr16_rain.zip"
-    assert dl.DATASETS["Rain12"].archive_sha256 is None  # honest: not pinned yet
+    rain12 = dl.load_manifest("Rain12")
+    assert len(rain12) == 24 and {e.file.split("/")[0] for e in rain12} == {"rain", "norain"}
+    assert dl.load_manifest("Rain12_original") is None
+    assert dl.DATASETS["Rain12_original"].archive_url == "https://yu-li.github.io/paper/li_cvpr16_rain.zip"
+    assert dl.DATASETS["Rain12_original"].archive_sha256 is None  # honest: not pinned yet
 
 
 def test_canonical_urls():
@@ -94,6 +96,12 @@ def test_canonical_urls():
     assert rain.remote_path("train/rain/norain-1.png") == "data/train/small/rain/norain-1.png"
     assert rain.remote_path("test/norain/norain-5.png") == "data/test/small/norain/norain-5.png"
     assert dl.DATASETS["BSD100"].remote_path("img_001_SRF_3_HR.png") == "img_001_SRF_3_HR.png"
+    rain12 = dl.DATASETS["Rain12"]
+    assert rain12.url_base == ("https://raw.githubusercontent.com/CoderLi365/MSCIANet/"
+                               "0a1a76bc73b5d0abb4d9790bd2a955b111fc58bf/")
+    assert rain12.remote_path("rain/1.png") == "Rain12/rain/rain-001.png"
+    assert rain12.remote_path("norain/12.png") == "Rain12/norain/norain-012.png"  # not rain/1.png's rule
+    assert {rain12.remote_path(e.file) for e in dl.load_manifest("Rain12")} == {r for _, r in dl._RAIN12_REMOTE}
 
 
 def test_names_are_case_insensitive_and_unknown_names_are_listed(tmp_path):
@@ -126,9 +134,9 @@ def test_missing_dataset_error_names_folder_root_and_command(tmp_path):
     (tmp_path / "Set14" / ".baboon.bmp.x.part").write_bytes(b"x")
     with pytest.raises(dl.DatasetMissingError):
         dl.dataset_dir("Set14", tmp_path)
-    # Rain12's message says its checksum is not pinned.
+    # Rain12_original's message says its checksum is not pinned.
     with pytest.raises(dl.DatasetMissingError, match="not pinned"):
-        dl.dataset_dir("rain12", tmp_path)
+        dl.dataset_dir("rain12_original", tmp_path)
 
 
 # --------------------------------------------------------------------------- file sets over HTTP
@@ -226,10 +234,20 @@ def test_cli_list_as_a_module(tmp_path):
     out = subprocess.run([sys.executable, "-m", "xnet.data.download", "--list", "--root", str(tmp_path)],
                          capture_output=True, text=True, cwd=REPO, env=env, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert "Rain12" in out.stdout and "UNPINNED" in out.stdout and "BSD100" in out.stdout
+    assert "Rain12_original" in out.stdout and "UNPINNED" in out.stdout and "BSD100" in out.stdout
 
 
-# --------------------------------------------------------------------------- archive sets (Rain12)
+@pytest.mark.skipif(not (SHARED / "Rain12").is_dir(), reason=f"Rain12 not found under {SHARED}")
+def test_rain12_downloads_pinned_and_pairs_up(tmp_path):
+    """Rain12 is a pinned file set: a mirror laid out like the data root yields a verified copy."""
+    root = tmp_path / "root"
+    with serve(SHARED) as (url, requests):
+        report = dl.download("rain12", root, base_url=url)
+    assert len(report.downloaded) == 24 and dl.verify("Rain12", root) == []
+    assert all(r.startswith("/Rain12/") for r in requests)
+
+
+# --------------------------------------------------------------------------- archive sets (Rain12_original)
 
 
 def _zip_bytes(members: dict[str, bytes]) -> bytes:
@@ -251,24 +269,24 @@ def test_archive_unpinned_downloads_warns_and_records_checksums(tmp_path, caplog
     (mirror / "li_cvpr16_rain.zip").write_bytes(blob)
     digest = hashlib.sha256(blob).hexdigest()
     with serve(mirror) as (url, requests), caplog.at_level(logging.WARNING, logger=dl.log.name):
-        report = dl.download("Rain12", root, base_url=url)
+        report = dl.download("Rain12_original", root, base_url=url)
         assert requests == ["/li_cvpr16_rain.zip"]
         assert report.archive_sha256 == digest and report.verified is False
         assert digest in caplog.text and "NOT pinned" in caplog.text
-        folder = root / "Rain12"
+        folder = root / "Rain12_original"
         assert sorted(report.downloaded) == ["001_GT.png", "001_in.png", "sub/002_in.png"]  # top folder stripped
         assert (folder / "sub" / "002_in.png").read_bytes() == b"rainy-2"
         assert not (folder / "__MACOSX").exists()
         assert "UNVERIFIED" in (folder / "SOURCE.txt").read_text() and digest in (folder / "SOURCE.txt").read_text()
-        assert dl.verify("Rain12", root) == []  # against the recorded (unpinned) manifest
-        assert dl.dataset_dir("Rain12", root) == folder
+        assert dl.verify("Rain12_original", root) == []  # against the recorded (unpinned) manifest
+        assert dl.dataset_dir("Rain12_original", root) == folder
         assert _hidden_leftovers(root) == []
 
-        again = dl.download("Rain12", root, base_url=url)  # present: nothing fetched
+        again = dl.download("Rain12_original", root, base_url=url)  # present: nothing fetched
         assert len(requests) == 1 and again.downloaded == [] and len(again.skipped) == 3
 
     (folder / "001_GT.png").write_bytes(b"changed")  # same size, other bytes
-    problems = dl.verify("Rain12", root)
+    problems = dl.verify("Rain12_original", root)
     assert len(problems) == 1 and problems[0].startswith("wrong sha256: 001_GT.png")
 
 
@@ -279,12 +297,12 @@ def test_archive_with_pinned_sha256(tmp_path):
     (mirror / "li_cvpr16_rain.zip").write_bytes(blob)
     with serve(mirror) as (url, _):
         with pytest.raises(dl.ChecksumError) as exc:
-            dl.download("Rain12", root, base_url=url, archive_sha256="0" * 64)
+            dl.download("Rain12_original", root, base_url=url, archive_sha256="0" * 64)
         assert "li_cvpr16_rain.zip" in str(exc.value) and "0" * 64 in str(exc.value)
-        assert not (root / "Rain12").exists() and _hidden_leftovers(root) == []
+        assert not (root / "Rain12_original").exists() and _hidden_leftovers(root) == []
 
-        good = dl.download("Rain12", root, base_url=url, archive_sha256=hashlib.sha256(blob).hexdigest().upper())
-        assert good.verified and not (root / "Rain12" / "SOURCE.txt").exists()
+        good = dl.download("Rain12_original", root, base_url=url, archive_sha256=hashlib.sha256(blob).hexdigest().upper())
+        assert good.verified and not (root / "Rain12_original" / "SOURCE.txt").exists()
 
 
 @pytest.mark.parametrize("evil", ["../escape.txt", "/abs/escape.txt", "a/../../escape.txt", "C:/escape.txt"])
@@ -294,9 +312,9 @@ def test_archive_path_traversal_is_refused(tmp_path, evil):
     (mirror / "li_cvpr16_rain.zip").write_bytes(_zip_bytes({"ok.png": b"ok", evil: b"evil"}))
     with serve(mirror) as (url, _):
         with pytest.raises(dl.DownloadError, match="unsafe path in archive"):
-            dl.download("Rain12", root, base_url=url)
+            dl.download("Rain12_original", root, base_url=url)
     assert not (tmp_path / "escape.txt").exists() and not (root / "escape.txt").exists()
-    assert not (root / "Rain12").exists() and _hidden_leftovers(root) == []
+    assert not (root / "Rain12_original").exists() and _hidden_leftovers(root) == []
 
 
 def test_archive_rejects_non_zip(tmp_path):
@@ -305,5 +323,5 @@ def test_archive_rejects_non_zip(tmp_path):
     (mirror / "li_cvpr16_rain.zip").write_bytes(b"<html>moved</html>")
     with serve(mirror) as (url, _):
         with pytest.raises(dl.DownloadError, match="did not return a zip archive"):
-            dl.download("Rain12", root, base_url=url)
-    assert not (root / "Rain12").exists() and _hidden_leftovers(root) == []
+            dl.download("Rain12_original", root, base_url=url)
+    assert not (root / "Rain12_original").exists() and _hidden_leftovers(root) == []

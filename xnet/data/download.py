@@ -21,8 +21,11 @@ origin.  It is laid out like the data root: file ``F`` of set ``S`` is fetched f
 ``<mirror>/<S's folder>/F``; for an archive set the archive is fetched from
 ``<mirror>/<archive file name>``.  A local directory works too (it becomes a ``file://`` URL).
 
-Rain12 (Li et al., CVPR 2016) is only available as the authors' archive
-``https://yu-li.github.io/paper/li_cvpr16_rain.zip``.  **Its checksum is not pinned yet**:
+Rain12 (Li et al., CVPR 2016) is pinned file by file (``manifests/Rain12.tsv``) at a public copy
+(``CoderLi365/MSCIANet``, renamed ``rain/N.png`` / ``norain/N.png``): the 480×320 top-left crops of
+the 481×321 originals, the copy xnet's figures are measured on.  The authors' own archive
+``https://yu-li.github.io/paper/li_cvpr16_rain.zip`` stays available as ``Rain12_original``
+(folder ``Rain12_original/``, unpacked as the archive lays it out).  **Its checksum is not pinned**:
 nobody on this project has been able to fetch the archive to record it.  Downloading it works
 but cannot be verified; the downloader prints the archive's sha256 and asks the user to check
 it, and records the per-file checksums it saw (``MANIFEST.tsv`` and ``SOURCE.txt`` in the
@@ -145,6 +148,9 @@ _DCSCN = ("jiny2001/dcscn-super-resolution", "d382bc30d41c94ac72f8cb148d61cc4864
 _SELFEXSR = ("jbhuang0604/SelfExSR", "8f6dd8c1d20cb7e8792a7177b4f6fd677633f598")
 _XUNIT = ("kligvasser/xUnit", "caa087646444edec76f2a8d5e8a99f962a231e03")
 _JORDER_E = ("flyywh/JORDER-E-Deep-Image-Deraining-TPAMI-2019-Journal", "ccb4a465bcb48ad8a5d3fef3ab1b950bcf8b7050")
+_MSCIANET = ("CoderLi365/MSCIANet", "0a1a76bc73b5d0abb4d9790bd2a955b111fc58bf")
+# Upstream names the pairs Rain12/{rain,norain}/<dir>-00N.png; xnet keeps <dir>/N.png (one rewrite per file).
+_RAIN12_REMOTE = tuple((f"{d}/{n}.png", f"Rain12/{d}/{d}-{n:03d}.png") for d in ("rain", "norain") for n in range(1, 13))
 
 
 def _github_set(name: str, repo_commit: tuple[str, str], path: str, **kw) -> DatasetSpec:
@@ -179,9 +185,12 @@ DATASETS: dict[str, DatasetSpec] = {
                     origin_path="data/{train,test}/small/{rain,norain}/",
                     remote_prefixes=(("train/", "data/train/small/"), ("test/", "data/test/small/")),
                     note="25 synthetic heavy-rain pairs for smoke tests; NOT Rain12"),
+        _github_set("Rain12", _MSCIANET, "", origin_path="Rain12/{rain,norain}/",
+                    remote_prefixes=_RAIN12_REMOTE,
+                    note="480×320 top-left crops of Li et al.'s 481×321 pairs (their archive: Rain12_original)"),
         DatasetSpec(
-            name="Rain12",
-            folder="Rain12",
+            name="Rain12_original",
+            folder="Rain12_original",
             origin="yu-li.github.io (Li et al., CVPR 2016): paper/li_cvpr16_rain.zip",
             archive_url="https://yu-li.github.io/paper/li_cvpr16_rain.zip",
             archive_sha256=None,  # NOT PINNED YET: nobody here could fetch the archive to record it.
@@ -288,7 +297,7 @@ def _safe_relpath(rel: str) -> PurePosixPath:
 
 
 def load_manifest(name: str) -> list[ManifestEntry] | None:
-    """Entries of set ``name``'s packaged manifest, or ``None`` when the set has none (Rain12)."""
+    """Entries of set ``name``'s packaged manifest, or ``None`` when the set has none (Rain12_original)."""
     spec = DATASETS[resolve_name(name)]
     return read_manifest(spec.manifest_path) if spec.manifest_path is not None else None
 
@@ -372,7 +381,7 @@ def verify(name: str, root: str | os.PathLike | None = None, *, quick: bool = Fa
     """Problems with set ``name`` under ``root`` (empty list = every manifest file present and right).
 
     ``quick=True`` compares sizes only.  Files not in the manifest are ignored.  For a set with no
-    packaged manifest (Rain12) the manifest recorded at download time is used; it detects later
+    packaged manifest (Rain12_original) the manifest recorded at download time is used; it detects later
     corruption but was never checked against a trusted value.
     """
     spec = DATASETS[resolve_name(name)]
@@ -714,7 +723,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m xnet.data.download",
         description="Download and verify the xnet benchmark data sets (sha256-checked).",
-        epilog="NAME 'all' means every set with pinned checksums (i.e. all but Rain12). "
+        epilog="NAME 'all' means every set with pinned checksums (i.e. all but Rain12_original). "
                f"Mirrors: --mirror or ${MIRROR_ENV}, laid out like the data root.",
     )
     p.add_argument("names", nargs="*", metavar="NAME", help=f"data set(s): {', '.join(DATASETS)}, or all")
@@ -724,7 +733,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="with --verify-only: compare sizes, skip sha256")
     p.add_argument("--list", action="store_true", help="list the known sets and whether they are present")
     p.add_argument("--force", action="store_true", help="fetch again even files that are present and correct")
-    p.add_argument("--archive-sha256", metavar="HEX", help="expected sha256 of an archive set (Rain12)")
+    p.add_argument("--archive-sha256", metavar="HEX", help="expected sha256 of an archive set (Rain12_original)")
     p.add_argument("--timeout", type=float, default=60.0, help="socket timeout per request in seconds (60)")
     p.add_argument("-q", "--quiet", action="store_true", help="print errors and warnings only")
     return p
