@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from PIL import Image
 
@@ -89,3 +90,27 @@ def test_cli(fig3_dir, capsys):
     assert "8 runs, 1 failed" in out
     assert (fig3_dir / "fig3.png").exists() and (fig3_dir / "fig3.csv").exists()
     assert main(["table", str(fig3_dir / "sub" / "missing")]) == 1
+
+
+def test_fig6_labels_are_the_papers_abbreviations():
+    from xnet.plots import variant_label
+
+    assert variant_label("paper").startswith("BN+RL+CD+BN+GS")
+    assert variant_label("bn_rl_cd") == "BN+RL+CD"  # no second BN, no gate function
+    assert variant_label("identity") == "BN+RL+CD+BN"
+    assert variant_label("no_pre_norm") == "RL+CD+BN+GS" and variant_label("sigmoid") == "BN+RL+CD+BN+SG"
+    assert variant_label("relu").startswith("ConvNet")
+
+
+def test_bn_rl_cd_is_the_papers_unit_without_second_bn_and_gate():
+    from hydra.utils import instantiate
+
+    from conftest import compose
+    from xnet.archs.xunit import XUnit
+
+    cfg = compose("train", ["model=xnet", "xunit=bn_rl_cd", "paths.output_dir=/tmp/unused"])
+    unit = next(m for m in instantiate(cfg.model.net, _convert_="all").modules() if isinstance(m, XUnit))
+    assert unit.gate_kind == "identity" and isinstance(unit.post_norm, torch.nn.Identity)
+    assert unit.depthwise.bias is not None  # nothing after it absorbs a bias
+    x = torch.randn(1, 64, 8, 8)
+    assert (unit.eval().weight_map(x) < 0).any()  # weight maps may be negative

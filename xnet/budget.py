@@ -152,8 +152,12 @@ def solve(
     prefer_depth: int | None = 4,
     depth_weight: float = 0.5,
     channels: int = 1,
+    prefer_width: int | None = None,
+    width_weight: float = 0.25,
 ) -> Arch:
-    """The architecture for one target share (percent). Share 0 is a ConvNet, anything else an xNet."""
+    """The architecture for one target share (percent). Share 0 is a ConvNet, anything else an xNet.
+    ``prefer_width`` (the paper's cross-section: 64 channels) costs ``width_weight`` percentage points
+    per channel away from it."""
     family = "convnet" if share <= 0 else "xnet"
     pool = candidates(total, family, tol, depths, widths, kernels, channels)
     if not pool:
@@ -161,7 +165,8 @@ def solve(
 
     def cost(a: Arch) -> tuple[float, int, int]:
         depth_pen = depth_weight * abs(a.depth - prefer_depth) if prefer_depth is not None else 0.0
-        return (abs(a.share - share) + depth_pen, abs(a.params - total), a.depth)
+        width_pen = width_weight * abs(a.width - prefer_width) if prefer_width is not None else 0.0
+        return (abs(a.share - share) + depth_pen + width_pen, abs(a.params - total), a.depth)
 
     best = min(pool, key=cost)
     return Arch(**{**asdict(best), "target_share": float(share)})
@@ -169,6 +174,25 @@ def solve(
 
 def solve_all(total: int, shares: Sequence[float], **kw) -> list[Arch]:
     return [solve(total, s, **kw) for s in shares]
+
+
+def exact_archs(total: int, width: int, depths: Iterable[int] = range(2, 21), kernels: Iterable[int] = range(1, 32, 2), channels: int = 1) -> list[Arch]:
+    """Every xNet of ``width`` channels whose count is exactly ``total`` (e.g. the paper's Fig 4
+    budget: 4 layers, 64 channels, r = 11 → 99,136), as points of their own share."""
+    out = []
+    for d in depths:
+        for r in kernels:
+            n, a = xnet_params(d, width, r, channels)
+            if n == total:
+                arch = Arch("xnet", d, width, r, n, a)
+                out.append(Arch(**{**asdict(arch), "target_share": round(arch.share, 2)}))
+    return out
+
+
+def with_exact(archs: Sequence[Arch], exact: Sequence[Arch]) -> list[Arch]:
+    """``archs`` plus the exact points not already there, ordered by share."""
+    keys = {a.key for a in archs}
+    return sorted([*archs, *(e for e in exact if e.key not in keys)], key=lambda a: a.share)
 
 
 def check(arch: Arch, channels: int = 1) -> int:
@@ -183,13 +207,13 @@ def check(arch: Arch, channels: int = 1) -> int:
 
 
 def table(archs: Sequence[Arch], total: int) -> str:
-    head = f"{'target %':>8} {'share %':>8} {'family':<8} {'depth':>5} {'width':>5} {'r':>3} {'params':>9} {'vs budget':>9}  key"
+    head = f"{'target %':>8} {'share %':>8} {'family':<8} {'depth':>5} {'width':>5} {'r':>3} {'params':>9} {'vs budget':>9}  key (* exact)"
     lines = [head, "-" * len(head)]
     for a in archs:
         r = "-" if a.xunit_kernel is None else str(a.xunit_kernel)
         dev = 100.0 * (a.params - total) / total
         lines.append(
-            f"{a.target_share:>8g} {a.share:>8.2f} {a.family:<8} {a.depth:>5} {a.width:>5} {r:>3} {a.params:>9,} {dev:>+8.2f}%  {a.key}"
+            f"{a.target_share:>8g} {a.share:>8.2f} {a.family:<8} {a.depth:>5} {a.width:>5} {r:>3} {a.params:>9,} {dev:>+8.2f}%  {a.key}{' *' if a.params == total else ''}"
         )
     return "\n".join(lines)
 
@@ -222,7 +246,8 @@ def experiment_yaml(archs: Sequence[Arch], total: int, base: str | None = None, 
         f"#   {command}" if command else "#   python -m xnet.budget ...",
     ]
     for a in archs:
-        lines.append(f"#   {point_name(a):<22} {a.params:>7,} params, {a.share:5.2f}% in activations")
+        exact = ", exactly the budget" if a.params == total else f", {100 * (a.params - total) / total:+.2f}% of the budget"
+        lines.append(f"#   {point_name(a):<22} {a.params:>7,} params{exact}, {a.share:5.2f}% in activations")
     body: dict = {}
     if base:
         body["defaults"] = [base, "_self_"]
@@ -248,6 +273,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-kernel", type=int, default=31, help="largest xUnit kernel r (odd)")
     p.add_argument("--prefer-depth", type=int, default=4, help="tie-break towards this depth (-1: none)")
     p.add_argument("--depth-weight", type=float, default=0.5, help="percentage points of share error worth one layer of depth")
+    p.add_argument("--prefer-width", type=int, default=-1, help="tie-break towards this width (the paper's Fig 4: 64; -1: none)")
+    p.add_argument("--width-weight", type=float, default=0.25, help="percentage points of share error worth one channel of width")
+    p.add_argument("--exact", action="store_true", help="add every --prefer-width xNet that meets the budget exactly")
     p.add_argument("--overrides", action="store_true", help="also print Hydra overrides for each architecture")
     p.add_argument("--write-experiment", type=Path, help="write a conf/experiment file sweeping the architectures")
     p.add_argument("--base", help="with --write-experiment: the experiment whose recipe it extends (e.g. fig4, fig4_quick)")
@@ -267,7 +295,13 @@ def main(argv: Sequence[str] | None = None) -> list[Arch]:
         kernels=range(1, args.max_kernel + 1, 2),
         prefer_depth=None if args.prefer_depth < 0 else args.prefer_depth,
         depth_weight=args.depth_weight,
+        prefer_width=None if args.prefer_width < 0 else args.prefer_width,
+        width_weight=args.width_weight,
     )
+    if args.exact:
+        if args.prefer_width < 0:
+            raise SystemExit("--exact needs --prefer-width (the width of the exact points)")
+        archs = with_exact(archs, exact_archs(args.total, args.prefer_width, range(args.depths[0], args.depths[1] + 1), range(1, args.max_kernel + 1, 2)))
     for a in archs:
         check(a)  # the closed form must agree with the instantiated model
     print(f"budget {args.total:,} parameters (±{100 * args.tol:g}%), counts verified on the instantiated models")

@@ -321,17 +321,28 @@ def plot_fig4(rows: Sequence[dict[str, Any]], out: Path, metric: str = "test/psn
     return _finish(fig, ax, out, _title(rows, "fig4", metric), bool(bad), ylim)
 
 
-VARIANT_LABELS = {
-    "paper": "BN+ReLU+Conv+BN+Gaussian (paper)",
-    "no_pre_norm": "ReLU+Conv+BN+Gaussian",
-    "no_post_norm": "BN+ReLU+Conv+Gaussian",
-    "no_norm": "ReLU+Conv+Gaussian",
-    "no_relu": "BN+Conv+BN+Gaussian",
-    "sigmoid": "BN+ReLU+Conv+BN+sigmoid",
-    "tanh": "BN+ReLU+Conv+BN+tanh",
-    "identity": "BN+ReLU+Conv+BN (no gate fn)",
-    "relu": "ConvNet (ReLU)",
-}
+GATE_ABBREVIATIONS = {"gaussian": "GS", "sigmoid": "SG", "tanh": "TH", "identity": None}
+CONVNET_LABEL = "ConvNet (Conv+BN+RL)"
+
+
+def variant_label(name: str) -> str:
+    """The paper's abbreviation of an xUnit variant (conf/xunit/<name>.yaml over the XUnit
+    defaults): BN, RL (ReLU), CD (depthwise conv), BN, then the gate — GS (Gaussian), SG (sigmoid),
+    TH (tanh), nothing for the identity — e.g. ``paper`` → ``BN+RL+CD+BN+GS``."""
+    if name == "relu":
+        return CONVNET_LABEL
+    opts = _known_variants().get(name)
+    if opts is None:
+        return name
+    o = {"pre_norm": True, "relu": True, "depthwise": True, "post_norm": True, "gate": "gaussian", **opts}
+    parts = [p for p, on in (("BN", o["pre_norm"]), ("RL", o["relu"]), ("CD", o["depthwise"]), ("BN", o["post_norm"])) if on]
+    gate = GATE_ABBREVIATIONS.get(o["gate"], o["gate"])
+    label = "+".join(parts + ([gate] if gate else []))
+    return f"{label} (paper's unit)" if name == "paper" else label
+
+
+#: plotting order: the paper's unit, its named alternative, the other variants, the ConvNet
+VARIANT_ORDER = ("paper", "bn_rl_cd", "no_pre_norm", "no_post_norm", "no_norm", "no_relu", "sigmoid", "tanh", "identity", "relu")
 
 
 def plot_fig6(rows: Sequence[dict[str, Any]], out: Path, metric: str = "test/psnr", ylim: Sequence[float] | None = None) -> Path:
@@ -342,14 +353,15 @@ def plot_fig6(rows: Sequence[dict[str, Any]], out: Path, metric: str = "test/psn
     groups: dict[str, list] = defaultdict(list)
     for r in rows:
         groups[r["xunit_variant"] or "?"].append(r)
-    order = [v for v in VARIANT_LABELS if v in groups] + sorted(set(groups) - set(VARIANT_LABELS))
+    order = [v for v in VARIANT_ORDER if v in groups] + sorted(set(groups) - set(VARIANT_ORDER))
     colors = plt.get_cmap("tab10")
     failed: list[tuple[list, Any]] = []
     for i, v in enumerate(order):
         xs, ys, bad = _mean_points(groups[v], "depth", metric)
         c = colors(i % 10)
         lw, ms = (2.2, 6) if v == "paper" else (1.2, 4)
-        ax.plot(xs, ys, marker="o", color=c, linewidth=lw, markersize=ms, label=VARIANT_LABELS.get(v, v))
+        style = dict(color="black", marker="s", linestyle="--") if v == "relu" else dict(color=c, marker="o")
+        ax.plot(xs, ys, linewidth=lw, markersize=ms, label=variant_label(v), **style)
         failed.append((bad, c))
     for bad, c in failed:  # after all curves, so the y-limits are final
         _mark_failed(ax, bad, c)
