@@ -171,13 +171,14 @@ class Queue:
             (work / "csv").mkdir(exist_ok=True)
             shutil.copy2(f, work / "csv" / f.name)
         max_steps = int(info.get("max_steps") or self.planned_steps(entry))
+        overrides = list(info.get("overrides") or entry["overrides"])  # a resumed run keeps its own recipe
         # Lightning's max_time counts the training time of earlier chunks too (its Timer is restored)
         before = timer_offset(work / "checkpoints" / "last.ckpt")
-        info.update({"name": name, "overrides": entry["overrides"], "max_steps": max_steps})
+        info.update({"name": name, "overrides": overrides, "max_steps": max_steps})
         seconds = self.left() - self.args.reserve_s
         trainer = ["trainer=gpu"] if self.args.device == "cuda" else ["trainer=cpu"]
         cmd = [
-            sys.executable, "-m", "xnet.train", *entry["overrides"], *trainer, *self.args.train_overrides,
+            sys.executable, "-m", "xnet.train", *overrides, *trainer, *self.args.train_overrides,
             f"trainer.max_steps={max_steps}", f"trainer.max_time={_dhms(before + seconds - self.args.startup_s)}", f"hydra.run.dir={work}",
             "ckpt_path=last", "logger=csv", "test_after_fit=false",  # finished runs are scored below
         ]
