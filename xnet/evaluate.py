@@ -23,7 +23,6 @@ from xnet.archs.common import Restorer
 from xnet.archs.params import param_summary
 from xnet.data.datasets import EvalDataset
 from xnet.data.io import save_image
-from xnet.metrics import image_metrics
 from xnet.tasks import Task
 from xnet.utils.precision import exact_float32
 from xnet.utils.build import build_net, build_task, setup_runtime, to_container
@@ -69,16 +68,15 @@ def evaluate_module(
         inp = item["input"][None].to(device).contiguous(memory_format=torch.channels_last)
         with exact_float32(torch.device(device).type):
             out = restorer(inp).float().cpu()[0]
-        grey = item["grey_source"]
-        scores = image_metrics(task.metric_space(out, grey), task.metric_space(item["target"], grey), task.border)
-        rows.append({"image": item["name"], "psnr": float(scores["psnr"]), "ssim": float(scores["ssim"])})
+        scores = task.scores(out, item["target"], item["grey_source"])
+        rows.append({"image": item["name"], **{k: float(v) for k, v in scores.items()}})
         if image_dir is not None:
             save_image(out, image_dir / f"{item['name']}.png")
+    metrics = [k for k in rows[0] if k != "image"]  # psnr, ssim (+ psnr_y, ssim_y where the task asks)
     return {
         "dataset": getattr(source, "name", type(source).__name__),
         "images": n,
-        "psnr": sum(r["psnr"] for r in rows) / n,
-        "ssim": sum(r["ssim"] for r in rows) / n,
+        **{k: sum(r[k] for r in rows) / n for k in metrics},
         "per_image": rows,
     }
 
@@ -94,6 +92,8 @@ def load_restorer(cfg: DictConfig, task: Task) -> tuple[Restorer, dict[str, Any]
     from xnet.weights import load_weights, read_state_dict
     from xnet.zoo import resolve_weights, zoo_model_config
 
+    if cfg.model.get("classical"):  # BM3D, the input (xnet.archs.classical): no weights, the output is the image
+        return Restorer(build_net(cfg, task), residual=False), {"weights": None}
     path = resolve_weights(str(cfg.weights))
     loaded = read_state_dict(path)  # read once: the checkpoint's stored config and its weights
     if path.suffix == ".ckpt":
@@ -110,9 +110,14 @@ def load_restorer(cfg: DictConfig, task: Task) -> tuple[Restorer, dict[str, Any]
 
 
 def format_table(report: dict[str, Any]) -> str:
-    lines = [f"{'image':<24}{'PSNR':>9}{'SSIM':>9}"]
-    lines += [f"{r['image']:<24}{r['psnr']:>9.3f}{r['ssim']:>9.4f}" for r in report["per_image"]]
-    lines.append(f"{'mean (' + str(report['images']) + ' images)':<24}{report['psnr']:>9.3f}{report['ssim']:>9.4f}")
+    keys = [k for k in report["per_image"][0] if k != "image"]
+
+    def cells(r: dict[str, Any]) -> str:
+        return "".join(f"{r[k]:>9.{4 if k.startswith('ssim') else 3}f}" for k in keys)
+
+    lines = [f"{'image':<24}" + "".join(f"{k.upper().replace('_Y', '-Y'):>9}" for k in keys)]
+    lines += [f"{r['image']:<24}{cells(r)}" for r in report["per_image"]]
+    lines.append(f"{'mean (' + str(report['images']) + ' images)':<24}{cells(report)}")
     return "\n".join(lines)
 
 

@@ -25,6 +25,9 @@ class Task:
         border: pixels shaved from each side before scoring (SR: the scale).
         metric_color: score in ``y`` (SR protocol, also for RGB nets) or ``same``.
         modcrop: crop targets to a multiple of this (SR: the scale).
+        also_score: further spaces each image is scored in by ``evaluate``, reported as
+            ``psnr_<space>``/``ssim_<space>`` (de-raining: ``[y]``: published Rain12 tables are
+            usually on Y, the paper does not say which).
         info: recorded as-is (``sigma``, ``scale`` ...) in metrics.json and the logger.
     """
 
@@ -37,14 +40,19 @@ class Task:
         border: int = 0,
         metric_color: str = "same",
         modcrop: int = 1,
+        also_score: Iterable[str] = (),
         **info: Any,
     ) -> None:
         if color not in COLORS:
             raise ValueError(f"task.color must be one of {sorted(COLORS)}, got {color!r}")
         if metric_color not in ("same", "y"):
             raise ValueError(f"task.metric_color must be 'same' or 'y', got {metric_color!r}")
+        also_score = tuple(also_score)
+        if not set(also_score) <= {"y"}:
+            raise ValueError(f"task.also_score may list 'y' only, got {list(also_score)}")
         self.name, self.color, self.degradation = name, color, degradation
         self.residual, self.border, self.metric_color, self.modcrop = residual, border, metric_color, modcrop
+        self.also_score = also_score
         self.info = {k: v for k, v in info.items() if not k.startswith("_")}
 
     @property
@@ -91,16 +99,27 @@ class Task:
         inp = self.degradation.eval(clean, seed) if given_input is None else given_input
         return self.to_net_space(inp), self.to_net_space(clean)
 
-    def metric_space(self, x: torch.Tensor, grey_source: bool = False) -> torch.Tensor:
-        """Map an output/target to the space it is scored in. SR scores Y: RGB is rounded to uint8
-        and converted; an RGB net's output on a grey image (own Y) is scored on its channel mean."""
-        if self.metric_color == "y" and x.shape[-3] == 3:
+    def metric_space(self, x: torch.Tensor, grey_source: bool = False, color: str | None = None) -> torch.Tensor:
+        """Map an output/target to the space it is scored in (``color``, default the task's
+        ``metric_color``). Y: RGB is rounded to uint8 and converted; an RGB net's output on a grey
+        image (own Y) is scored on its channel mean."""
+        if (color or self.metric_color) == "y" and x.shape[-3] == 3:
             if grey_source:
                 return x.mean(dim=-3, keepdim=True)
             from xnet.ops.color import rgb_to_y
 
             return rgb_to_y(x.clamp(0, 1).mul(255).round().div(255))
         return x
+
+    def scores(self, output: torch.Tensor, target: torch.Tensor, grey_source: bool = False) -> dict[str, torch.Tensor]:
+        """``psnr``/``ssim`` in the metric space, plus ``psnr_<c>``/``ssim_<c>`` for each ``also_score`` space."""
+        from xnet.metrics import image_metrics
+
+        out = image_metrics(self.metric_space(output, grey_source), self.metric_space(target, grey_source), self.border)
+        for color in self.also_score:
+            extra = image_metrics(self.metric_space(output, grey_source, color), self.metric_space(target, grey_source, color), self.border)
+            out |= {f"{k}_{color}": v for k, v in extra.items()}
+        return out
 
     def check_model(self, model_name: str, model_tasks: Iterable[str] | None) -> None:
         if model_tasks is not None and self.name not in model_tasks:

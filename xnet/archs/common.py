@@ -9,9 +9,10 @@ from torch import nn
 from xnet.archs.xunit import XUnit
 
 
-def conv(in_ch: int, out_ch: int, kernel_size: int, bias: bool = False) -> nn.Conv2d:
-    """'Same' convolution; bias off by default since a BN or the paper's count ignores it."""
-    return nn.Conv2d(in_ch, out_ch, kernel_size, padding=kernel_size // 2, bias=bias)
+def conv(in_ch: int, out_ch: int, kernel_size: int, bias: bool = False, padding_mode: str = "zeros") -> nn.Conv2d:
+    """'Same' convolution; bias off by default since a BN or the paper's count ignores it.
+    ``padding_mode="replicate"`` pads as MATLAB's ``imfilter(..., 'replicate')`` (SRCNN's release)."""
+    return nn.Conv2d(in_ch, out_ch, kernel_size, padding=kernel_size // 2, bias=bias, padding_mode=padding_mode)
 
 
 def make_xunit(channels: int, xunit: Mapping[str, Any] | None) -> XUnit:

@@ -14,12 +14,18 @@ class DnCNN(nn.Sequential):
     As in the official DnCNN, the first and last convs have a bias (no BN follows them); a conv
     that a BN follows needs none. Module indices match the usual ``dncnn.<i>`` layout, so public
     weights map one to one (a save without the first/last bias loads with zero biases).
+
+    ``bn_merged=True``: every BN already folded into its conv (a biased conv + ReLU per layer), the
+    layout of KAIR's released DnCNN weights (``model.<i>``: the same indices, conv/ReLU alternating).
     """
 
-    def __init__(self, channels: int = 1, depth: int = 17, width: int = 64, kernel_size: int = 3) -> None:
+    def __init__(
+        self, channels: int = 1, depth: int = 17, width: int = 64, kernel_size: int = 3, bn_merged: bool = False
+    ) -> None:
         layers: list[nn.Module] = [conv(channels, width, kernel_size, bias=True), nn.ReLU(inplace=True)]
         for _ in range(depth - 2):
-            layers += [conv(width, width, kernel_size), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+            norm = [] if bn_merged else [nn.BatchNorm2d(width)]
+            layers += [conv(width, width, kernel_size, bias=bn_merged), *norm, nn.ReLU(inplace=True)]
         layers.append(conv(width, channels, kernel_size, bias=True))
         super().__init__(*layers)
 

@@ -1,6 +1,8 @@
 """SRCNN (Dong et al. 2016, 9-5-5) and xSRCNN (the paper's Table 3 models).
 
 Both map a bicubic-upsampled Y channel to the high-resolution Y channel (same size in and out).
+``padding_mode``: ``zeros`` (as trained here) or ``replicate``, how SRCNN's MATLAB release pads
+(``imfilter(..., 'replicate')``): its published weights score as published only with it.
 """
 from __future__ import annotations
 
@@ -19,15 +21,17 @@ class SRCNN(nn.Sequential):
         channels: int = 1,
         widths: Sequence[int] = (64, 32),
         kernel_sizes: Sequence[int] = (9, 5, 5),
+        padding_mode: str = "zeros",
     ) -> None:
         w1, w2 = widths
         k1, k2, k3 = kernel_sizes
+        pad = padding_mode
         super().__init__(
-            conv(channels, w1, k1, bias=True),
+            conv(channels, w1, k1, bias=True, padding_mode=pad),
             nn.ReLU(inplace=True),
-            conv(w1, w2, k2, bias=True),
+            conv(w1, w2, k2, bias=True, padding_mode=pad),
             nn.ReLU(inplace=True),
-            conv(w2, channels, k3, bias=True),
+            conv(w2, channels, k3, bias=True, padding_mode=pad),
         )
 
 
@@ -45,14 +49,16 @@ class XSRCNN(nn.Sequential):
         kernel_sizes: Sequence[int] = (9, 3, 5),
         xunit_kernel: int = 9,
         xunit: Mapping[str, Any] | None = None,
+        padding_mode: str = "zeros",
     ) -> None:
         w1, w2 = widths
         k1, k2, k3 = kernel_sizes
         opts = {"kernel_size": xunit_kernel, **dict(xunit or {})}
+        pad = padding_mode  # the main convs only: the xUnit's depthwise conv keeps zero padding
         super().__init__(
-            conv(channels, w1, k1, bias=True),
+            conv(channels, w1, k1, bias=True, padding_mode=pad),
             make_xunit(w1, opts),
-            conv(w1, w2, k2, bias=True),
+            conv(w1, w2, k2, bias=True, padding_mode=pad),
             make_xunit(w2, opts),
-            conv(w2, channels, k3, bias=True),
+            conv(w2, channels, k3, bias=True, padding_mode=pad),
         )
