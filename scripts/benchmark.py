@@ -337,6 +337,8 @@ _LAYOUT_OF_MODE = {"nchw": "nchw", "triton": "triton"}
 
 
 def _train_baseline_mode(mode: str) -> str:
+    if mode.startswith("compile"):  # compiled against compiled
+        return mode
     return "bf16" if mode.endswith("bf16") else "plain"
 
 
@@ -356,7 +358,10 @@ def training(family: str, spec: dict[str, Any], device: torch.device, args: argp
     inp, target = inp.to(device, memory_format=cl), target.to(device, memory_format=cl)
     out: dict[str, Any] = {"batch": batch, "crop": crop, "input": list(inp.shape), "runs": {}}
     modes = TRAIN_MODES + (TRAIN_MODES_CUDA if device.type == "cuda" else ())
+    if args.train_compile:  # both models, so the ratio compares like with like
+        modes += ("compile_bf16",) if device.type == "cuda" else ("compile",)
     runs = [(name, mode) for mode in modes for name in names if name == names[1] or not mode.startswith(("lean", "nchw", "triton"))]
+    compile_s: dict[str, float] = {}
     from xnet.ops import depthwise
 
     default_layout = depthwise.CUDA_LAYOUT
@@ -370,6 +375,8 @@ def training(family: str, spec: dict[str, Any], device: torch.device, args: argp
                 if isinstance(m, XUnit):
                     m.memory_lean = True
         opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)  # as RestorationModule
+        if mode.startswith("compile"):
+            model.compile()  # in place, as RestorationModule(compile=True)
         autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=mode.endswith("bf16"))
 
         def forward() -> torch.Tensor:
@@ -382,8 +389,11 @@ def training(family: str, spec: dict[str, Any], device: torch.device, args: argp
             opt.step()
 
         try:
-            step()  # warm-up: gradients and optimizer state exist from here on
+            t0 = time.perf_counter()
+            step()  # warm-up: gradients and optimizer state exist from here on (and compiled)
             _sync(device)
+            if mode.startswith("compile"):
+                compile_s[name] = round(time.perf_counter() - t0, 1)
             rec: dict[str, Any] = {}
             # activation memory saved for backward
             opt.zero_grad(set_to_none=True)
@@ -416,6 +426,8 @@ def training(family: str, spec: dict[str, Any], device: torch.device, args: argp
             rec = {"error": f"{type(exc).__name__}: {exc}"[:300]}
         out["runs"][f"{name}/{mode}"] = rec
         depthwise.CUDA_LAYOUT = default_layout
+        if mode.startswith("compile") and name in compile_s:
+            rec["compile_s"] = compile_s[name]
         del model, opt
         gc.collect()
         release_freed_memory()  # the next run's allocation pattern differs: start from a clean heap
@@ -566,7 +578,7 @@ def print_family(family: str, spec: dict[str, Any], res: dict[str, Any], device:
                 headline.append((f"{family}: {xname} {xv} / {base} {bv} latency", lx[xv] / lb[bv]))
     tr = res.get("training")
     if tr:
-        for mode in TRAIN_MODES + TRAIN_MODES_CUDA:
+        for mode in TRAIN_MODES + TRAIN_MODES_CUDA + ("compile", "compile_bf16"):
             if f"{xname}/{mode}" not in tr["runs"]:
                 continue
             b = tr["runs"].get(f"{base}/{_train_baseline_mode(mode)}", {})
@@ -651,6 +663,7 @@ def main(argv: list[str] | None = None) -> int:
         help="let glibc hand freed memory back to the OS (default: keep it, as the entry points do)",
     )
     ap.add_argument("--data-pipeline", action="store_true", help="also time the training-batch pipelines (device gather, kornia, DataLoader)")
+    ap.add_argument("--train-compile", action="store_true", help="also train with torch.compile (compile time reported; slow to start)")
     ap.add_argument("--depthwise-kernels", action="store_true", help="also time the depthwise conv kernels (cuDNN/torch vs Triton)")
     ap.add_argument("--no-inference", action="store_true")
     ap.add_argument("--no-train", action="store_true")

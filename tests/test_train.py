@@ -139,3 +139,18 @@ def test_gpu_trainer_trains_on_device_data_in_bf16(tmp_path):
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["RestorationDataModule"]["sampler"]["generator"].dtype == torch.uint8  # the CUDA generator's state
     assert ckpt["optimizer_states"][0]["param_groups"][0]["fused"] is True
+
+
+def test_compile_option_compiles_in_place_and_keeps_the_checkpoint_layout():
+    """module.compile=true compiles the restorer in place (lazily, on the first step): the state
+    dict keeps the eager key names, so checkpoints load anywhere."""
+    from xnet.archs.dncnn import XDnCNN
+    from xnet.lit.module import RestorationModule
+    from xnet.tasks import Task
+
+    task = Task("denoise", "grey", GaussianNoise(25), residual=True)
+    eager = RestorationModule(XDnCNN(num_blocks=1, width=16), task)
+    compiled = RestorationModule(XDnCNN(num_blocks=1, width=16), task, compile=True)
+    compiled.configure_model()
+    assert compiled.restorer._compiled_call_impl is not None and eager.restorer._compiled_call_impl is None
+    assert list(compiled.state_dict()) == list(eager.state_dict())

@@ -39,6 +39,9 @@ class RestorationModule(L.LightningModule):
         nonfinite_check_every: steps between checks that no loss was NaN/inf. With fused Adam a
             non-finite loss skips its update on the device (no host sync per step); the check then
             stops the run naming the first bad step. Without fused Adam it is checked every step.
+        compile: ``torch.compile`` the restorer in place (state-dict keys unchanged); a graph that
+            fails to compile runs eagerly (dynamo's ``suppress_errors``). Off by default: measure it
+            first (``scripts/benchmark.py --train-compile``).
         log_images: validation images whose (input, output, target) triplets are logged.
         config: the resolved run config, stored in every checkpoint so a checkpoint is self-contained.
     """
@@ -59,6 +62,7 @@ class RestorationModule(L.LightningModule):
         channels_last: bool = True,
         log_images: int = 3,
         nonfinite_check_every: int = 50,
+        compile: bool = False,
         config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -72,6 +76,14 @@ class RestorationModule(L.LightningModule):
         self.monitor_psnr, self.monitor_ssim = MeanMetric(), MeanMetric()
         self.params = param_summary(net)
         self._bad_step: torch.Tensor | None = None  # first step with a non-finite loss (-1: none)
+
+    def configure_model(self) -> None:
+        if self.hparams.compile and not getattr(self, "_compiled", False):
+            import torch._dynamo
+
+            torch._dynamo.config.suppress_errors = True  # fall back to eager, never stop a run
+            self.restorer.compile()
+            self._compiled = True
 
     @property
     def net(self) -> nn.Module:
