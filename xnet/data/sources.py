@@ -173,3 +173,72 @@ class SampleImages:
 
     def __getitem__(self, i: int) -> tuple[str, np.ndarray]:
         return self.items[i]
+
+
+class DDNPairs:
+    """Rainy/clean pairs in the DerainNet/DDN layout (Fu et al. 2017; not distributed with xnet):
+    ``rainy_image/N_k.jpg`` is the k-th rainy version (k = 1..14) of the clean ``ground_truth/N.jpg``.
+    Items are ``("N_k", rainy, clean)``; each clean image is decoded once and shared by its versions.
+
+    Args:
+        path: the folder holding ``rainy_image/`` and ``ground_truth/``.
+        versions: the k to keep (``None``: every version found).
+        limit: the first ``limit`` clean images (natural order) — e.g. 350 × 14 = the paper's 4,900.
+        mode, min_size: as :class:`ImageFolder` (pairs below ``min_size`` are left out).
+    """
+
+    RAINY, CLEAN = "rainy_image", "ground_truth"
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        versions: list[int] | None = None,
+        limit: int | None = None,
+        mode: str = "keep",
+        min_size: int = 0,
+    ) -> None:
+        self.folder = resolve_folder(None, None, path)
+        self.name = self.folder.name
+        self.versions = None if versions is None else {int(k) for k in versions}
+        self.limit, self.mode, self.min_size = limit, mode, min_size
+
+    def _rainy_by_clean(self) -> dict[str, list[tuple[int, Path]]]:
+        """Clean stem ``N`` → its ``(k, rainy file)``, k ascending; a name not ``N_k`` is an error."""
+        by_clean: dict[str, list[tuple[int, Path]]] = {}
+        for f in list_images(self.folder / self.RAINY):
+            stem, _, k = f.stem.rpartition("_")
+            if not stem or not k.isdigit():
+                raise ImageError(f"{f}: not a DDN rainy image name (expected <N>_<k>{f.suffix}, k = the rainy version)")
+            if self.versions is None or int(k) in self.versions:
+                by_clean.setdefault(stem, []).append((int(k), f))
+        return {n: sorted(v) for n, v in by_clean.items()}
+
+    @cached_property
+    def items(self) -> list[tuple[str, np.ndarray, np.ndarray]]:
+        for sub in (self.RAINY, self.CLEAN):
+            if not (self.folder / sub).is_dir():
+                raise ImageError(f"{self.folder}: no {sub}/ folder (the DDN layout is rainy_image/N_k.jpg + ground_truth/N.jpg)")
+        clean_files = {f.stem: f for f in list_images(self.folder / self.CLEAN)}
+        rainy = self._rainy_by_clean()
+        orphans = sorted(set(rainy) - set(clean_files), key=_natural_key)
+        if orphans:
+            raise ImageError(f"{self.folder / self.CLEAN}: no clean image for rainy set(s) {orphans[:5]} (expected {orphans[0]}.jpg)")
+        items = []
+        for n in sorted(rainy, key=_natural_key)[: self.limit]:
+            clean = load_image(clean_files[n], self.mode)
+            if min(clean.shape[:2]) < self.min_size:
+                continue
+            for k, f in rainy[n]:
+                x = load_image(f, self.mode)
+                if x.shape != clean.shape:
+                    raise ImageError(f"{f}: size {x.shape} differs from its clean image {clean_files[n]} {clean.shape}")
+                items.append((f"{n}_{k}", x, clean))
+        if not items:
+            raise ImageError(f"{self.folder}: no DDN pairs (versions={sorted(self.versions) if self.versions else 'all'}, min_size={self.min_size})")
+        return items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple[str, np.ndarray, np.ndarray]:
+        return self.items[i]
