@@ -436,6 +436,73 @@ def training(family: str, spec: dict[str, Any], device: torch.device, args: argp
     return out
 
 
+# ---------------------------------------------------------------------------- CPU thread scaling
+def layer_times(model: nn.Module, x: torch.Tensor, repeats: int) -> dict[str, float]:
+    """Median ms per forward spent in the fused model's dense convs, xUnits and everything else
+    (forward hooks around every leaf of the body)."""
+    from xnet.archs.deploy import FusedXUnit
+
+    totals: dict[str, list[float]] = {"conv": [], "xunit": [], "other": []}
+    current: dict[str, float] = {}
+    starts: dict[int, float] = {}
+
+    def kind(m: nn.Module) -> str:
+        return "xunit" if isinstance(m, FusedXUnit) else "conv" if isinstance(m, nn.Conv2d) else "other"
+
+    def pre(m: nn.Module, _inp: Any) -> None:
+        starts[id(m)] = time.perf_counter()
+
+    def post(m: nn.Module, _inp: Any, _out: Any) -> None:
+        current[kind(m)] = current.get(kind(m), 0.0) + time.perf_counter() - starts.pop(id(m))
+
+    leaves = [m for m in model.modules() if isinstance(m, FusedXUnit) or not list(m.children())]
+    hooks = [h for m in leaves for h in (m.register_forward_pre_hook(pre), m.register_forward_hook(post))]
+    try:
+        with torch.inference_mode():
+            model(x)
+            for _ in range(repeats):
+                current.clear()
+                model(x)
+                for k in totals:
+                    totals[k].append(current.get(k, 0.0))
+    finally:
+        for h in hooks:
+            h.remove()
+    return {k: statistics.median(v) * 1e3 for k, v in totals.items()}
+
+
+def thread_scaling(family: str, spec: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """Fused inference of both models at 1, 2 and all CPU threads (interleaved medians, side by
+    side at each count) and, per count, the fused x-model's time split into dense convs and xUnits."""
+    names = spec["names"]
+    x = synthetic_image(spec["input"])
+    models = {}
+    for name, build in zip(names, spec["build"]):
+        torch.manual_seed(0)
+        models[name] = fuse(calibrate(build(), x))
+    before = torch.get_num_threads()
+    counts = sorted({1, 2, os.cpu_count() or 1, *args.thread_counts})
+    out: dict[str, Any] = {"input": list(spec["input"]), "threads": {}}
+    try:
+        for n in counts:
+            torch.set_num_threads(n)
+            with torch.inference_mode():
+                times = interleaved_times({k: (lambda m=m: m(x)) for k, m in models.items()}, args.warmup + 1, args.repeats, torch.device("cpu"))
+            ms = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+            out["threads"][str(n)] = {
+                "ms": ms, "ratio": ms[names[1]] / ms[names[0]],
+                "layers_ms": {k: layer_times(m, x, max(3, args.repeats // 2)) for k, m in models.items()},
+            }
+    finally:
+        torch.set_num_threads(before)
+    print(f"\n== {family}: fused {names[1]} / fused {names[0]} by CPU threads (input {spec['input']}) ==")
+    print(f"{'threads':>7} {names[0] + ' ms':>14} {names[1] + ' ms':>14} {'ratio':>7}   {names[1]}: conv / xUnit / other ms")
+    for n, r in out["threads"].items():
+        lt = r["layers_ms"][names[1]]
+        print(f"{n:>7} {r['ms'][names[0]]:>14.1f} {r['ms'][names[1]]:>14.1f} {r['ratio']:>7.3f}   {lt['conv']:.1f} / {lt['xunit']:.1f} / {lt['other']:.1f}")
+    return out
+
+
 # ---------------------------------------------------------------------------- depthwise kernels
 def depthwise_kernels(device: torch.device, args: argparse.Namespace) -> dict[str, Any]:
     """ms for one xUnit-sized depthwise conv (64 × 64 × 80², r = 9, bf16 channels_last on CUDA,
@@ -663,6 +730,8 @@ def main(argv: list[str] | None = None) -> int:
         help="let glibc hand freed memory back to the OS (default: keep it, as the entry points do)",
     )
     ap.add_argument("--data-pipeline", action="store_true", help="also time the training-batch pipelines (device gather, kornia, DataLoader)")
+    ap.add_argument("--thread-table", action="store_true", help="CPU: fused inference ratio at 1, 2 and all threads, with a per-layer split")
+    ap.add_argument("--thread-counts", type=int, nargs="*", default=[], help="extra thread counts for --thread-table")
     ap.add_argument("--train-compile", action="store_true", help="also train with torch.compile (compile time reported; slow to start)")
     ap.add_argument("--depthwise-kernels", action="store_true", help="also time the depthwise conv kernels (cuDNN/torch vs Triton)")
     ap.add_argument("--no-inference", action="store_true")
@@ -716,6 +785,9 @@ def main(argv: list[str] | None = None) -> int:
         for family in families:
             spec = FAMILIES[family]
             res: dict[str, Any] = {}
+            if args.thread_table and device.type == "cpu":
+                res["threads"] = thread_scaling(family, spec, dev_args)
+                headline_all += [(f"[cpu] {family}: fused ratio at {n} threads", r["ratio"]) for n, r in res["threads"]["threads"].items()]
             if not args.no_inference:
                 res["inference"] = inference(family, spec, device, dev_args)
             gc.collect()
