@@ -28,6 +28,10 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
+    if path.suffix == ".mat":  # hook: MATLAB releases (SRCNN .mat, DnCNN MatConvNet) → xnet.convert
+        from xnet.convert import read_mat
+
+        return read_mat(path), {}
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
