@@ -24,6 +24,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from xnet.utils.atomic import atomic_path, atomic_write
+
 log = logging.getLogger(__name__)
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -158,8 +160,7 @@ def collect(root: str | Path) -> list[dict[str, Any]]:
 
 def write_csv(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
+    with atomic_write(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
         w.writeheader()
         for r in rows:
@@ -241,8 +242,8 @@ def _finish(fig, ax, out: Path, title: str, failed_any: bool, ylim: Sequence[flo
         fig.set_size_inches(fig.get_figwidth() + 3.2, fig.get_figheight())
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format=out.suffix.lstrip(".") or "png")
     import matplotlib.pyplot as plt
 
     plt.close(fig)

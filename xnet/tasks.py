@@ -11,7 +11,8 @@ import numpy as np
 import torch
 
 from xnet.data.degradations import Degradation
-from xnet.data.io import to_tensor
+from xnet.data.io import to_tensor, warn_once
+from xnet.utils.errors import ConfigError
 
 COLORS = {"grey": 1, "y": 1, "rgb": 3}
 
@@ -75,6 +76,8 @@ class Task:
         if self.color == "grey" and channels == 3:
             from PIL import Image
 
+            warn_once("grey", "colour image(s) converted to grey (ITU-R 601 luma) for the grey model")
+
             return np.asarray(Image.fromarray(image).convert("L"))[..., None]
         if self.color == "rgb" and channels == 1:
             return np.repeat(image, 3, axis=-1)
@@ -123,7 +126,7 @@ class Task:
 
     def check_model(self, model_name: str, model_tasks: Iterable[str] | None) -> None:
         if model_tasks is not None and self.name not in model_tasks:
-            raise ValueError(
+            raise ConfigError(
                 f"model '{model_name}' is not built for task '{self.name}' (it supports {list(model_tasks)}); "
                 f"pick another model= or task="
             )

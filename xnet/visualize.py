@@ -18,7 +18,6 @@ The net and task come from the resolved run config stored in the checkpoint by `
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import sys
@@ -29,6 +28,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from torch import nn
+
+from xnet.utils.atomic import atomic_path, write_json
 
 log = logging.getLogger(__name__)
 
@@ -201,8 +202,8 @@ def tile(maps: torch.Tensor, per_map: bool = True, vrange: tuple[float, float] |
 def save_grey(img: np.ndarray, path: Path) -> Path:
     from PIL import Image
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray((np.clip(img, 0, 1) * 255).round().astype(np.uint8), mode="L").save(path)
+    with atomic_path(path) as tmp:
+        Image.fromarray((np.clip(img, 0, 1) * 255).round().astype(np.uint8), mode="L").save(tmp, format=path.suffix.lstrip(".") or "png")
     return path
 
 
@@ -239,8 +240,8 @@ def draw_figure(items: Sequence[tuple[str, LayerMaps, dict[str, np.ndarray]]], l
             ax.set_title(f"{label}: {titles[key]}" + (f"\n{note}" if key == "g" else ""), fontsize=9)
     fig.suptitle(f"activation layer {layer}", fontsize=11)
     fig.tight_layout(h_pad=2.0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png")
     plt.close(fig)
     return path
 
@@ -313,7 +314,7 @@ def visualize(weights: Sequence[str | Path], image: str | Path, layer: int = -1,
         }
         items.append((label, maps, pics))
     report["figure"] = str(draw_figure(items, layer, threshold, out / f"layer{layer}.png"))
-    (out / "stats.json").write_text(json.dumps(report, indent=2))
+    write_json(out / "stats.json", report)
     return report
 
 

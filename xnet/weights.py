@@ -18,13 +18,17 @@ from typing import Any, Iterable, Mapping
 import torch
 from torch import nn
 
+from xnet.utils.atomic import atomic_path
+from xnet.utils.errors import WeightsError
+
 log = logging.getLogger(__name__)
 
 PREFIXES = ("restorer.net.", "module.", "net.", "model.", "dncnn.", "generator.")
 
 
 def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """``(state_dict, extra)``; ``extra`` holds what a Lightning checkpoint stored beside it."""
+    """``(state_dict, extra)``; ``extra`` holds what a Lightning checkpoint stored beside it.
+    Unreadable, truncated or non-finite weights raise :class:`WeightsError` naming the file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
@@ -32,20 +36,45 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
         from xnet.convert import read_mat
 
         return read_mat(path), {}
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    state, extra = _read_safetensors(path) if path.suffix == ".safetensors" else _read_torch(path)
+    check_finite(state, path)
+    return state, extra
 
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    from safetensors.torch import load_file
+
+    try:
         return load_file(str(path)), {}
+    except Exception as e:  # SafetensorError (truncated, bad header) names no file
+        raise WeightsError(f"{path}: not a readable .safetensors file, truncated or corrupt ({e})") from e
+
+
+def _read_torch(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    import pickle
+
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickled objects beyond tensors/containers are refused on purpose
-        raise ValueError(f"{path}: not a loadable state dict with weights_only=True ({e.__class__.__name__}: {e})") from e
+    except pickle.UnpicklingError as e:  # pickled objects beyond tensors/containers are refused on purpose
+        raise WeightsError(f"{path}: not a loadable state dict with weights_only=True ({e.__class__.__name__}: {e})") from e
+    except Exception as e:  # a cut-off zip, or not a torch file at all
+        raise WeightsError(f"{path}: cannot read the weights file, truncated or not a PyTorch save ({e.__class__.__name__}: {e})") from e
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         extra = {k: v for k, v in obj.items() if k != "state_dict"}
         return dict(obj["state_dict"]), extra
     if isinstance(obj, Mapping) and all(isinstance(v, torch.Tensor) for v in obj.values()):
         return dict(obj), {}
-    raise ValueError(f"{path}: expected a state dict or a Lightning checkpoint, got {type(obj).__name__}")
+    raise WeightsError(f"{path}: expected a state dict or a Lightning checkpoint, got {type(obj).__name__}")
+
+
+def check_finite(state: Mapping[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """NaN/inf weights restore nothing (an all-black image); refuse them by name."""
+    bad = [k for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise WeightsError(
+            f"{path}: {len(bad)} weight tensor(s) hold NaN/inf values ({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}); "
+            "the training diverged before this save — use an earlier checkpoint"
+        )
 
 
 def adapt_keys(state: Mapping[str, torch.Tensor], net: nn.Module) -> dict[str, torch.Tensor]:
@@ -135,7 +164,7 @@ def load_weights(
         try:
             state = from_authors_layout(state, net)
         except ValueError as e:
-            raise ValueError(f"{path}: weights in the xUnit authors' layout do not fit this model: {e}") from e
+            raise WeightsError(f"{path}: weights in the xUnit authors' layout do not fit this model: {e}") from e
     state = adapt_keys(state, net)
     if _zero_missing_conv_biases(state, net):
         log.info("%s: saved without some conv biases; they load as zero", path)
@@ -144,7 +173,7 @@ def load_weights(
             state.setdefault(key, value)
     missing, unexpected = sorted(set(net.state_dict()) - set(state)), sorted(set(state) - set(net.state_dict()))
     if missing or unexpected:
-        raise ValueError(
+        raise WeightsError(
             f"{path}: weights do not fit this model (check model= and its options). "
             f"missing keys: {missing[:6]}{' ...' if len(missing) > 6 else ''}; "
             f"unexpected keys: {unexpected[:6]}{' ...' if len(unexpected) > 6 else ''}"
@@ -152,19 +181,20 @@ def load_weights(
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        raise ValueError(f"{path}: weights do not fit this model: {e}") from e
+        raise WeightsError(f"{path}: weights do not fit this model: {e}") from e
     return extra
 
 
 def save_weights(net: nn.Module, path: str | os.PathLike) -> Path:
-    """A plain, portable state dict of the bare net (``.safetensors`` or ``.pth``)."""
+    """A plain, portable state dict of the bare net (``.safetensors`` or ``.pth``), written
+    atomically (:mod:`xnet.utils.atomic`)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    if path.suffix == ".safetensors":
-        from safetensors.torch import save_file
+    with atomic_path(path) as tmp:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import save_file
 
-        save_file(state, str(path))
-    else:
-        torch.save(state, path)
+            save_file(state, str(tmp))
+        else:
+            torch.save(state, tmp)
     return path

@@ -50,7 +50,9 @@ def resolve_weights(spec: str, zoo_dir: Path | None = None) -> Path:
     file = zoo_dir / entry["file"]
     digest = sha256(file)
     if digest != entry["sha256"]:
-        raise ValueError(f"zoo weights {file}: sha256 {digest} does not match zoo.json's {entry['sha256']}")
+        from xnet.utils.errors import WeightsError
+
+        raise WeightsError(f"zoo weights {file}: sha256 {digest} does not match zoo.json's {entry['sha256']}")
     return file
 
 
@@ -105,34 +107,34 @@ Reports: `metrics/`. Intended use: research and benchmarking of image restoratio
 def add(name: str, ckpt: Path, metrics: list[Path], zoo_dir: Path | None = None, training: dict[str, Any] | None = None) -> dict[str, Any]:
     """Export ``ckpt``'s net to ``weights/<name>/`` with its config, reports and model card
     (``training``: how it was trained — steps, GPUs, wall clock — recorded in the card and index)."""
-    import torch
     from omegaconf import OmegaConf
 
     from xnet.archs.params import param_summary
+    from xnet.utils.atomic import write_json, write_text
     from xnet.utils.build import build_net, build_task
-    from xnet.weights import load_weights, save_weights
+    from xnet.utils.errors import WeightsError
+    from xnet.weights import load_weights, read_state_dict, save_weights
 
-    stored = torch.load(ckpt, map_location="cpu", weights_only=True).get("xnet", {})
-    config = stored.get("config")
+    loaded = read_state_dict(ckpt)
+    config = (loaded[1].get("xnet") or {}).get("config")
     if not config:
-        raise ValueError(f"{ckpt}: not an xnet checkpoint (no stored config)")
+        raise WeightsError(f"{ckpt}: not an xnet checkpoint (no stored config)")
     zoo_dir = zoo_dir or zoo_root()
     cfg = OmegaConf.create(config)
     net = build_net(cfg, build_task(cfg))
-    load_weights(net, ckpt)
+    load_weights(net, ckpt, loaded)
     folder = zoo_dir / name
-    (folder / "metrics").mkdir(parents=True, exist_ok=True)
     file = save_weights(net, folder / "weights.safetensors")
-    OmegaConf.save(cfg, folder / "config.yaml")
+    write_text(folder / "config.yaml", OmegaConf.to_yaml(cfg))
     reports = []
     for m in metrics:
         report = json.loads(Path(m).read_text())
         report.pop("config", None)
         tag = f"{report['dataset']}_{report.get('sigma', report.get('scale', ''))}".strip("_")
-        (folder / "metrics" / f"{tag}.json").write_text(json.dumps(report, indent=2))
+        write_json(folder / "metrics" / f"{tag}.json", report)
         reports.append(report)
     params = param_summary(net)
-    (folder / "MODEL_CARD.md").write_text(_model_card(name, config, reports, params, training))
+    write_text(folder / "MODEL_CARD.md", _model_card(name, config, reports, params, training))
     index = zoo_index(zoo_dir)
     index[name] = {
         "file": f"{name}/weights.safetensors",
@@ -143,7 +145,7 @@ def add(name: str, ckpt: Path, metrics: list[Path], zoo_dir: Path | None = None,
         "results": {f"{r['dataset']}": round(r["psnr"], 3) for r in reports},
         **({"training": training} if training else {}),
     }
-    (zoo_dir / "zoo.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    write_json(zoo_dir / "zoo.json", index, sort_keys=True)
     return index[name]
 
 

@@ -105,3 +105,41 @@ def test_patches_are_aligned_for_pairs(tmp_path):
     for i in range(8):
         item = ds[i]
         assert item["input"].shape == (3, 12, 12) and (item["input"] == item["target"]).all()
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    """A phone photo stored landscape with 'rotate 90°' in EXIF is portrait, as every viewer shows it."""
+    stored = np.zeros((20, 30, 3), np.uint8)
+    stored[:, :10] = 255  # white left third
+    img = Image.fromarray(stored)
+    exif = img.getexif()
+    exif[0x0112] = 6  # Orientation: rotate 90° clockwise to display
+    img.save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    upright = load_image(tmp_path / "phone.jpg")
+    assert upright.shape == (30, 20, 3)
+    assert upright[:10].mean() > 200 and upright[-10:].mean() < 50  # the white band is now on top
+
+
+def test_lossy_conversions_are_warned_once_per_run(tmp_path, caplog):
+    from xnet.data.io import reset_warnings
+
+    reset_warnings()
+    for i in range(2):
+        Image.new("RGBA", (8, 8), (200, 0, 0, 7)).save(tmp_path / f"alpha{i}.png")
+        Image.fromarray(np.full((8, 8), 257 * 9, np.uint16)).save(tmp_path / f"deep{i}.png")
+        Image.new("CMYK", (8, 8), (0, 255, 0, 0)).save(tmp_path / f"print{i}.jpg")
+        Image.new("RGB", (8, 8), (0, 0, 255)).save(tmp_path / f"colour{i}.png")
+    grey = grey_task()
+    with caplog.at_level("WARNING", logger="xnet.data.io"):
+        for _, img in ImageFolder(path=tmp_path):
+            grey.convert(img)
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 4, messages  # one per kind, not one per image
+    assert any("alpha0.png: alpha channel dropped" in m for m in messages)
+    assert any("deep0.png: 16-bit image rescaled to 8 bits" in m for m in messages)
+    assert any("print0.jpg: CMYK image converted to RGB" in m for m in messages)
+    assert any("colour image(s) converted to grey" in m for m in messages)
+    reset_warnings()  # a new run reports them again
+    with caplog.at_level("WARNING", logger="xnet.data.io"):
+        load_image(tmp_path / "alpha1.png")
+    assert len(caplog.records) == 5

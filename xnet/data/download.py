@@ -377,6 +377,13 @@ def _entries_for(spec: DatasetSpec, folder: Path) -> tuple[list[ManifestEntry] |
     return None, False
 
 
+def manifest_files(name: str, folder: Path) -> list[str] | None:
+    """Relative paths of set ``name``'s files by its manifest (packaged, else recorded in
+    ``folder`` at download), or ``None`` when it has neither."""
+    entries, _ = _entries_for(DATASETS[resolve_name(name)], folder)
+    return None if entries is None else [e.file for e in entries]
+
+
 def verify(name: str, root: str | os.PathLike | None = None, *, quick: bool = False) -> list[str]:
     """Problems with set ``name`` under ``root`` (empty list = every manifest file present and right).
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 import logging
 import os
 from functools import cached_property
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from xnet.data.io import ImageError, list_images, load_image
+from xnet.data.io import IMAGE_EXTENSIONS, ImageError, list_images, load_image
+from xnet.utils.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,36 @@ def default_data_root() -> Path:
     return Path(os.environ.get("XNET_DATA", "data")).expanduser()
 
 
+class ManifestMismatchError(UserError):
+    """A benchmark folder holds other images than its manifest lists (an extra file would be
+    averaged into the published figure)."""
+
+
+def check_manifest(name: str, base: Path, sub: str, found: list[Path]) -> None:
+    """``found`` (the images of ``base/sub``) must be exactly the images the manifest of set
+    ``name`` lists there; sets without a manifest are not checked."""
+    from xnet.data.download import manifest_files  # lazy: keeps imports light
+
+    listed = manifest_files(name, base)
+    if listed is None:
+        return
+    where = PurePosixPath(sub) if sub else PurePosixPath(".")
+    expected = {PurePosixPath(f).name for f in listed if PurePosixPath(f).parent == where and PurePosixPath(f).suffix.lower() in IMAGE_EXTENSIONS}
+    names = {f.name for f in found}
+    if names == expected:
+        return
+    extra, missing = sorted(names - expected), sorted(expected - names)
+    parts = [f"{len(names)} images where its manifest lists {len(expected)}"]
+    parts += [f"not in it: {', '.join(extra[:5])}{' ...' if len(extra) > 5 else ''}"] if extra else []
+    parts += [f"missing: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}"] if missing else []
+    folder = base / sub if sub else base
+    raise ManifestMismatchError(
+        f"{folder}: not the {name} set ({'; '.join(parts)}) — its published figures need exactly those files: "
+        f"remove the others, re-fetch with `python -m xnet.data.download {name}`, or score it as a plain folder with strict=false "
+        f"(e.g. +data.test.strict=false) or data.test.path={folder}"
+    )
+
+
 class ImageFolder:
     """All images of a folder, decoded once.
 
@@ -45,6 +76,8 @@ class ImageFolder:
         min_size: images with a side below this are skipped with a warning naming them
             (a training crop cannot come from them); none left is an error.
         limit: keep the first ``limit`` images (sorted by name) — for quick runs.
+        strict: a registered set (``name``, no ``path``) must hold exactly the images of its
+            manifest (:func:`check_manifest`); ``False`` scores whatever the folder holds.
     """
 
     def __init__(
@@ -55,16 +88,20 @@ class ImageFolder:
         mode: str = "keep",
         min_size: int = 0,
         limit: int | None = None,
+        strict: bool = True,
     ) -> None:
         self.folder = resolve_folder(name, root, path)
         self.name = name or self.folder.name
         self.mode = mode
         self.min_size = min_size
         self.limit = limit
+        self.registered = strict and name is not None and path is None
 
     @cached_property
     def items(self) -> list[tuple[str, np.ndarray]]:
         files = list_images(self.folder)
+        if self.registered:
+            check_manifest(self.name, self.folder, "", files)
         if self.limit is not None:
             files = files[: self.limit]
         if not files:
@@ -103,17 +140,26 @@ class PairedFolder:
         mode: str = "keep",
         min_size: int = 0,
         limit: int | None = None,
+        strict: bool = True,
     ) -> None:
         base = resolve_folder(name, root, path)
+        self.base, self.split = base, split
         self.folder = base / split if split else base
         self.name = name or base.name
         self.input_dir, self.target_dir = input_dir, target_dir
         self.mode, self.min_size, self.limit = mode, min_size, limit
+        self.registered = strict and name is not None and path is None
+
+    def _listed(self, sub: str) -> list[Path]:
+        files = list_images(self.folder / sub)
+        if self.registered:
+            check_manifest(self.name, self.base, "/".join(p for p in (self.split, sub) if p), files)
+        return files
 
     @cached_property
     def items(self) -> list[tuple[str, np.ndarray, np.ndarray]]:
-        inputs = {p.name: p for p in list_images(self.folder / self.input_dir)}
-        targets = {p.name: p for p in list_images(self.folder / self.target_dir)}
+        inputs = {p.name: p for p in self._listed(self.input_dir)}
+        targets = {p.name: p for p in self._listed(self.target_dir)}
         unmatched = sorted(set(inputs) ^ set(targets))
         if unmatched:
             raise ImageError(f"{self.folder}: files without a partner in {self.input_dir}/ or {self.target_dir}/: {unmatched[:5]}")

@@ -11,24 +11,40 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from xnet.data.io import reset_warnings
 from xnet.tasks import Task
+from xnet.utils.errors import ConfigError, find_user_error
 from xnet.utils.memory import retain_freed_memory
 
 log = logging.getLogger(__name__)
 
 
+def instantiate_config(node: DictConfig, key: str, **kwargs: Any) -> Any:
+    """``instantiate(node)``; a ValueError/TypeError from its target (a bad value or an unknown
+    option the user gave) becomes one :class:`ConfigError` naming ``key``."""
+    from hydra.errors import InstantiationException
+
+    try:
+        return instantiate(node, _convert_="all", **kwargs)
+    except InstantiationException as e:
+        cause = e.__cause__
+        if find_user_error(e) is not None or not isinstance(cause, (ValueError, TypeError)):
+            raise
+        raise ConfigError(f"{key}: {cause}") from e
+
+
 def build_task(cfg: DictConfig) -> Task:
-    return instantiate(cfg.task, _convert_="all")
+    return instantiate_config(cfg.task, "task")
 
 
 def build_net(cfg: DictConfig, task: Task | None = None) -> nn.Module:
     """The architecture of ``cfg.model``, after checking that it is made for ``cfg.task``."""
     task = task or build_task(cfg)
     task.check_model(cfg.model.name, cfg.model.get("tasks"))
-    net = instantiate(cfg.model.net, _convert_="all")
+    net = instantiate_config(cfg.model.net, f"model={cfg.model.name} (model.net)")
     in_ch = _input_channels(net)
     if in_ch is not None and in_ch != task.channels:
-        raise ValueError(
+        raise ConfigError(
             f"model '{cfg.model.name}' takes {in_ch}-channel images but task '{task.name}' works on "
             f"{task.channels} ({task.color}); use a model config with matching channels"
         )
@@ -54,7 +70,8 @@ def to_container(cfg: DictConfig) -> dict[str, Any]:
 
 def setup_runtime(cfg: DictConfig) -> None:
     """Threads, CPU memory reuse (:mod:`xnet.utils.memory`), and W&B that never prompts:
-    offline unless a key is configured."""
+    offline unless a key is configured. Conversion warnings (:func:`xnet.data.io.warn_once`) start afresh."""
+    reset_warnings()
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     if cfg.get("retain_cpu_memory", True):
