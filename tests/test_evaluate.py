@@ -124,3 +124,11 @@ def test_restore_writes_pngs(tmp_path, tiny_run):
     import numpy as np
 
     assert np.isfinite(np.asarray(Image.open(written[0]), dtype=np.float64)).all()
+
+
+def test_stored_architecture_replaces_model_whatever_it_is(tmp_path):
+    """A zoo xDnCNN evaluated with model=dncnn (whose node has ``depth``, which xDnCNN lacks): the
+    stored architecture replaces the model node instead of being merged into it."""
+    report = run_eval(tmp_path, ["model=dncnn", "weights=xdncnn_s25_cpu", "data/test=sample", "limit=1"])
+    assert report["model"] == "xdncnn" and report["images"] == 1
+    assert "depth" not in report["config"]["model"]["net"] and report["config"]["model"]["net"]["num_blocks"] == 7

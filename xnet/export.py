@@ -13,8 +13,11 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from xnet.evaluate import inference_module, load_restorer
-from xnet.utils.build import build_task, setup_runtime
+from xnet.evaluate import inference_module, open_restorer
+from xnet.utils.atomic import atomic_path
+from xnet.utils.build import setup_runtime
+from xnet.utils.errors import ConfigError, exit_on_user_error
+from xnet.utils.validate import validate
 from xnet.weights import save_weights
 
 log = logging.getLogger(__name__)
@@ -23,32 +26,42 @@ FORMATS = ("onnx", "safetensors", "pth")
 
 def export(cfg: DictConfig) -> Path:
     if cfg.format not in FORMATS:
-        raise ValueError(f"format={cfg.format}: choose one of {FORMATS}")
+        raise ConfigError(f"format={cfg.format}: choose one of {FORMATS}")
+    validate(cfg, "export")
     setup_runtime(cfg)
-    task = build_task(cfg)
-    restorer, _ = load_restorer(cfg, task)
+    loaded = open_restorer(cfg)
+    task, restorer = loaded.task, loaded.restorer
     out = Path(cfg.output)
     if cfg.format != "onnx":
         return save_weights(restorer.net, out)
-    from xnet.ops.onnx_export import export_onnx, onnx_parity
+    from xnet.ops.onnx_export import export_onnx
 
     model = inference_module(restorer, cfg.fuse)
     example = torch.rand(1, task.channels, *cfg.example_size)
-    export_onnx(model, out, example)
+    with atomic_path(out) as tmp:  # checked before it takes the name: a failed export leaves nothing
+        export_onnx(model, tmp, example)
+        check_onnx(cfg, model, tmp, example)
+    log.info("wrote %s", out)
+    return out
+
+
+def check_onnx(cfg: DictConfig, model: torch.nn.Module, path: Path, example: torch.Tensor) -> None:
+    """onnxruntime's output against torch's on the example (skipped without onnxruntime)."""
+    from xnet.ops.onnx_export import onnx_parity
+
     if cfg.check:
         try:
-            diff = onnx_parity(model, out, example)
+            diff = onnx_parity(model, path, example)
         except ModuleNotFoundError as e:
             log.warning("%s: parity not checked", e)
         else:
             log.info("onnxruntime vs torch: max |diff| = %.2e", diff)
             if diff > 1e-3:
-                raise RuntimeError(f"{out}: ONNX output differs from torch by {diff:.2e}")
-    log.info("wrote %s", out)
-    return out
+                raise RuntimeError(f"{cfg.output}: ONNX output differs from torch by {diff:.2e}")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="export")
+@exit_on_user_error
 def main(cfg: DictConfig) -> None:
     export(cfg)
 

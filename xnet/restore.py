@@ -2,24 +2,40 @@
 
 ``input`` is an image or a folder; restored PNGs go to ``output`` (default: the run dir).
 SR nets on Y restore the luma and keep the bicubic-upsampled chroma, as in SRCNN's colour results.
+
+Nothing the user has is overwritten: an input file never is, an output folder equal to (or inside)
+the input folder needs a ``suffix``, two inputs never map to one output name (``01.jpg`` and
+``01.png`` → ``01_jpg.png``, ``01_png.png``), and existing files in ``output`` are kept unless
+``overwrite=true``. Every file of a folder is tried; the failures are listed at the end (exit 2).
+Big images run in tiles (:mod:`xnet.tiling`).
 """
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from pathlib import Path
 
 import hydra
-import numpy as np
 import torch
 from omegaconf import DictConfig
 from torch import nn
 
 from xnet.data.io import list_images, load_image, save_image, to_tensor
-from xnet.evaluate import inference_module, load_restorer, pick_device
+from xnet.evaluate import check_finite_output, inference_module, open_restorer, pick_device
 from xnet.tasks import Task
-from xnet.utils.build import build_task, setup_runtime
+from xnet.tiling import Tiler
+from xnet.utils.build import setup_runtime
+from xnet.utils.errors import ConfigError, UserError, exit_on_user_error
+from xnet.utils.validate import validate
 
 log = logging.getLogger(__name__)
+
+#: What makes one image fail without stopping the others: a bad file, a broken output, a full disk, no memory.
+PER_IMAGE_ERRORS = (UserError, OSError, MemoryError, torch.OutOfMemoryError)
+
+
+class RestoreFailed(UserError):
+    """Some images of a folder could not be restored; the message lists each with its reason."""
 
 
 def net_input(task: Task, x: torch.Tensor) -> torch.Tensor:
@@ -33,10 +49,11 @@ def net_input(task: Task, x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def restore_tensor(model: nn.Module, task: Task, x: torch.Tensor, device: torch.device) -> torch.Tensor:
+def restore_tensor(model: nn.Module, task: Task, x: torch.Tensor, device: torch.device, tiler: Tiler | None = None) -> torch.Tensor:
     """``C×H×W`` degraded image in [0, 1] → restored ``C×H'×W'`` (RGB stays RGB for Y nets)."""
     x = net_input(task, x)
-    run = lambda t: model(t[None].to(device).contiguous(memory_format=torch.channels_last)).float().cpu()[0]  # noqa: E731
+    tiler = tiler or Tiler.for_model(model)
+    run = lambda t: tiler(model, t[None], device)[0]  # noqa: E731
     if task.color == "y" and x.shape[0] == 3:
         from xnet.ops.color import rgb_to_ycbcr, ycbcr_to_rgb
 
@@ -45,29 +62,86 @@ def restore_tensor(model: nn.Module, task: Task, x: torch.Tensor, device: torch.
     return run(x).clamp(0, 1)
 
 
-def restore(cfg: DictConfig) -> list[Path]:
-    setup_runtime(cfg)
-    task = build_task(cfg)
-    restorer, _ = load_restorer(cfg, task)
-    device = pick_device(cfg.device)
-    model = inference_module(restorer, cfg.fuse).to(device)
-    src = Path(cfg.input).expanduser()
+def input_files(src: Path) -> list[Path]:
+    if not src.exists():
+        raise FileNotFoundError(f"input={src}: no such file or folder")
     files = list_images(src) if src.is_dir() else [src]
     if not files:
         raise FileNotFoundError(f"input={src}: no images found")
-    out_dir, written = Path(cfg.output), []
+    return files
+
+
+def output_names(files: list[Path], suffix: str = "") -> dict[Path, str]:
+    """Input → output PNG stem; inputs that share a stem (``01.jpg``, ``01.png``) keep their
+    extension in it, so no two map to one name."""
+    stems = Counter(f.stem.lower() for f in files)
+    return {f: (f.stem if stems[f.stem.lower()] == 1 else f"{f.stem}_{f.suffix.lstrip('.').lower()}") + suffix for f in files}
+
+
+def plan_outputs(src: Path, files: list[Path], out_dir: Path, suffix: str = "", degrade: bool = False, overwrite: bool = False) -> dict[Path, list[Path]]:
+    """Input → the files it will write (restored PNG, and with ``degrade`` its degraded input),
+    refusing before anything is written any plan that could lose a file of the user's."""
+    src_r, out_r = src.resolve(), out_dir.resolve()
+    if src.is_dir() and not suffix and (out_r == src_r or src_r in out_r.parents):
+        raise ConfigError(
+            f"output={out_dir} is the input folder or inside it: the restored PNGs would sit among (or replace) the "
+            "originals — choose another output folder, or set suffix=_restored"
+        )
+    plan = {f: [out_dir / f"{stem}.png"] + ([out_dir / f"{stem}_input.png"] if degrade else []) for f, stem in output_names(files, suffix).items()}
+    targets = [p for outs in plan.values() for p in outs]
+    inputs = {f.resolve() for f in files}
+    if clash := [p for p in targets if p.resolve() in inputs]:
+        raise ConfigError(f"output={out_dir}: writing {clash[0].name} would overwrite the input {clash[0]}; choose another output folder or a suffix")
+    if dup := [p for p, n in Counter(p.name.lower() for p in targets).items() if n > 1]:
+        raise ConfigError(f"input={src}: several inputs would be written as {dup[0]}; rename one of them or use another suffix")
+    if not overwrite and (existing := [p for p in targets if p.exists()]):
+        names = ", ".join(p.name for p in existing[:3]) + (" ..." if len(existing) > 3 else "")
+        raise ConfigError(f"output={out_dir} already holds {names}: pass overwrite=true to replace them, or choose another output folder")
+    return plan
+
+
+def restore(cfg: DictConfig) -> list[Path]:
+    validate(cfg, "restore")
+    setup_runtime(cfg)
+    src, out_dir = Path(str(cfg.input)).expanduser(), Path(str(cfg.output)).expanduser()
+    files = input_files(src)
+    plan = plan_outputs(src, files, out_dir, str(cfg.get("suffix") or ""), bool(cfg.degrade), bool(cfg.get("overwrite", False)))
+    loaded = open_restorer(cfg)
+    task = loaded.task
+    device = pick_device(cfg.device)
+    model = inference_module(loaded.restorer, cfg.fuse).to(device)
+    tiler = Tiler.from_config(loaded.restorer, cfg.get("tiling"))
+    written: list[Path] = []
+    failures: list[tuple[Path, BaseException]] = []
     for i, f in enumerate(files):
-        image: np.ndarray = load_image(f)
-        x = task.clean_tensor(image) if cfg.degrade else to_tensor(task.convert(image))
-        if cfg.degrade:
-            x = task.degradation.eval(x, cfg.seed + i)
-            save_image(x, out_dir / f"{f.stem}_input.png")
-        written.append(save_image(restore_tensor(model, task, x, device), out_dir / f"{f.stem}.png"))
-        log.info("%s → %s", f, written[-1])
+        try:
+            written.append(restore_file(f, plan[f], model, task, device, tiler, cfg.seed + i if cfg.degrade else None))
+        except PER_IMAGE_ERRORS as e:
+            if len(files) == 1:
+                raise
+            log.error("%s: %s", f, e)
+            failures.append((f, e))
+    if failures:
+        lines = "\n".join(f"  {e}" if str(e).startswith(str(f)) else f"  {f}: {e}" for f, e in failures)
+        raise RestoreFailed(f"{len(failures)} of {len(files)} images failed ({len(files) - len(failures)} restored into {out_dir}):\n{lines}")
     return written
 
 
+def restore_file(f: Path, outputs: list[Path], model: nn.Module, task: Task, device: torch.device, tiler: Tiler, seed: int | None) -> Path:
+    """Restore one image to ``outputs[0]`` (with a ``seed``: degrade it first, saved to ``outputs[1]``)."""
+    image = load_image(f)
+    x = task.clean_tensor(image) if seed is not None else to_tensor(task.convert(image))
+    if seed is not None:
+        x = task.degradation.eval(x, seed)
+        save_image(x, outputs[1])
+    y = restore_tensor(model, task, x, device, tiler)
+    check_finite_output(y, str(f))
+    log.info("%s → %s", f, outputs[0])
+    return save_image(y, outputs[0])
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="restore")
+@exit_on_user_error
 def main(cfg: DictConfig) -> None:
     restore(cfg)
 
