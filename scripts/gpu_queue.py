@@ -180,7 +180,7 @@ class Queue:
         cmd = [
             sys.executable, "-m", "xnet.train", *overrides, *trainer, *self.args.train_overrides,
             f"trainer.max_steps={max_steps}", f"trainer.max_time={_dhms(before + seconds - self.args.startup_s)}", f"hydra.run.dir={work}",
-            "ckpt_path=last", "logger=csv", "test_after_fit=false",  # finished runs are scored below
+            "ckpt_path=last_if_any", "logger=csv", "test_after_fit=false",  # finished runs are scored below
         ]
         if first and self.args.profile_steps:
             cmd += ["+callbacks.profile._target_=xnet.lit.callbacks.StepProfile", f"+callbacks.profile.dirpath={work}",

@@ -3,55 +3,108 @@
 Writes to the Hydra run dir: ``checkpoints/{best-*,last}.ckpt``, logger output (CSV; W&B when
 ``logger=wandb``), validation image triplets, and ``metrics.json`` (test-set scores after fit).
 Resume with ``ckpt_path=<path>`` (or ``ckpt_path=last`` inside ``hydra.run.dir=<the run dir>``).
+Every file is written atomically; SIGTERM/SIGINT stop after the current step with ``last.ckpt``
+saved (exit status 128 + the signal). With several processes (``trainer=ddp``) rank 0 alone
+tests and writes the results.
 """
 from __future__ import annotations
 
-import json
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
-from hydra.utils import instantiate
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from xnet.lit.callbacks import SaveLastOnStop
+from xnet.lit.checkpoint_io import AtomicCheckpointIO
 from xnet.lit.module import NonFiniteLossError, RestorationModule
-from xnet.utils.build import build_list, build_net, build_task, setup_runtime, to_container
+from xnet.utils.atomic import write_json
+from xnet.utils.build import build_list, build_net, build_task, instantiate_config, setup_runtime, to_container
+from xnet.utils.errors import ConfigError, exit_on_user_error
+from xnet.utils.validate import validate
 
 log = logging.getLogger(__name__)
 
+#: ``ckpt_path`` values naming this run dir's ``checkpoints/last.ckpt``: ``last`` resumes it (and
+#: fails if there is none); ``last_if_any`` resumes it if present, else starts fresh (chunked runs).
+RESUME_LAST, RESUME_LAST_IF_ANY = "last", "last_if_any"
+
+
+class TrainingStopped(SystemExit):
+    """Training was stopped by a signal after saving ``last.ckpt``; exits with 128 + the signal
+    (a SystemExit, so a sweep stops too instead of recording a failure and going on)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(128 + int(signum))
+        self.signum = int(signum)
+
 
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
-    """``last`` means this run dir's ``checkpoints/last.ckpt`` (if present: a fresh start otherwise)."""
+    """The checkpoint to resume from, or ``None`` for a fresh start (see :data:`RESUME_LAST`)."""
     if ckpt_path in (None, "", "null"):
         return None
-    if ckpt_path == "last":
+    if ckpt_path in (RESUME_LAST, RESUME_LAST_IF_ANY):
         last = output_dir / "checkpoints" / "last.ckpt"
-        return str(last) if last.exists() else None
+        if last.is_file():
+            return str(last)
+        if ckpt_path == RESUME_LAST_IF_ANY:
+            log.info("ckpt_path=%s: no %s yet, starting from step 0", ckpt_path, last)
+            return None
+        raise ConfigError(
+            f"ckpt_path=last: nothing to resume, no checkpoints/last.ckpt in the run dir {output_dir} — pass the earlier "
+            f"run's folder as hydra.run.dir=..., a checkpoint file as ckpt_path=..., or ckpt_path={RESUME_LAST_IF_ANY} to start fresh"
+        )
     if not Path(ckpt_path).is_file():
         raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such checkpoint file")
     return ckpt_path
 
 
+def build_trainer(cfg: DictConfig) -> L.Trainer:
+    """The configured Trainer, saving checkpoints atomically (:class:`AtomicCheckpointIO`)."""
+    return instantiate_config(
+        cfg.trainer, "trainer", logger=build_list(cfg.get("logger")) or False, callbacks=build_list(cfg.get("callbacks")),
+        plugins=[AtomicCheckpointIO()],
+    )
+
+
+def fit(trainer: L.Trainer, module: RestorationModule, datamodule: Any, ckpt: str | None) -> None:
+    """``trainer.fit``; a SIGTERM/SIGINT stop (``last.ckpt`` saved by :class:`SaveLastOnStop`)
+    becomes :class:`TrainingStopped`."""
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
+    except SIGTERMException:
+        saver = next((c for c in trainer.callbacks if isinstance(c, SaveLastOnStop)), None)
+        signum = saver.stopped_by if saver is not None and saver.stopped_by else signal.SIGTERM
+        where = f"; resume with ckpt_path=last hydra.run.dir={saver.dirpath.parent}" if saver is not None else ""
+        log.warning("stopped by %s at step %d%s", signal.Signals(signum).name, trainer.global_step, where)
+        raise TrainingStopped(signum) from None
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, then (optionally) score the test set with the best weights. Returns the final metrics."""
+    validate(cfg, "train")
     setup_runtime(cfg)
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     task = build_task(cfg)
     net = build_net(cfg, task)
     module = RestorationModule(net, task, **to_container(cfg.optim), **to_container(cfg.module), config=to_container(cfg))
-    datamodule = instantiate(cfg.data, task=task, _convert_="all")
-    trainer: L.Trainer = instantiate(cfg.trainer, logger=build_list(cfg.get("logger")) or False, callbacks=build_list(cfg.get("callbacks")))
+    datamodule = instantiate_config(cfg.data, "data", task=task)
+    trainer = build_trainer(cfg)
     ckpt = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
-    if ckpt:
+    if ckpt and trainer.is_global_zero:
         keep_previous_logs(output_dir)
     log.info("%s | %s | params: paper %s, trainable %s", task, cfg.model.name, f"{module.params['params_paper']:,}", f"{module.params['params_trainable']:,}")
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
+    fit(trainer, module, datamodule, ckpt)
+    if not trainer.is_global_zero:  # other DDP ranks: rank 0 tests and writes the results
+        return {"name": cfg.name, "status": "ok", "step": trainer.global_step, "rank": trainer.global_rank}
 
     metrics: dict[str, Any] = {k: float(v) for k, v in trainer.callback_metrics.items()}
     metrics.update(module.params)
@@ -64,7 +117,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             best = ""
         if best:
             module = RestorationModule.load_from_checkpoint(best, net=build_net(cfg, task), task=task, weights_only=True)
-        test_source = instantiate(cfg.data.test, _convert_="all")
+        test_source = instantiate_config(cfg.data.test, "data.test")
         report = evaluate_module(module.restorer, task, test_source, seed=cfg.seed, device=module.device)
         metrics.update({f"test/{k}": v for k, v in report.items() if k in ("psnr", "ssim")})
         metrics["test/dataset"] = report["dataset"]
@@ -88,15 +141,6 @@ def keep_previous_logs(output_dir: Path) -> None:
         log_file.rename(log_file.with_name(f"metrics.chunk{n:02d}.csv"))
 
 
-def write_json(path: Path, data: dict[str, Any]) -> Path:
-    """Write atomically: a crash mid-write never leaves a truncated metrics file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    tmp.replace(path)
-    return path
-
-
 def record_failure(cfg: DictConfig, error: BaseException) -> dict[str, Any]:
     """A failed sweep job leaves a metrics.json saying so, for the collectors (xnet.plots)."""
     try:
@@ -109,6 +153,7 @@ def record_failure(cfg: DictConfig, error: BaseException) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@exit_on_user_error
 def main(cfg: DictConfig) -> float | None:
     """Returns the final val/psnr (what Optuna sweeps maximise). With ``sweep_continue_on_error``
     a failing job is recorded and returns None so the other jobs of a multirun go on."""

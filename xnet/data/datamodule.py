@@ -71,6 +71,7 @@ class RestorationDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit") and self.loader == "workers" and self.train_set is None:
+            self._seed_rank()
             sources = self._sources()
             n = max(1, self.samples_per_epoch // len(sources))
             parts = [PatchDataset(s, self.task, self.patch_size, n) for s in sources]
@@ -79,6 +80,13 @@ class RestorationDataModule(L.LightningDataModule):
             self.val_set = self._eval_set(self.val_source, self.val_limit)
         if self.monitor_set is None and self.monitor_source is not None:
             self.monitor_set = self._eval_set(self.monitor_source, None)
+
+    def _seed_rank(self) -> None:
+        """Several DDP ranks: PatchDataset draws crops from the global RNG, which every rank seeded
+        alike — without workers (which Lightning seeds per rank) each would train on the same crops."""
+        trainer = self.trainer
+        if trainer is not None and trainer.world_size > 1 and self.num_workers == 0:
+            torch.manual_seed(self.seed + 7919 * trainer.global_rank)
 
     def _eval_set(self, source: Any, limit: int | None) -> Any:
         data = EvalDataset(source, self.task, self.seed)

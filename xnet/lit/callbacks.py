@@ -1,14 +1,19 @@
 """Callbacks for long runs trained in chunks (e.g. ≤10-minute GPU leases)."""
 from __future__ import annotations
 
-import json
 import logging
+import os
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from xnet.utils.atomic import write_json
 
 
 class WallClock(Callback):
@@ -59,16 +64,56 @@ class WallClock(Callback):
 
 
 class SaveLastOnStop(Callback):
-    """Write ``last.ckpt`` when training stops for any reason other than an error (``max_time``
-    reached mid-interval, or max_steps): a chunk never loses the steps since its last validation."""
+    """Write ``last.ckpt`` whenever training stops other than by an error: ``max_time`` reached
+    mid-interval, max_steps, or a signal — SIGTERM (a scheduler's or ``kill``'s) and SIGINT
+    (Ctrl-C) — so a chunk never loses the steps since its last validation.
+
+    Signals stop cleanly: Lightning notes a SIGTERM and stops at the next step boundary on every
+    rank (``SIGTERMException``), where this callback saves; a first SIGINT is turned into that same
+    stop (a second one interrupts at once, as usual). :attr:`stopped_by` is the signal, if any.
+    The best checkpoint (``best-*.ckpt``) is the ModelCheckpoint's and is kept separately.
+    """
 
     def __init__(self, dirpath: str | Path) -> None:
         self.dirpath = Path(dirpath)
+        self.stopped_by: int | None = None
+        self._sigint_seen = False
+        self._previous_sigint: Any = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.stopped_by, self._sigint_seen = None, False
+        if threading.current_thread() is threading.main_thread():
+            self._previous_sigint = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        self._sigint_seen = True
+        self._restore_sigint()  # a second Ctrl-C interrupts at once
+        logging.getLogger("xnet.train").warning("SIGINT: stopping after this step and saving last.ckpt (Ctrl-C again to abort)")
+        os.kill(os.getpid(), signal.SIGTERM)  # Lightning's clean stop, on every rank
+
+    def _restore_sigint(self) -> None:
+        if self._previous_sigint is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self._previous_sigint)
+            self._previous_sigint = None
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore_sigint()
         if trainer.fast_dev_run or trainer.sanity_checking:
             return
         trainer.save_checkpoint(self.dirpath / "last.ckpt")
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._restore_sigint()
+        if not isinstance(exception, SIGTERMException) or trainer.fast_dev_run:
+            return
+        self.stopped_by = signal.SIGINT if self._sigint_seen else signal.SIGTERM
+        trainer.save_checkpoint(self.dirpath / "last.ckpt")
+        logging.getLogger("xnet.train").warning(
+            "%s at step %d: saved %s", signal.Signals(self.stopped_by).name, trainer.global_step, self.dirpath / "last.ckpt"
+        )
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._restore_sigint()
 
 
 class ProgressLog(Callback):
@@ -148,8 +193,7 @@ also when resumed), and write ``profile.json`` to ``dirpath``:
             "busy_fraction": busy_us / 1e6 / wall,
             "top_ops": [{"name": e.key, "ms_per_step": cost(e) / 1e3 / self.steps, "calls_per_step": e.count / self.steps} for e in top],
         }
-        self.dirpath.mkdir(parents=True, exist_ok=True)
-        (self.dirpath / "profile.json").write_text(json.dumps(report, indent=1))
+        write_json(self.dirpath / "profile.json", report)
         logging.getLogger("xnet.train").info(
             "profile: %.2f ms/step wall, device busy %.0f%%", report["wall_ms_per_step"], 100 * report["busy_fraction"]
         )
