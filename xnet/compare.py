@@ -109,6 +109,8 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
 
 
 def scatter(rows: list[dict[str, Any]], summary: dict[str, Any], path: Path, title: str) -> Path:
+    """Left: A vs B PSNR per image (above the diagonal, A is better); right: A − B per image,
+    sorted (small gaps are invisible on the left)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -116,11 +118,16 @@ def scatter(rows: list[dict[str, Any]], summary: dict[str, Any], path: Path, tit
 
     xs, ys = [r["psnr_b"] for r in rows], [r["psnr_a"] for r in rows]
     lo, hi = min(xs + ys) - 0.5, max(xs + ys) + 0.5
-    fig, ax = plt.subplots(figsize=(5, 5), dpi=120)
-    ax.plot([lo, hi], [lo, hi], color="0.6", lw=1, zorder=0)
-    ax.scatter(xs, ys, s=14, c=["tab:blue" if r["psnr_diff"] > 0 else "tab:red" for r in rows])
-    ax.set(xlim=(lo, hi), ylim=(lo, hi), xlabel=f"B: {summary['b']} PSNR (dB)", ylabel=f"A: {summary['a']} PSNR (dB)", aspect="equal")
-    ax.set_title(f"{title}\nA better on {summary['a_better']} of {summary['images']} images (mean {summary['mean_psnr_diff']:+.3f} dB)", fontsize=9)
+    colours = ["tab:blue" if r["psnr_diff"] > 0 else "tab:red" for r in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.6), dpi=110)
+    left.plot([lo, hi], [lo, hi], color="0.6", lw=1, zorder=0)
+    left.scatter(xs, ys, s=14, c=colours)
+    left.set(xlim=(lo, hi), ylim=(lo, hi), xlabel=f"B: {summary['b']} PSNR (dB)", ylabel=f"A: {summary['a']} PSNR (dB)", aspect="equal")
+    diffs = sorted(r["psnr_diff"] for r in rows)
+    right.bar(range(len(diffs)), diffs, color=["tab:blue" if d > 0 else "tab:red" for d in diffs], width=0.9)
+    right.axhline(0, color="0.4", lw=0.8)
+    right.set(xlabel="images, sorted by A − B", ylabel="A − B PSNR (dB)", xticks=[])
+    fig.suptitle(f"{title}: A better on {summary['a_better']} of {summary['images']} images (mean {summary['mean_psnr_diff']:+.3f} dB)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
