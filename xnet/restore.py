@@ -31,7 +31,7 @@ from xnet.utils.validate import validate
 log = logging.getLogger(__name__)
 
 #: What makes one image fail without stopping the others: a bad file, a broken output, a full disk, no memory.
-PER_IMAGE_ERRORS = (UserError, OSError, MemoryError, torch.OutOfMemoryError)
+PER_IMAGE_ERRORS = (UserError, OSError, MemoryError, torch.cuda.OutOfMemoryError)
 
 
 class RestoreFailed(UserError):
