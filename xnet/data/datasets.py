@@ -7,6 +7,7 @@ import torch
 from torch.utils.data import Dataset
 
 from xnet.tasks import Task
+from xnet.utils.errors import ConfigError
 
 
 def random_flip(tensors: Sequence[torch.Tensor], hflip: bool, vflip: bool) -> list[torch.Tensor]:
@@ -34,7 +35,7 @@ class PatchDataset(Dataset):
         small = [item[0] for item, imgs in zip(source, self.images) if min(imgs[-1].shape[-2:]) < patch_size]
         if small:
             folder = getattr(source, "folder", source)
-            raise ValueError(f"{folder}: images smaller than the {patch_size}px crop: {small[:5]} — lower data.patch_size or set min_size")
+            raise ConfigError(f"{folder}: images smaller than the {patch_size}px crop: {small[:5]} — lower data.patch_size or set min_size")
 
     def __len__(self) -> int:
         return self.length

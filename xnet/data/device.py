@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from xnet.tasks import Task
+from xnet.utils.errors import ConfigError
 
 AUGMENTS = ("none", "flips", "dihedral")
 
@@ -83,7 +84,7 @@ def _check_sizes(source: Any, items: list, patch_size: int) -> None:
     if small:
         names = [source[i][0] for i in small[:5]]
         folder = getattr(source, "folder", getattr(source, "name", source))
-        raise ValueError(f"{folder}: images smaller than the {patch_size}px crop: {names} — lower data.patch_size or set min_size")
+        raise ConfigError(f"{folder}: images smaller than the {patch_size}px crop: {names} — lower data.patch_size or set min_size")
 
 
 class DevicePatchSampler:
@@ -97,9 +98,9 @@ class DevicePatchSampler:
 
     def __init__(self, images: PackedImages, task: Task, patch_size: int, batch_size: int, augment: str = "flips", seed: int = 0) -> None:
         if augment not in AUGMENTS:
-            raise ValueError(f"data.augment must be one of {AUGMENTS}, got {augment!r}")
+            raise ConfigError(f"data.augment must be one of {AUGMENTS}, got {augment!r}")
         if patch_size < 1 or batch_size < 1:
-            raise ValueError(f"data.patch_size and data.batch_size must be positive, got {patch_size} and {batch_size}")
+            raise ConfigError(f"data.patch_size and data.batch_size must be positive, got {patch_size} and {batch_size}")
         self.images, self.task, self.patch_size, self.batch_size, self.augment = images, task, patch_size, batch_size, augment
         self.device = images.flat.device
         self.generator = torch.Generator(device=self.device)
