@@ -217,8 +217,9 @@ def test_native_kernel_matches_reference(
     x = torch.randn(2, c, 23, 19).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         ref = fused.forward_reference(x)
-        for bands in (1, 2, 3):  # threads split the rows into bands with shared halos
-            fused.native_bands = bands
+        # threads split the channel blocks into groups, and with 4 also the rows into bands with shared halos
+        for workers in (1, 2, 3, 4):
+            fused.native_workers = workers
             xin = x.clone()
             y = fused(xin)
             assert (y.data_ptr() == xin.data_ptr()) == inplace

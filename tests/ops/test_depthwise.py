@@ -32,7 +32,7 @@ def _grads(conv: torch.nn.Module, u: torch.Tensor, gd: torch.Tensor):
 @needs_native
 @pytest.mark.parametrize("kernel_size", [1, 3, 9, 11])  # 11: the generic (untemplated) kernels
 @pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("threads", [1, 2])  # 2: row bands with halos, per-band weight accumulators
+@pytest.mark.parametrize("threads", [1, 2])  # 2: channel groups (forward), row bands with per-band accumulators (weight gradient)
 def test_native_matches_torch(kernel_size: int, bias: bool, threads: int) -> None:
     torch.manual_seed(kernel_size)
     conv = DepthwiseConv2d(32, kernel_size, bias=bias)
@@ -59,8 +59,8 @@ def test_weight_gradient_bands_and_narrow_images() -> None:
         ref = torch.ops.aten.convolution_backward(
             gd, u, w, None, [1, 1], [4, 4], [1, 1], False, [0, 0], 16, [False, True, False]
         )[1]
-        for bands in (1, 2, 3):
-            gw = depthwise_grad_weight_native(u, gd, 9, native_kernel(), bands=bands)
+        for workers in (1, 2, 3):
+            gw = depthwise_grad_weight_native(u, gd, 9, native_kernel(), workers=workers)
             assert (gw - ref).abs().max() <= 1e-4 * ref.abs().max()
 
 

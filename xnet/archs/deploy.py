@@ -252,8 +252,8 @@ class FusedXUnit(nn.Module):
         #: ``auto``: the native CPU kernel when it applies and builds, else torch ops; ``native``:
         #: require it (error if unavailable); ``torch``: torch ops only.
         self.cpu_kernel = "auto"
-        #: row bands for the native kernel (default: ``torch.get_num_threads()``)
-        self.native_bands: int | None = None
+        #: threads for the native kernel (default: ``torch.get_num_threads()``)
+        self.native_workers: int | None = None
         #: ``auto``: the Triton kernel for CUDA input when Triton imports, else torch ops;
         #: ``triton``: require it (on CPU input too, which only Triton's interpreter can run);
         #: ``torch``: torch ops only.
@@ -341,7 +341,7 @@ class FusedXUnit(nn.Module):
             return fused_xunit_triton(x, terms)
         lib = self._native_lib(x, terms)
         if lib is not None:
-            return fused_xunit_native(x, terms, lib, inplace=self.inplace, bands=self.native_bands)
+            return fused_xunit_native(x, terms, lib, inplace=self.inplace, workers=self.native_workers)
         return fused_xunit_tiled(x, terms, self.tile_bytes, inplace=self.inplace)
 
     def forward_reference(self, x: torch.Tensor) -> torch.Tensor:

@@ -14,8 +14,10 @@ blocks (each loaded ``u`` vector feeds up to ``r`` FMAs) and applies the gate, `
 ``out_shift`` and the multiply straight from the accumulators — so ``x`` is read from memory once
 and ``y`` written once, in place when allowed. Rows are taken in chunks of 8 with the channel blocks
 inside, so a chunk's ``x`` rows are still cached for the later blocks. :func:`fused_xunit_native`
-splits the rows into bands run on Python threads (ctypes drops the GIL); the ``r//2`` rows of ``u``
-around each band boundary are computed first, so bands may overwrite their own rows of ``x``.
+splits the work over ``torch.get_num_threads()`` Python threads (ctypes drops the GIL): first into
+channel groups (free: a block is its own cache line, nothing is recomputed), then, with more threads
+than blocks, into row bands whose boundary rows of ``u`` are computed first (in parallel), so bands
+may overwrite their own rows of ``x``.
 """
 from __future__ import annotations
 
@@ -116,7 +118,7 @@ def _build_native() -> ctypes.CDLL:
     lib.xunit_padded_row_floats.restype = ctypes.c_int64
     lib.xunit_u_rows.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
     lib.xunit_u_rows.restype = None
-    lib.xunit_band.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int64] * 2 + [ctypes.c_void_p] * 3
+    lib.xunit_band.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int64] * 2 + [ctypes.c_void_p] * 2 + [ctypes.c_int64] * 2 + [ctypes.c_void_p]
     lib.xunit_band.restype = ctypes.c_int
     lib.xunit_dw_grad_weight.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 2 + [ctypes.c_void_p]
     lib.xunit_dw_grad_weight.restype = None
@@ -145,7 +147,7 @@ def _native_self_check(lib: ctypes.CDLL) -> float:
         x = torch.randn(2, c, 37, 21, generator=g).contiguous(memory_format=torch.channels_last)
         with torch.no_grad():
             expected = fused_xunit_reference(x, terms)
-            got = fused_xunit_native(x, terms, lib, inplace=post, bands=2)
+            got = fused_xunit_native(x, terms, lib, inplace=post, workers=2 + pre)  # 2: channel groups; 3: row bands too
             worst = max(worst, (got - expected).abs().max().item())
     # conv-only mode and the weight gradient, against torch's depthwise conv and its backward
     for k in (3, 9):
@@ -155,8 +157,8 @@ def _native_self_check(lib: ctypes.CDLL) -> float:
         ref_gw = torch.ops.aten.convolution_backward(
             gd, u, w, None, [1, 1], [k // 2] * 2, [1, 1], False, [0, 0], 32, [False, True, False]
         )[1]
-        d = depthwise_conv_native(u, w, b, lib, bands=2)
-        gw = depthwise_grad_weight_native(u, gd, k, lib, bands=2)
+        d = depthwise_conv_native(u, w, b, lib, workers=3)
+        gw = depthwise_grad_weight_native(u, gd, k, lib, workers=2)
         worst = max(worst, (d - F.conv2d(u, w, b, padding=k // 2, groups=32)).abs().max().item())
         worst = max(worst, (gw - ref_gw).abs().max().item() / max(1.0, ref_gw.abs().max().item()))
     return worst
@@ -214,45 +216,68 @@ def _ptr(v: torch.Tensor | None) -> int | None:
     return None if v is None else v.data_ptr()
 
 
-def _row_bands(height: int, bands: int | None) -> list[int]:
-    """Band start rows (plus ``height``): ``bands`` (default ``torch.get_num_threads()``), at most
-    one per 8 rows."""
-    bands = max(1, min(bands or torch.get_num_threads(), height // 8))
+def _row_bands(height: int, bands: int) -> list[int]:
+    """Band start rows (plus ``height``): ``bands`` bands, at most one per 8 rows."""
+    bands = max(1, min(bands, height // 8))
     return [height * b // bands for b in range(bands)] + [height]
 
 
+def _split(height: int, blocks: int, radius: int, workers: int | None) -> tuple[int, int]:
+    """``(channel groups, row bands)`` for ``workers`` threads (default ``torch.get_num_threads()``).
+
+    Channel groups (whole 16-channel blocks, a divisor of ``blocks``) cost nothing extra: no thread
+    touches another's cache lines. Row bands cost ``2·radius`` recomputed rows of ``u`` each (their
+    halos). The split minimises (rounds of tasks) × (work per task, halos included)."""
+    workers = max(1, workers or torch.get_num_threads())
+    best, best_cost = (1, 1), float("inf")
+    for groups in (g for g in range(1, blocks + 1) if blocks % g == 0 and g <= workers):
+        for bands in range(1, max(1, min(workers, height // 8)) + 1):
+            tasks = groups * bands
+            rounds = -(-tasks // workers)
+            cost = rounds * (height / bands + 2 * radius * (bands > 1)) / groups
+            if cost < best_cost - 1e-9:
+                best, best_cost = (groups, bands), cost
+    return best
+
+
 def _run_tasks(fn: Any, tasks: list[tuple], workers: int) -> list[Any]:
-    return [fn(task) for task in tasks] if workers == 1 else list(_thread_pool(workers).map(fn, tasks))
+    return [fn(task) for task in tasks] if workers == 1 or len(tasks) == 1 else list(_thread_pool(workers).map(fn, tasks))
 
 
-def _band_pass(x: torch.Tensor, y: torch.Tensor, params: _NativeParams, lib: ctypes.CDLL, bands: int | None) -> None:
-    """Run ``xunit_band`` over every image of ``x`` (NHWC float32) into ``y``, rows split into
-    parallel bands whose boundary rows of ``u`` are computed first (so ``y`` may be ``x``)."""
+def _band_pass(x: torch.Tensor, y: torch.Tensor, params: _NativeParams, lib: ctypes.CDLL, workers: int | None) -> None:
+    """Run ``xunit_band`` over every image of ``x`` (NHWC float32) into ``y`` on ``workers``
+    threads: channel groups × row bands (:func:`_split`). With several bands, the ``u`` rows around
+    each band boundary are computed first, in parallel, from ``x`` before any band overwrites it
+    (so ``y`` may be ``x``)."""
     n, c, height, width = x.shape
     p = params.R // 2
+    threads = max(1, workers or torch.get_num_threads())
+    groups, bands = _split(height, c // 16, p, threads)
     starts = _row_bands(height, bands)
+    edges = [c * g // groups // 16 * 16 for g in range(groups)] + [c]
     prow = lib.xunit_padded_row_floats(width, c, params.R)
     block_row_bytes = prow // c * 16 * x.element_size()  # one padded u row of one 16-channel block
     image = height * width * c * x.element_size()
+    halos = {(i, b): torch.zeros(2 * p, prow) for i in range(n) for b in range(len(starts) - 2)} if p else {}
+
+    def halo(task: tuple[int, int]) -> None:
+        i, b = task
+        lib.xunit_u_rows(x.data_ptr() + i * image, halos[task].data_ptr(), starts[b + 1] - p, starts[b + 1] + p, ctypes.byref(params))
+
+    _run_tasks(halo, list(halos), threads)
     tasks = []
-    halos = []  # keeps the halo buffers the tasks point into alive
     for i in range(n):
         xi, yi = x.data_ptr() + i * image, y.data_ptr() + i * image
-        # u rows around each band boundary, from x before any band overwrites it
-        bounds = [torch.zeros(2 * p, prow) for _ in range(len(starts) - 2)] if p else []
-        for b, buf in enumerate(bounds):
-            lib.xunit_u_rows(xi, buf.data_ptr(), starts[b + 1] - p, starts[b + 1] + p, ctypes.byref(params))
-        halos.append(bounds)
         for b in range(len(starts) - 1):
-            top = bounds[b - 1].data_ptr() if p and b > 0 else None
+            top = halos[(i, b - 1)].data_ptr() if p and b > 0 else None
             # rows [e, e + P) start P rows into the buffer (in each of its channel blocks)
-            bottom = bounds[b].data_ptr() + p * block_row_bytes if p and b < len(starts) - 2 else None
-            tasks.append((xi, yi, starts[b], starts[b + 1], top, bottom))
+            bottom = halos[(i, b)].data_ptr() + p * block_row_bytes if p and b < len(starts) - 2 else None
+            tasks += [(xi, yi, starts[b], starts[b + 1], top, bottom, edges[g], edges[g + 1]) for g in range(groups)]
 
     def run(task: tuple) -> int:
         return lib.xunit_band(*task, ctypes.byref(params))
 
-    if any(_run_tasks(run, tasks, len(starts) - 1)):
+    if any(_run_tasks(run, tasks, threads)):
         raise MemoryError("xUnit CPU kernel could not allocate its row buffers")
 
 
@@ -267,11 +292,11 @@ def fused_xunit_native(
     t: FusedTerms,
     lib: ctypes.CDLL,
     inplace: bool = False,
-    bands: int | None = None,
+    workers: int | None = None,
 ) -> torch.Tensor:
     """One fused xUnit forward with the native kernel ``lib`` (from :func:`native_kernel`); the
-    caller checks :func:`native_applies`. With ``inplace`` the output overwrites ``x``. ``bands``:
-    row bands run in parallel (default ``torch.get_num_threads()``; at most one per 8 rows)."""
+    caller checks :func:`native_applies`. With ``inplace`` the output overwrites ``x``. ``workers``:
+    threads (default ``torch.get_num_threads()``), over channel groups and row bands."""
     n, c, height, width = x.shape
     optional = (t.in_scale, t.in_shift, t.out_scale, t.out_shift)
     in_scale, in_shift, out_scale, out_shift = (None if v is None else v.contiguous() for v in optional)
@@ -282,12 +307,12 @@ def fused_xunit_native(
         bias.data_ptr(), _GATE_CODES[t.gate], _ptr(out_scale), _ptr(out_shift),
     )
     y = x if inplace else torch.empty_like(x)
-    _band_pass(x, y, params, lib, bands)
+    _band_pass(x, y, params, lib, workers)
     return y
 
 
 def depthwise_conv_native(
-    u: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, lib: ctypes.CDLL, bands: int | None = None
+    u: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, lib: ctypes.CDLL, workers: int | None = None
 ) -> torch.Tensor:
     """``F.conv2d(u, weight, bias, padding=k // 2, groups=C)`` for NHWC float32 ``u`` (C % 16 == 0,
     odd k) with the native kernel; the output is channels_last."""
@@ -297,19 +322,19 @@ def depthwise_conv_native(
     b = bias.detach().contiguous().float() if bias is not None else torch.zeros(c)
     params = _NativeParams(height, width, c, k, None, None, 0, wt.data_ptr(), b.data_ptr(), _CONV_ONLY, None, None)
     d = torch.empty_like(u, memory_format=torch.channels_last)
-    _band_pass(u, d, params, lib, bands)
+    _band_pass(u, d, params, lib, workers)
     return d
 
 
 def depthwise_grad_weight_native(
-    u: torch.Tensor, grad: torch.Tensor, kernel_size: int, lib: ctypes.CDLL, bands: int | None = None
+    u: torch.Tensor, grad: torch.Tensor, kernel_size: int, lib: ctypes.CDLL, workers: int | None = None
 ) -> torch.Tensor:
     """Weight gradient ``(C, 1, k, k)`` of ``conv2d(u, w, padding=k // 2, groups=C)`` given the
     output gradient ``grad``; both NHWC float32 of one shape, C % 16 == 0."""
     n, c, height, width = u.shape
     k = kernel_size
     params = _NativeParams(height, width, c, k, None, None, 0, None, None, _CONV_ONLY, None, None)
-    starts = _row_bands(height, bands)
+    starts = _row_bands(height, workers or torch.get_num_threads())
     image = height * width * c * u.element_size()
     workers = len(starts) - 1
     partial = torch.zeros(workers, k * k * c)  # one accumulator per band

@@ -236,13 +236,15 @@ void xunit_u_rows(const float* x, float* out, int64_t r_begin, int64_t r_end, co
             if (j >= 0 && j < q->H) make_u_row(*q, x + j * row, c, out + ((c / VEC) * n + (j - r_begin)) * pp);
 }
 
-// Output rows [s, e) of one image. u rows [s - P, s) come from `halo_top` and [e, e + P) from
+// Output rows [s, e), channels [c_begin, c_end) (whole 16-channel blocks) of one image. Channel groups
+// share nothing (a block is one cache line per pixel), so threads may split the channels as well as the
+// rows. u rows [s - P, s) come from `halo_top` and [e, e + P) from
 // `halo_bottom` (each points at the first wanted row of an xunit_u_rows buffer of 2P rows), unless
 // they lie outside the image (then zero) or s == 0 / e == H. y may alias x: in each channel block,
 // row i of y is written only after every u row that reads x row i (each block has its own ring
 // and its own next row, so the order of chunks and blocks does not matter for that).
 int xunit_band(const float* x, float* y, int64_t s, int64_t e, const float* halo_top, const float* halo_bottom,
-               const Params* qp) {
+               int64_t c_begin, int64_t c_end, const Params* qp) {
     const Params& q = *qp;
     const int64_t R = q.R, P = R / 2, row = q.W * q.C, pp = padded_px(q) * VEC;
     const int64_t nb = q.C / VEC;
@@ -257,7 +259,7 @@ int xunit_band(const float* x, float* y, int64_t s, int64_t e, const float* halo
     // Row chunks × channel blocks: a chunk's x rows stay in cache across the channel-block passes.
     for (int64_t s1 = s; s1 < e; s1 += SUB) {
         const int64_t e1 = s1 + SUB < e ? s1 + SUB : e;
-        for (int64_t c = 0; c < q.C; c += VEC) {
+        for (int64_t c = c_begin; c < c_end; c += VEC) {
             const int64_t cb = c / VEC, halo_offset = cb * 2 * P * pp;
             float* rb = ring + cb * R * pp;
             for (int64_t i = s1; i < e1; ++i) {
