@@ -13,7 +13,9 @@ from PIL import Image
 
 from conftest import REPO
 from xnet.archs.dncnn import DnCNN
-from xnet.compare import per_image, positional_to_overrides
+from omegaconf import OmegaConf
+
+from xnet.compare import per_image, positional_to_overrides, side_label, side_overrides
 from xnet.weights import save_weights
 
 
@@ -72,3 +74,10 @@ def test_positional_arguments_name_the_sides():
     assert positional_to_overrides(["w.pth", "runs/m/metrics.json", "task.sigma=50"]) == [
         "a.weights=w.pth", "b.metrics=runs/m/metrics.json", "task.sigma=50"]
     assert positional_to_overrides(["a.weights=x", "b.model=bm3d"]) == ["a.weights=x", "b.model=bm3d"]
+
+
+def test_a_side_is_its_model_weights_and_own_overrides():
+    side = OmegaConf.create({"weights": "k/dncnn_25.pth", "model": "dncnn", "overrides": ["model.net.bn_merged=true"], "metrics": None, "label": None})
+    assert side_overrides(side) == ["model=dncnn", "weights=k/dncnn_25.pth", "model.net.bn_merged=true"]
+    assert side_label(side) == "dncnn_25"
+    assert side_label(OmegaConf.create({"model": "bm3d"})) == "bm3d"

@@ -5,8 +5,9 @@
 
 Each side is ``weights`` (a file or a zoo name), ``model`` (a ``conf/model`` name: the architecture
 of a plain state dict, or a restorer that needs no weights, ``bm3d``/``identity``), ``overrides``
-(more eval overrides for that side only, e.g. ``[model.net.bn_merged=true]``) or ``metrics`` (the
-``metrics.json`` of an earlier ``xnet.evaluate`` on the same set and protocol: BM3D takes minutes).
+(more eval overrides for that side only, quoted as Hydra wants a value holding ``=``:
+``'b.overrides=["model.net.bn_merged=true"]'``) or ``metrics`` (the ``metrics.json`` of an earlier
+``xnet.evaluate`` on the same set and protocol: BM3D takes minutes).
 Every other override (task, data/test, σ, seed, limit; ``model...`` unless the side names its own
 model) applies to both, so both see the same inputs. Writes ``compare.csv`` (per image: PSNR/SSIM of A and B, A − B), ``compare.png`` (A vs B
 PSNR per image; above the diagonal, A is better) and ``compare.json`` in the run dir, and prints
