@@ -70,3 +70,9 @@ def test_evaluate_refuses_a_negative_limit_instead_of_scoring_minus_one_images(t
 
     with pytest.raises(ConfigError, match="limit=-1"):
         evaluate(compose("eval", ["experiment=demo", "weights=x.pth", "data/test=sample", "limit=-1", f"paths.output_dir={tmp_path}"]))
+
+
+def test_a_classical_restorer_is_not_trained():
+    cfg = compose("train", ["model=bm3d", "paths.output_dir=/tmp/unused"])
+    with pytest.raises(ConfigError, match="model=bm3d is a classical restorer"):
+        validate(cfg, "train")

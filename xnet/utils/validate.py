@@ -84,6 +84,8 @@ def problems(cfg: DictConfig, entry: str) -> list[str]:
             found.append(msg)
     if entry == "train" and not found:
         found += list(_size_problems(cfg))
+    if entry == "train" and _select(cfg, "model.classical") is True:  # BM3D & co: nothing to learn
+        found.append(f"model={_select(cfg, 'model.name')} is a classical restorer with nothing to train; score it with xnet.evaluate")
     return found
 
 
