@@ -7,14 +7,16 @@
 In this order, each step under its own time cap, in one process tree:
   (a) environment: torch / CUDA / GPU, printed and recorded;
   (b) the CUDA tests (``pytest -m cuda``);
-  (c) ``scripts/benchmark.py --device cuda --quick`` (dncnn and srcnn families) → DIR/benchmark_<device>.json;
+  (c) ``scripts/benchmark.py --device cuda --quick`` (dncnn family, data pipeline, depthwise kernels)
+      → DIR/benchmark_<device>.json, and the CPU thread table of fused inference on the machine's
+      cores (the only many-core CPU at hand) → DIR/benchmark_cpu_threads.json;
   (d) the training queue (``runs/queue.yaml``): each entry not finished resumes from its committed
       state (``runs/<name>/state.ckpt``) or starts (its length from the benchmark's step time),
       trains with ``trainer.max_time`` until the budget is spent, and is packed into
       DIR/run_<name>.tar.gz: the resumable state (weights, optimizer, step, data-generator state),
       its CSV logs and run.json (chunks: GPU, steps, wall clock); when finished, the checkpoint the
       final step and the ``xnet.evaluate`` reports on its test sets.
-Everything lands in at most 8 files (DIR/queue.log, DIR/report.json, the benchmark, ≤ 5 runs).
+Everything lands in at most 8 files (DIR/queue.log, DIR/report.json, the two benchmarks, ≤ 4 runs).
 
 ``--ingest DIR`` unpacks the runs into ``runs/<name>/`` (the state for the next slot) and exports a
 finished run into the zoo (``weights/<name>``, model card with steps, GPU, wall clock and recipe).
@@ -37,7 +39,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 RUNS = REPO / "runs"
-MAX_RUN_FILES = 5  # + queue.log, report.json, benchmark JSON = 8 files back from a slot
+MAX_RUN_FILES = 4  # + queue.log, report.json, two benchmark JSONs = 8 files back from a slot
 
 
 class Queue:
@@ -130,6 +132,15 @@ class Queue:
         self.log(f"depthwise for training: {'triton' if use else 'default'} (xDnCNN bf16 step {default:.1f} ms default, {triton:.1f} ms triton)")
 
     bench: dict[str, Any] | None = None
+
+    def cpu_threads(self) -> None:
+        """Fused CPU inference, xDnCNN / DnCNN-S, at 1, 2, 4, 8 and all cores (issue: the ratio at
+        many threads), with the dense-conv / xUnit split."""
+        cap = min(self.args.threads_cap, 0.15 * self.left())
+        path = self.out / "benchmark_cpu_threads.json"
+        cmd = [sys.executable, "scripts/benchmark.py", "--device", "cpu", "--families", "dncnn", "--no-inference", "--no-train",
+               "--thread-table", "--thread-counts", "4", "8", "--repeats", "7", "--json", str(path)]
+        self.report["steps"]["cpu_threads"] = self.run("cpu thread table", cmd, cap, log_tail=20)
 
     def planned_steps(self, entry: dict[str, Any]) -> int:
         """A new run's length: ``train_minutes`` of the benchmark's bf16 (GPU) step time."""
@@ -349,7 +360,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bench-cap", type=float, default=90)
     ap.add_argument("--bench-families", default="dncnn")
     ap.add_argument("--bench-args", nargs="*", default=[], help="extra scripts/benchmark.py arguments (e.g. --no-inference)")
-    ap.add_argument("--skip", nargs="*", default=[], choices=["tests", "benchmark", "train"])
+    ap.add_argument("--skip", nargs="*", default=[], choices=["tests", "benchmark", "cpu-threads", "train"])
+    ap.add_argument("--threads-cap", type=float, default=45)
     ap.add_argument("--profile-steps", type=int, default=20, help="profile this many steps of the first run (0: off)")
     ap.add_argument("--profile-start", type=int, default=200, help="... from this step")
     ap.add_argument("--startup-s", type=float, default=25, help="a training process's start-up (imports, data) before max_time counts")
@@ -367,6 +379,8 @@ def main(argv: list[str] | None = None) -> int:
             q.tests()
         if "benchmark" not in args.skip:
             q.benchmark()
+        if "cpu-threads" not in args.skip:
+            q.cpu_threads()
         if "train" not in args.skip:
             q.train_queue()
     finally:

@@ -29,7 +29,7 @@ def run_queue(tmp_path, *extra, budget="1.5"):
 @pytest.mark.slow
 def test_cpu_dry_run_packs_states_and_results_and_ingests(tmp_path):
     (tmp_path / "queue.yaml").write_text(yaml.safe_dump(QUEUE))
-    res = run_queue(tmp_path, "--train-overrides", "threads=1")
+    res = run_queue(tmp_path, "--skip", "cpu-threads", "--train-overrides", "threads=1")
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     out = tmp_path / "out"
     files = sorted(p.name for p in out.iterdir())
@@ -59,7 +59,7 @@ def test_cpu_dry_run_packs_states_and_results_and_ingests(tmp_path):
     assert state.is_file() and info["max_steps"] == 10_000_000 and len(info["chunks"]) == 1
 
     # the next slot resumes the unfinished run from its state and skips the finished one
-    res2 = run_queue(tmp_path, "--skip", "tests", "benchmark", "--train-overrides", "threads=1", budget="0.6")
+    res2 = run_queue(tmp_path, "--skip", "tests", "benchmark", "cpu-threads", "--train-overrides", "threads=1", budget="0.6")
     assert res2.returncode == 0, res2.stdout[-3000:]
     report2 = json.loads((out / "report.json").read_text())
     assert "train:tiny_done" not in report2["steps"]
