@@ -1,5 +1,7 @@
 """Real (tiny) training runs: learning happens, checkpoints resume, divergence stops cleanly."""
+import csv
 import json
+import logging
 
 import pytest
 import torch
@@ -19,7 +21,9 @@ def test_short_training_raises_psnr_well_above_the_noisy_input(tiny_run):
     assert saved["test/psnr"] == pytest.approx(summary["test/psnr"])
     assert (out / "checkpoints" / "last.ckpt").is_file()
     assert list((out / "checkpoints").glob("best-*.ckpt"))
-    assert list((out / "csv").glob("metrics.csv"))
+    with open(out / "csv" / "metrics.csv") as f:  # the test scores reach the CSV log too
+        tested = [r for r in csv.DictReader(f) if r.get("test/psnr")]
+    assert len(tested) == 1 and float(tested[0]["test/psnr"]) == pytest.approx(summary["test/psnr"], abs=1e-4)
     assert list((out / "csv" / "images").glob("*.png"))  # input | output | target triplets
 
 
@@ -54,9 +58,12 @@ def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_good_checkpoin
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
 
 
-def test_fast_dev_run_smoke(tmp_path):
-    summary = run_train(tmp_path, ["experiment=demo", "debug=fast", "trainer.enable_progress_bar=false"])
+def test_fast_dev_run_smoke_says_where_the_run_is_at_start_and_end(tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="xnet.train"):
+        summary = run_train(tmp_path, ["experiment=demo", "debug=fast", "trainer.enable_progress_bar=false"])
     assert summary["step"] == 1
+    said = [r.getMessage() for r in caplog.records if r.name == "xnet.train"]
+    assert said[0] == f"run dir: {tmp_path.resolve()}" and said[-1] == f"done: {tmp_path.resolve()}"
 
 
 def test_wandb_logger_works_offline_without_a_prompt(tmp_path, monkeypatch):

@@ -31,6 +31,7 @@ from xnet.utils.atomic import write_json
 from xnet.utils.build import build_net, build_task, instantiate_config, setup_runtime, to_container
 from xnet.utils.errors import ConfigError, WeightsError, exit_on_user_error
 from xnet.utils.precision import exact_float32
+from xnet.utils.progress import progress
 from xnet.utils.validate import validate
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,8 @@ def evaluate_module(
     if n < 1:  # a mean over no images is not a figure
         raise ConfigError(f"{getattr(source, 'name', source)}: no images to score (limit={limit})")
     rows = []
-    for i in range(n):
+    log.info("scoring %s: %d images", getattr(source, "name", "the test set"), n)
+    for i in progress(range(n), desc=f"{getattr(source, 'name', 'test')}", unit="img"):
         item = dataset[i]
         with exact_float32(torch.device(device).type):
             out = tiler(restorer, item["input"][None], device)[0]
@@ -184,6 +186,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     result = {"model": cfg.model.name, **task.describe(), "seed": cfg.seed, **params, **report, "weights": loaded.weights, "config": to_container(cfg)}
     path = write_json(out_dir / "metrics.json", result)
     log.info("%s %s: PSNR %.3f dB, SSIM %.4f → %s", task.name, report["dataset"], report["psnr"], report["ssim"], path)
+    if cfg.get("logger"):  # logger=wandb: an `eval` run with the per-image table
+        from xnet.lit.tracking import log_evaluation
+
+        log_evaluation(cfg, result)
     return result
 
 

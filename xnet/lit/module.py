@@ -150,8 +150,9 @@ class RestorationModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_fit_start(self) -> None:
+        described = {k: v for k, v in self.task.describe().items() if k != "task"}  # `task` is the config node (train logs it)
         for logger in self.loggers:
-            logger.log_hyperparams({**self.params, **self.task.describe()})
+            logger.log_hyperparams({**self.params, **described})
         log.info("parameters: paper convention %s, trainable %s", f"{self.params['params_paper']:,}", f"{self.params['params_trainable']:,}")
 
     # --- validation -----------------------------------------------------------------------------
@@ -175,7 +176,7 @@ class RestorationModule(L.LightningModule):
         if inp.shape == target.shape:
             self.val_psnr_input.update(self.score(inp, target, batch["grey_source"])["psnr"])
         if batch_idx < self.hparams.log_images and not self.trainer.sanity_checking:
-            self._log_triplet(batch["name"], inp[0], output[0], target[0])
+            self._log_triplet(batch["name"], inp[0], output[0], target[0], float(scores["psnr"].reshape(-1)[0]))
 
     def on_validation_epoch_end(self) -> None:
         self.log("val/psnr", self.val_psnr.compute(), prog_bar=True, add_dataloader_idx=False)
@@ -190,15 +191,17 @@ class RestorationModule(L.LightningModule):
         if not self.trainer.sanity_checking:
             self.check_finite()
 
-    def _log_triplet(self, name: str, inp: torch.Tensor, output: torch.Tensor, target: torch.Tensor) -> None:
-        """(input | output | target) to every logger that takes images, and as PNGs in the run dir."""
+    def _log_triplet(self, name: str, inp: torch.Tensor, output: torch.Tensor, target: torch.Tensor, psnr: float | None = None) -> None:
+        """(input | output | target) to every logger that takes images (the output's PSNR in the
+        caption), and as PNGs in the run dir."""
         images = [t.detach().float().clamp(0, 1).cpu() for t in (inp, output, target)]
         if images[0].shape != images[2].shape:  # SR: show the input at the target's size
             images[0] = F.interpolate(images[0][None], size=images[2].shape[-2:], mode="nearest")[0]
         panel = torch.cat(images, dim=-1)
         for logger in self.loggers:
             if hasattr(logger, "log_image"):
-                logger.log_image(key=f"val/{name}", images=[panel], caption=["input | output | target"], step=self.global_step)
+                caption = "input | output | target" + (f" — PSNR {psnr:.2f} dB" if psnr is not None else "")
+                logger.log_image(key=f"val/{name}", images=[panel], caption=[caption], step=self.global_step)
         if self.trainer.log_dir:
             save_image(panel, Path(self.trainer.log_dir) / "images" / f"step{self.global_step:07d}_{name}.png")
 

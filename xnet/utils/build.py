@@ -76,13 +76,21 @@ def setup_runtime(cfg: DictConfig) -> None:
         torch.set_num_threads(int(cfg.threads))
     if cfg.get("retain_cpu_memory", True):
         retain_freed_memory()
-    if "wandb" in (cfg.get("logger") or {}) and "WANDB_MODE" not in os.environ and not _wandb_has_key():
+    if "wandb" in (cfg.get("logger") or {}) and "WANDB_MODE" not in os.environ and not wandb_logged_in():
         os.environ["WANDB_MODE"] = "offline"
-        log.info("W&B: no API key found, logging offline (sync later with `wandb sync`)")
+        log.info("W&B: not logged in, logging offline to <run dir>/wandb (sync later: see the README)")
 
 
-def _wandb_has_key() -> bool:
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    netrc = os.path.expanduser("~/.netrc")
-    return os.path.exists(netrc) and "api.wandb.ai" in open(netrc, encoding="utf-8", errors="ignore").read()
+def wandb_logged_in() -> bool:
+    """Whether wandb has credentials for its configured host — ``WANDB_API_KEY``, its settings, or a
+    ``.netrc`` entry for that host (a self-hosted server too) — asked of wandb itself, with no
+    network call and no prompt."""
+    import wandb
+
+    try:
+        return bool(wandb.login(prompt=False, verify=False))
+    except TypeError:  # a wandb without `prompt=`: its api object reads the same places
+        return bool(wandb.api.api_key)
+    except Exception as e:  # noqa: BLE001 - e.g. a malformed key: log offline rather than fail the run
+        log.warning("W&B: cannot read the credentials (%s)", e)
+        return False

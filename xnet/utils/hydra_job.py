@@ -1,0 +1,123 @@
+"""What Hydra knows about the running job — its overrides, the sweep's axes, the config-group
+choices — and the resolvers the run-dir names use. Nothing here runs at import: the entry points
+register the resolvers, and so does :class:`RegisterResolvers` wherever Hydra starts a job (a
+joblib or submitit worker rebuilds it from its pickle)."""
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+
+#: a run-dir name keeps these characters; anything else (``/`` included) would nest or break a folder
+_UNSAFE = re.compile(r"[^A-Za-z0-9._=,+-]")
+MAX_DIRNAME = 120  # characters of overrides kept in a folder name; longer ones end in a hash
+
+#: overrides that never name a run: where it writes, how it runs, what it resumes
+NEVER_IN_NAMES = ("hydra.", "paths.", "ckpt_path", "threads", "logger.", "trainer.enable_progress_bar")
+
+
+def job_dirname(num: Any, override_dirname: str) -> str:
+    """``<job number>_<overrides>`` as one flat folder name: ``data/test=set12`` → ``data.test=set12``,
+    other unsafe characters → ``_``, too long a string shortened with a hash (still unique)."""
+    text = _UNSAFE.sub("_", str(override_dirname).replace("/", "."))
+    if len(text) > MAX_DIRNAME:
+        text = f"{text[:MAX_DIRNAME - 9]}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
+    return f"{num}_{text}" if text else str(num)
+
+
+def register_resolvers() -> None:
+    """``${xnet.job_dir:${hydra.job.num},${hydra.job.override_dirname}}`` (see :func:`job_dirname`)."""
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("xnet.job_dir"):
+        OmegaConf.register_new_resolver("xnet.job_dir", job_dirname)
+
+
+class RegisterResolvers(Callback):
+    """A Hydra callback (``hydra.callbacks``) whose only job is to register xnet's resolvers in every
+    process that resolves a job's run dir: Hydra builds it before the first job, and a launcher's
+    worker process unpickles it — through ``__init__`` again — before resolving its job's dir."""
+
+    def __init__(self) -> None:
+        register_resolvers()
+
+    def __reduce__(self) -> tuple[type, tuple]:
+        return (type(self), ())
+
+
+@dataclass
+class JobInfo:
+    """The running Hydra job, or an empty one outside Hydra (a composed config in a test)."""
+
+    multirun: bool = False
+    overrides: list[str] = field(default_factory=list)   # this job's, as ``key=value``
+    sweep_keys: set[str] = field(default_factory=set)    # the keys the multirun varies
+    choices: dict[str, Any] = field(default_factory=dict)  # config-group choices (model: xnet, xunit: paper, ...)
+    sweep_dir: str | None = None
+    num: int | None = None
+
+
+def job_info() -> JobInfo:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    if not HydraConfig.initialized():
+        return JobInfo()
+    hc = HydraConfig.get()
+    multirun = hc.mode == RunMode.MULTIRUN
+    info = JobInfo(
+        multirun=multirun,
+        overrides=list(hc.overrides.task),
+        choices={k: v for k, v in OmegaConf.to_container(hc.runtime.choices).items() if v is not None and not k.startswith("hydra/")},
+    )
+    if multirun:
+        info.sweep_dir = str(hc.sweep.dir)
+        info.num = OmegaConf.select(hc, "job.num", default=None)
+        info.sweep_keys = set(OmegaConf.select(hc, "sweeper.params", default=None) or {}) | swept_keys(Path(info.sweep_dir) / "multirun.yaml")
+    return info
+
+
+def swept_keys(multirun_yaml: Path) -> set[str]:
+    """The keys a multirun's command line swept (``optim.lr=1e-3,1e-4``), from the ``multirun.yaml``
+    the sweeper saves in the sweep dir before launching (none if it saved none)."""
+    if not multirun_yaml.is_file():
+        return set()
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    raw = OmegaConf.select(OmegaConf.load(multirun_yaml), "hydra.overrides.task", default=None) or []
+    try:
+        parsed = OverridesParser.create().parse_overrides([str(o) for o in raw])
+    except Exception:  # noqa: BLE001 - a name is not worth failing a job over
+        return set()
+    return {o.get_key_element().lstrip("+~") for o in parsed if o.is_sweep_override()}
+
+
+def split_override(override: str) -> tuple[str, str]:
+    key, _, value = override.partition("=")
+    return key.lstrip("+~"), value
+
+
+def render_override(override: str, groups: set[str], value_keys: set[str]) -> str:
+    """``model=xnet`` → ``xnet`` (a group choice), ``arch=xnet_d3_r9`` → ``xnet d3 r9`` (a key shown by
+    its value), ``optim.lr=1e-4`` → ``lr=1e-4``."""
+    key, value = split_override(override)
+    if key in groups or key in value_keys:
+        return value.replace("_", " ")
+    return f"{key.rsplit('.', 1)[-1]}={value}"
+
+
+def run_name(info: JobInfo, base: str, value_keys: set[str] = frozenset()) -> str:
+    """A run's display name from its overrides: a multirun job by the axes its sweep varies
+    (``xnet d3 r9``), a single run by ``base`` and what its command line changed."""
+    keep = [o for o in info.overrides if not split_override(o)[0].startswith(NEVER_IN_NAMES)]
+    groups = set(info.choices)
+    if info.multirun:
+        axes = [o for o in keep if split_override(o)[0] in info.sweep_keys] or keep
+        return " ".join(render_override(o, groups, value_keys) for o in axes) or base
+    return " ".join([base, *(render_override(o, groups, value_keys) for o in keep if split_override(o)[0] != "experiment")])
