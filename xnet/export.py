@@ -33,7 +33,9 @@ def export(cfg: DictConfig) -> Path:
     task, restorer = loaded.task, loaded.restorer
     out = Path(cfg.output)
     if cfg.format != "onnx":
-        return save_weights(restorer.net, out)
+        out = save_weights(restorer.net, out)
+        print(f"wrote {out} ({cfg.format}: the bare net's state dict)")
+        return out
     from xnet.ops.onnx_export import export_onnx
 
     model = inference_module(restorer, cfg.fuse)
@@ -41,7 +43,7 @@ def export(cfg: DictConfig) -> Path:
     with atomic_path(out) as tmp:  # checked before it takes the name: a failed export leaves nothing
         export_onnx(model, tmp, example)
         check_onnx(cfg, model, tmp, example)
-    log.info("wrote %s", out)
+    print(f"wrote {out} (onnx)")
     return out
 
 

@@ -26,6 +26,7 @@ from xnet.tasks import Task
 from xnet.tiling import Tiler
 from xnet.utils.build import setup_runtime
 from xnet.utils.errors import ConfigError, UserError, exit_on_user_error
+from xnet.utils.progress import progress
 from xnet.utils.validate import validate
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ def restore(cfg: DictConfig) -> list[Path]:
     tiler = Tiler.from_config(loaded.restorer, cfg.get("tiling"))
     written: list[Path] = []
     failures: list[tuple[Path, BaseException]] = []
-    for i, f in enumerate(files):
+    for i, f in enumerate(progress(files, desc="restore", unit="img")):
         try:
             written.append(restore_file(f, plan[f], model, task, device, tiler, cfg.seed + i if cfg.degrade else None))
         except PER_IMAGE_ERRORS as e:

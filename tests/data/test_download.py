@@ -325,3 +325,19 @@ def test_archive_rejects_non_zip(tmp_path):
         with pytest.raises(dl.DownloadError, match="did not return a zip archive"):
             dl.download("Rain12_original", root, base_url=url)
     assert not (root / "Rain12_original").exists() and _hidden_leftovers(root) == []
+
+
+@needs_shared
+def test_downloads_show_progress_files_for_a_set_and_bytes_for_an_archive(tmp_path, capfd, monkeypatch):
+    monkeypatch.setenv("XNET_PROGRESS", "1")  # forced on: stderr is not a terminal here
+    with serve(SHARED) as (url, _):
+        dl.download("set5", tmp_path / "root", base_url=url)
+    assert "Set5: 100%" in capfd.readouterr().err  # the bar over the 5 files
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    blob = _zip_bytes(RAIN_FILES)
+    (mirror / "li_cvpr16_rain.zip").write_bytes(blob)
+    with serve(mirror) as (url, _):
+        dl.download("Rain12_original", tmp_path / "root", base_url=url, archive_sha256=hashlib.sha256(blob).hexdigest())
+    err = capfd.readouterr().err
+    assert "Rain12_original" in err and "100%" in err  # Content-Length known: a byte bar to 100%

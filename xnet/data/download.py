@@ -54,6 +54,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from xnet.utils.progress import progress
+
 __all__ = [
     "DATASETS",
     "DatasetSpec",
@@ -422,10 +424,11 @@ def _open(url: str, timeout: float):
 
 
 def _stream_to_temp(url: str, directory: Path, label: str, *, timeout: float, max_bytes: int,
-                    retries: int = 2, suffix: str = ".part") -> tuple[Path, str, int]:
+                    retries: int = 2, suffix: str = ".part", show_bytes: bool = False) -> tuple[Path, str, int]:
     """Download ``url`` into a new hidden temp file in ``directory``: (path, sha256, size).
 
     Network errors are retried; HTTP 4xx are not.  On any failure the temp file is removed.
+    ``show_bytes``: a byte progress bar (archives; file sets count files instead).
     """
     last: Exception | None = None
     for attempt in range(retries + 1):
@@ -435,8 +438,11 @@ def _stream_to_temp(url: str, directory: Path, label: str, *, timeout: float, ma
         tmp = Path(tmp_name)
         try:
             h, size = hashlib.sha256(), 0
-            with os.fdopen(fd, "wb") as out, _open(url, timeout) as resp:
+            with os.fdopen(fd, "wb") as out, _open(url, timeout) as resp, progress(
+                total=int(resp.headers.get("Content-Length") or 0) or None, desc=label, unit="B", unit_scale=True, enabled=show_bytes,
+            ) as bar:
                 while chunk := resp.read(CHUNK):
+                    bar.update(len(chunk))
                     size += len(chunk)
                     if size > max_bytes:
                         raise _SizeExceeded(f"{label}: {url} sent more than {max_bytes} bytes; discarded")
@@ -541,13 +547,15 @@ def download(name: str, root: str | os.PathLike | None = None, base_url: str | N
         return e.file
 
     errors: list[BaseException] = []
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(todo) or 1))) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(todo) or 1))) as pool, \
+            progress(total=len(todo), desc=spec.name, unit="file", enabled=bool(todo)) as bar:
         futures = [pool.submit(one, job) for job in todo]
         for fut in futures:
             try:
                 report.downloaded.append(fut.result())
             except Exception as exc:  # collected; raised once all workers are done
                 errors.append(exc)
+            bar.update()
     if errors:
         if len(errors) == 1:
             raise errors[0]
@@ -652,7 +660,7 @@ def _download_archive(spec: DatasetSpec, root: Path, mirror: str | None, force: 
     root.mkdir(parents=True, exist_ok=True)
     log.info("%s: fetching %s", spec.name, url)
     tmp, digest, size = _stream_to_temp(url, root, spec.name, timeout=timeout, max_bytes=MAX_ARCHIVE_BYTES,
-                                        suffix=".zip.part")
+                                        suffix=".zip.part", show_bytes=True)
     staging: Path | None = None
     try:
         report.archive_sha256 = digest

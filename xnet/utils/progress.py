@@ -17,10 +17,11 @@ def progress_enabled() -> bool:
     return setting in ("1", "true", "yes", "on") or sys.stderr.isatty()
 
 
-def progress(iterable: Iterable[Any] | None = None, *, total: int | None = None, desc: str = "", unit: str = "it", **kwargs: Any):
-    """``tqdm(iterable, ...)`` on stderr, or a no-op bar when progress is off (its ``update`` and
-    ``close`` still work, so callers need not check)."""
+def progress(iterable: Iterable[Any] | None = None, *, total: int | None = None, desc: str = "", unit: str = "it",
+             enabled: bool = True, **kwargs: Any):
+    """``tqdm(iterable, ...)`` on stderr, or a no-op bar when progress is off (``enabled=False`` or
+    see the module doc): its ``update`` and ``close`` still work, so callers need not check."""
     from tqdm import tqdm
 
-    return tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr, disable=not progress_enabled(),
-                dynamic_ncols=True, leave=False, **kwargs)
+    return tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr, disable=not (enabled and progress_enabled()),
+                dynamic_ncols=True, **kwargs)
