@@ -49,3 +49,22 @@ def test_a_shipped_denoiser_reproduces_its_recorded_set12_psnr(tmp_path, data_di
     recorded = json.loads((REPO / "weights" / name / "metrics" / f"Set12_{SHIPPED[name]['task']['sigma']}.json").read_text())
     cfg = compose("eval", [f"weights={name}", "data/test=set12", f"task.sigma={recorded['sigma']}", f"paths.output_dir={tmp_path}"])
     assert evaluate(cfg)["psnr"] == pytest.approx(recorded["psnr"], abs=0.005)  # thread counts may flip a rounding
+
+
+def test_list_prints_a_table(capsys, monkeypatch, tmp_path):
+    from xnet.zoo import main
+
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    (zoo / "zoo.json").write_text(json.dumps({
+        "a_denoiser": {"model": "xdncnn", "task": {"name": "denoise", "sigma": 25}, "params_paper": 303616, "results": {"BSD68": 29.2, "Set12": 30.4}},
+        "b_sr": {"model": "xsrcnn_f", "task": {"name": "sr", "scale": 3}, "params_paper": 32576, "results": {"BSD100": 28.5}},
+    }))
+    monkeypatch.setenv("XNET_ZOO", str(zoo))
+    assert main(["list"]) == 0
+    head, rule, *rows = capsys.readouterr().out.splitlines()
+    assert head.split() == ["name", "model", "task", "σ/scale", "params", "BSD100", "BSD68", "Set12"] and set(rule) <= {"-", " "}
+    assert rows[0].split() == ["a_denoiser", "xdncnn", "denoise", "σ=25", "303,616", "–", "29.20", "30.40"]
+    assert rows[1].split() == ["b_sr", "xsrcnn_f", "sr", "×3", "32,576", "28.50", "–", "–"]
+    monkeypatch.setenv("XNET_ZOO", str(tmp_path / "empty"))
+    assert main(["list"]) == 0 and "no models in the zoo" in capsys.readouterr().out

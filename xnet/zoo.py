@@ -149,6 +149,25 @@ def add(name: str, ckpt: Path, metrics: list[Path], zoo_dir: Path | None = None,
     return index[name]
 
 
+def _level(task: dict[str, Any]) -> str:
+    if task.get("sigma") is not None:
+        return f"σ={task['sigma']:g}" if isinstance(task["sigma"], (int, float)) else f"σ={task['sigma']}"
+    return f"×{task['scale']}" if task.get("scale") is not None else "–"
+
+
+def format_index(index: dict[str, Any]) -> str:
+    """The zoo as a table: name, model, task, σ/scale, parameters (paper convention), then the PSNR
+    on each test set any entry was scored on ("–" where not)."""
+    sets = sorted({s for entry in index.values() for s in entry.get("results", {})})
+    head = ["name", "model", "task", "σ/scale", "params", *sets]
+    rows = [[name, e["model"], e["task"].get("name", "?"), _level(e["task"]), f"{e['params_paper']:,}",
+             *(f"{e['results'][s]:.2f}" if s in e.get("results", {}) else "–" for s in sets)] for name, e in sorted(index.items())]
+    widths = [max(len(str(c)) for c in col) for col in zip(head, *rows)]
+    numeric = {4, *range(5, len(head))}  # right-aligned columns
+    line = lambda cells: "  ".join(c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()  # noqa: E731
+    return "\n".join([line(head), line(["-" * w for w in widths]), *(line(r) for r in rows)])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m xnet.zoo", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -159,8 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     p_add.add_argument("--metrics", type=Path, nargs="*", default=[])
     args = parser.parse_args(argv)
     if args.command == "list":
-        for name, entry in sorted(zoo_index().items()):
-            print(f"{name:<24} {entry['model']:<12} {entry['task']}  params {entry['params_paper']:,}  {entry['results']}")
+        index = zoo_index()
+        print(format_index(index) if index else f"no models in the zoo at {zoo_root()}")
         return 0
     try:
         print(json.dumps(add(args.name, args.ckpt, args.metrics), indent=2))
