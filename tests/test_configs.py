@@ -99,3 +99,25 @@ def test_data_root_follows_the_environment(monkeypatch, tmp_path):
     cfg = compose("train", ["paths.output_dir=/tmp/unused"])
     assert Path(cfg.paths.data_dir) == tmp_path
     assert Path(cfg.data.train.root) == tmp_path
+
+
+PAPER_PSNR = {  # the xUnit paper's Tables 1-3 (BSD68 σ, Rain12, BSD100 Y); None: no figure recorded
+    "table1_dncnn_s25": 29.22, "table1_xdncnn_s25": 29.21, "table1_dncnn_s50": 26.23, "table1_xdncnn_s50": 26.26,
+    "table2_xdncnn_rgb": 31.17, "table2_dncnn_rgb": 30.90, "table2_derainnet": None,
+    "table3_srcnn_x3": 28.41, "table3_srcnn_x4": 26.90, "table3_xsrcnn_f_x3": 28.53, "table3_xsrcnn_f_x4": 27.06,
+    "table3_xsrcnn_c_x3": 28.54, "table3_xsrcnn_c_x4": 27.04, "table3_xsrresnet_x4": 27.61, "table3_srresnet_x4": None,
+}
+
+
+@pytest.mark.parametrize("experiment", sorted(e for e in EXPERIMENTS if e.startswith("table")))
+def test_table_experiments_carry_the_papers_psnr(experiment):
+    """paper_psnr becomes paper/psnr and paper/gap in metrics.json and the W&B summary."""
+    cfg = compose("train", [f"experiment={experiment}", "paths.output_dir=/tmp/unused"])
+    assert cfg.paper_psnr == PAPER_PSNR[experiment]
+
+
+def test_the_folder_test_sets_documented_override_works():
+    first = (REPO / "conf/data/test/folder.yaml").read_text().splitlines()[0]
+    overrides = first.split(":", 1)[1].split()  # "# Any folder of images: data/test=folder data.test.path=/my/images"
+    cfg = compose("eval", [*overrides, "paths.output_dir=/tmp/unused", "weights=x"])
+    assert cfg.data.test.path == "/my/images" and cfg.data.test._target_.endswith("ImageFolder")

@@ -93,3 +93,11 @@ def test_arguments(tmp_path):
     ck = odd / "last.ckpt"
     ck.touch()
     assert parse_args([f"weights={ck}", "image=x.png"]).weights == [str(ck)]
+
+
+def test_without_out_it_writes_a_run_dir_not_the_working_folder(checkpoints, image, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main([f"weights={checkpoints['xnet']}", f"image={image}", "layer=2"]) == 0
+    (stats,) = tmp_path.glob("outputs/visualize/*/stats.json")
+    assert not (tmp_path / "visualize").exists() and (stats.parent / "layer2.png").is_file()
+    assert f"in {stats.parent.relative_to(tmp_path)}" in capsys.readouterr().out

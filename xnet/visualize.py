@@ -1,6 +1,6 @@
 """Figs 5/9: what a layer's activation does — feature maps, weight maps and their products.
 
-    python -m xnet.visualize weights=<ckpt> image=<png> [layer=4] [out=dir]
+    python -m xnet.visualize weights=<ckpt> image=<png> [layer=4] [out=dir]   # default out: outputs/visualize/<time>
     python -m xnet.visualize weights=<xnet.ckpt>,<convnet.ckpt> image=<png> layer=4 out=fig5
 
 For the chosen activation layer (1-based, counted from the input; ``-1`` = the last) it saves 8×8
@@ -260,7 +260,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--weights", action="append", required=True, help="checkpoint(s) saved by xnet.train")
     p.add_argument("--image", required=True, help="a clean image; the task's degradation is applied")
     p.add_argument("--layer", type=int, default=-1, help="activation layer, 1-based (-1: the last)")
-    p.add_argument("--out", type=Path, default=Path("visualize"), help="output folder")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: a run dir, outputs/visualize/<time>)")
     p.add_argument("--seed", type=int, default=0, help="noise seed (test protocol)")
     p.add_argument("--sigma", type=float, default=None, help="override the checkpoint's noise level")
     p.add_argument("--crop", type=int, default=0, help="centre crop of this size before degrading (0: whole image)")
@@ -270,6 +270,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     # comma-separated lists, unless the comma is part of an existing path (Hydra sweep dirs have them)
     args.weights = [w for ws in args.weights for w in ([ws] if Path(ws).exists() else ws.split(",")) if w]
     return args
+
+
+def default_run_dir(log_dir: str | Path = "outputs") -> Path:
+    """A run dir laid out as the Hydra entry points' (``<log_dir>/<name>/<time>``)."""
+    import time
+
+    return Path(log_dir) / "visualize" / time.strftime("%Y-%m-%d_%H-%M-%S")
 
 
 def prepare_input(run: Run, image: str | Path, seed: int, sigma: float | None, crop: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -292,11 +299,12 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return 10 * math.log10(1.0 / max(mse, 1e-12))
 
 
-def visualize(weights: Sequence[str | Path], image: str | Path, layer: int = -1, out: str | Path = "visualize", seed: int = 0,
+def visualize(weights: Sequence[str | Path], image: str | Path, layer: int = -1, out: str | Path | None = None, seed: int = 0,
               sigma: float | None = None, crop: int = 0, threshold: float = 0.9, channels: int = 64) -> dict[str, Any]:
-    """Save the grids and the side-by-side figure; return the statistics (also in ``stats.json``)."""
-    out = Path(out)
-    items, report = [], {"image": str(image), "layer": layer, "threshold": threshold, "nets": {}}
+    """Save the grids and the side-by-side figure in ``out`` (default: :func:`default_run_dir`);
+    return the statistics (also in ``stats.json``)."""
+    out = Path(out) if out is not None else default_run_dir()
+    items, report = [], {"image": str(image), "layer": layer, "threshold": threshold, "out": str(out), "nets": {}}
     labels: set[str] = set()
     for w in weights:
         run = load_run(w)
@@ -331,7 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             what = (f"ReLU passes (z > 0) {100 * s['frac_z_positive']:5.1f}% of values, "
                     f"zeroes {100 * s['frac_g_below_0.1']:5.1f}%")
         print(f"  {label:<14} {what}; PSNR {s['psnr_input']:.2f} → {s['psnr_output']:.2f} dB")
-    print(f"figure: {report['figure']}; grids and stats.json in {args.out}")
+    print(f"figure: {report['figure']}; grids and stats.json in {report['out']}")
     return 0
 
 
