@@ -14,13 +14,13 @@ CONV = {"_target_": "xnet.archs.plain.ConvNet", "width": 16, "kernel_size": 3, "
 XNET = {"_target_": "xnet.archs.plain.XNet", "width": 16, "kernel_size": 3, "channels": 1}
 
 
-def fake_run(root: Path, name: str, net: dict, psnr: float | None, sigma=25, status=None, choice=None) -> Path:
+def fake_run(root: Path, name: str, net: dict, psnr: float | None, sigma=25, status=None, choice=None, tested=True, config=None) -> Path:
     d = root / name
     d.mkdir(parents=True)
     data = {
         "name": "fig", "model": "xnet" if "XNet" in net["_target_"] else "convnet", "sigma": sigma, "step": 10,
-        "val/psnr": psnr, "test/psnr": None if psnr is None else psnr - 0.5,
-        "config": {"model": {"name": "m", "net": net}, "task": {"sigma": sigma, "residual": True}},
+        "val/psnr": psnr, "test/psnr": None if psnr is None or not tested else psnr - 0.5,
+        "config": {"model": {"name": "m", "net": net}, "task": {"sigma": sigma, "residual": True}, **(config or {})},
     }
     if status:
         data["status"] = status
@@ -114,3 +114,69 @@ def test_bn_rl_cd_is_the_papers_unit_without_second_bn_and_gate():
     assert unit.depthwise.bias is not None  # nothing after it absorbs a bias
     x = torch.randn(1, 64, 8, 8)
     assert (unit.eval().weight_map(x) < 0).any()  # weight maps may be negative
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """Every figure the plots save: its texts, x tick labels and marker lines, as drawn."""
+    from matplotlib.figure import Figure
+    from matplotlib.text import Text
+
+    figures, save = [], Figure.savefig
+
+    def record(fig, *args, **kwargs):
+        fig.canvas.draw()
+        ax = fig.axes[0]
+        figures.append({
+            "texts": [t.get_text() for t in fig.findobj(Text) if t.get_text()],
+            "title": ax.get_title(),
+            "xticks": [t.get_text() for t in ax.get_xticklabels() if t.get_text()],
+            "stars": sorted((float(x), float(y)) for line in ax.get_lines() if line.get_marker() == "*"
+                            for x, y in zip(line.get_xdata(), line.get_ydata())),
+        })
+        return save(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", record)
+    return figures
+
+
+def test_a_sweep_without_test_scores_is_not_titled_test_psnr(tmp_path, drawn):
+    for d in (3, 5):
+        fake_run(tmp_path, f"c{d}", {**CONV, "depth": d}, 27.0 + 0.1 * d, tested=False)
+    make("fig3", tmp_path)  # metric test/psnr (the default): every point falls back to val/psnr
+    assert "validation PSNR" in drawn[0]["title"] and "(test PSNR" not in drawn[0]["title"]
+    fake_run(tmp_path, "x3", {**XNET, "depth": 3, "xunit_kernel": 9, "xunit": {}}, 28.0)
+    make("fig3", tmp_path)
+    assert "test PSNR; validation PSNR for 2 untested run(s)" in drawn[1]["title"]
+
+
+def test_small_nets_get_distinct_tick_labels(tmp_path, drawn):
+    for d in (3, 4, 5, 6):  # width 8: 752 ... 2,528 parameters
+        fake_run(tmp_path, f"c{d}", {**CONV, "width": 8, "depth": d}, 27.0 + 0.1 * d, sigma=15)
+    make("fig3", tmp_path)
+    ticks = drawn[0]["xticks"]
+    assert len(ticks) >= 3 and len(set(ticks)) == len(ticks) and "1.5K" in ticks
+
+
+def test_quick_runs_say_so_in_the_image_and_the_papers_table1_points_are_drawn(tmp_path, drawn):
+    quick = {"quick": True, "data": {"batch_size": 16, "patch_size": 32, "test": {"limit": 8}}}
+    for d in (3, 5):
+        fake_run(tmp_path, f"c{d}", {**CONV, "depth": d}, 27.0 + 0.1 * d, config=quick)
+    make("fig3", tmp_path)
+    assert "quick run: 10 training steps of 16 crops of 32²; test: 8 images" in drawn[0]["texts"]
+    assert drawn[0]["stars"] == [(303_616.0, 29.21), (556_032.0, 29.22)]  # σ=25: Table 1's xDnCNN and DnCNN-S
+
+
+def test_table1_points_are_the_table1_experiments():
+    """PAPER_TABLE1 holds what conf/experiment/table1_* say: the paper's PSNR and the nets' counts."""
+    from hydra.utils import instantiate
+
+    from conftest import compose
+    from xnet.archs.params import count_paper_params
+    from xnet.plots import PAPER_TABLE1
+
+    for label, params, by_sigma in PAPER_TABLE1:
+        for sigma, psnr in by_sigma.items():
+            cfg = compose("train", [f"experiment=table1_{label.split('-')[0].lower()}_s{sigma}", "paths.output_dir=/tmp/unused"])
+            assert cfg.paper_psnr == psnr and cfg.task.sigma == sigma
+            assert count_paper_params(instantiate(cfg.model.net, _convert_="all")) == params

@@ -31,8 +31,12 @@ log = logging.getLogger(__name__)
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 COLUMNS = [
     "model", "depth", "width", "xunit_kernel", "xunit_variant", "params_paper", "act_params", "act_share",
-    "test/psnr", "val/psnr", "test/ssim", "sigma", "residual", "step", "status", "run_dir",
+    "test/psnr", "val/psnr", "test/ssim", "sigma", "residual", "step", "batch_size", "patch_size", "test_dataset", "test_images",
+    "status", "run_dir",
 ]
+#: The paper's Table 1 (grey denoising, BSD68): (model, parameters by the paper's count, PSNR by σ) —
+#: drawn on Fig. 3 (PSNR vs parameters) as the published points of fully trained nets.
+PAPER_TABLE1 = (("DnCNN-S", 556_032, {25: 29.22, 50: 26.23}), ("xDnCNN", 303_616, {25: 29.21, 50: 26.26}))
 FIGURES = ("fig3", "fig4", "fig6")
 
 
@@ -134,6 +138,11 @@ def read_row(path: Path) -> dict[str, Any]:
         "sigma": data.get("sigma", task.get("sigma")),
         "residual": data.get("residual", task.get("residual")),
         "step": data.get("step"),
+        "batch_size": (config.get("data") or {}).get("batch_size"),
+        "patch_size": (config.get("data") or {}).get("patch_size"),
+        "test_dataset": data.get("test/dataset"),
+        "test_images": data.get("test/images", ((config.get("data") or {}).get("test") or {}).get("limit")),
+        "quick": bool(config.get("quick")),
         "status": data.get("status", "ok"),
         "run_dir": str(path.parent),
     }
@@ -222,7 +231,8 @@ def _axes(ylim: Sequence[float] | None = None):
     return fig, ax
 
 
-def _finish(fig, ax, out: Path, title: str, failed_any: bool, ylim: Sequence[float] | None = None, outside: bool = False) -> Path:
+def _finish(fig, ax, out: Path, title: str, failed_any: bool, ylim: Sequence[float] | None = None, outside: bool = False,
+            note: str | None = None) -> Path:
     if ylim:  # points outside are clipped: say so in the plot
         lo = ylim[0]
         below = [y for line in ax.get_lines() if line.get_marker() != "x" for y in line.get_ydata() if y < lo]
@@ -240,7 +250,10 @@ def _finish(fig, ax, out: Path, title: str, failed_any: bool, ylim: Sequence[flo
     ax.legend(handles, labels, fontsize=8, frameon=True, **where)
     if outside:
         fig.set_size_inches(fig.get_figwidth() + 3.2, fig.get_figheight())
-    ax.set_title(title, fontsize=10)
+    ax.set_title(title, fontsize=10, pad=14 if note else 6)
+    if note:  # how the points were trained and tested, in the image itself
+        ax.annotate(note, xy=(0.5, 1.0), xycoords="axes fraction", xytext=(0, 3), textcoords="offset points", ha="center",
+                    va="bottom", fontsize=7, color="0.35")
     fig.tight_layout()
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format=out.suffix.lstrip(".") or "png")
@@ -260,8 +273,47 @@ def _mark_failed(ax, xs: Sequence[float], color: Any) -> None:
 def _title(rows: Sequence[dict[str, Any]], fig: str, metric: str) -> str:
     sig = sorted({r["sigma"] for r in rows if r.get("sigma") is not None})
     sig_s = ", ".join(f"{s:g}" if isinstance(s, (int, float)) else str(s) for s in sig)
-    which = "test" if metric.startswith("test") else "validation"
-    return f"Fig. {fig[3:]}: grey denoising σ={sig_s or '?'} ({which} PSNR)"
+    return f"Fig. {fig[3:]}: grey denoising σ={sig_s or '?'} ({plotted_metric(rows, metric)})"
+
+
+def plotted_metric(rows: Sequence[dict[str, Any]], metric: str) -> str:
+    """What the y values are: a test-PSNR plot of runs without test scores shows their validation
+    PSNR (:func:`_metric`), and says so."""
+    if metric != "test/psnr":
+        return "validation PSNR"
+    ok = [r for r in rows if r["status"] == "ok" and _metric(r, metric) is not None]
+    untested = [r for r in ok if not _finite(r.get("test/psnr"))]
+    if ok and len(untested) == len(ok):
+        return "validation PSNR: no test scores"
+    return "test PSNR" + (f"; validation PSNR for {len(untested)} untested run(s)" if untested else "")
+
+
+def _span(values: Iterable[Any], fmt: str = "{:,}") -> str | None:
+    vals = sorted({v for v in values if v is not None})
+    if not vals:
+        return None
+    return fmt.format(vals[0]) if len(vals) == 1 else f"{fmt.format(vals[0])}–{fmt.format(vals[-1])}"
+
+
+def budget_note(rows: Sequence[dict[str, Any]]) -> str | None:
+    """How the points were trained and tested (steps, crops, test images), written into the
+    figure; runs of a quick experiment (``quick: true``) say they are quick runs."""
+    steps = _span(int(r["step"]) for r in rows if r.get("step"))
+    if steps is None:
+        return None
+    note = f"{steps} training steps"
+    batch, patch = _span(r.get("batch_size") for r in rows), _span(r.get("patch_size") for r in rows)
+    if batch and patch:
+        note += f" of {batch} crops of {patch}²"
+    dataset, images = _span((r.get("test_dataset") for r in rows), "{}"), _span(r.get("test_images") for r in rows)
+    if dataset or images:
+        note += f"; test: {images + ' ' if images else ''}{dataset + ' ' if dataset else ''}images"
+    return ("quick run: " if any(r.get("quick") for r in rows) else "") + note
+
+
+def _thousands(v: float, _pos: Any = None) -> str:
+    """Tick labels in thousands that stay distinct for small nets (1.2K, 1.4K, not 1K, 1K)."""
+    return f"{v / 1000:g}K"
 
 
 def plot_fig3(rows: Sequence[dict[str, Any]], out: Path, metric: str = "test/psnr", ylim: Sequence[float] | None = None) -> Path:
@@ -291,11 +343,25 @@ def plot_fig3(rows: Sequence[dict[str, Any]], out: Path, metric: str = "test/psn
             ax.annotate(f"{depth_of[x]}", (x, y), textcoords="offset points", xytext=(3, 3), fontsize=6, color=style["color"])
         _mark_failed(ax, bad, style["color"])
         failed_any |= bool(bad)
+    _paper_points(ax, rows)
     ax.set_xlabel("number of parameters")
     ax.set_ylabel("PSNR [dB]")
-    ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v / 1000:.0f}K"))
+    ax.xaxis.set_major_formatter(plt.FuncFormatter(_thousands))
     ax.text(0.99, 0.02, "labels: number of layers", transform=ax.transAxes, ha="right", va="bottom", fontsize=7, color="0.4")
-    return _finish(fig, ax, out, _title(rows, "fig3", metric), failed_any, ylim)
+    return _finish(fig, ax, out, _title(rows, "fig3", metric), failed_any, ylim, note=budget_note(rows))
+
+
+def _paper_points(ax, rows: Sequence[dict[str, Any]]) -> None:
+    """The paper's Table 1 nets at the sweep's σ (one σ only), as stars: where full training lands."""
+    sigmas = {r.get("sigma") for r in rows if r.get("sigma") is not None}
+    if len(sigmas) != 1:
+        return
+    sigma = float(next(iter(sigmas)))
+    points = [(name, params, by_sigma[sigma]) for name, params, by_sigma in PAPER_TABLE1 if sigma in by_sigma]
+    for i, (name, params, psnr) in enumerate(points):
+        ax.plot([params], [psnr], linestyle="none", marker="*", markersize=11, color="crimson",
+                label="paper, Table 1 (BSD68, full training)" if i == 0 else None)
+        ax.annotate(name, (params, psnr), textcoords="offset points", xytext=(5, -3), fontsize=7, color="crimson")
 
 
 def plot_fig4(rows: Sequence[dict[str, Any]], out: Path, metric: str = "test/psnr", ylim: Sequence[float] | None = None) -> Path:
@@ -319,7 +385,7 @@ def plot_fig4(rows: Sequence[dict[str, Any]], out: Path, metric: str = "test/psn
         ax.text(0.99, 0.02, f"{params[0]:,} – {params[-1]:,} parameters", transform=ax.transAxes, ha="right", va="bottom", fontsize=7, color="0.4")
     ax.set_xlabel("parameters in the activations [%]")
     ax.set_ylabel("PSNR [dB]")
-    return _finish(fig, ax, out, _title(rows, "fig4", metric), bool(bad), ylim)
+    return _finish(fig, ax, out, _title(rows, "fig4", metric), bool(bad), ylim, note=budget_note(rows))
 
 
 GATE_ABBREVIATIONS = {"gaussian": "GS", "sigmoid": "SG", "tanh": "TH", "identity": None}
@@ -369,7 +435,7 @@ def plot_fig6(rows: Sequence[dict[str, Any]], out: Path, metric: str = "test/psn
     ax.set_xlabel("number of layers")
     ax.set_ylabel("PSNR [dB]")
     ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
-    return _finish(fig, ax, out, _title(rows, "fig6", metric), any(b for b, _ in failed), ylim, outside=True)
+    return _finish(fig, ax, out, _title(rows, "fig6", metric), any(b for b, _ in failed), ylim, outside=True, note=budget_note(rows))
 
 
 PLOTTERS = {"fig3": plot_fig3, "fig4": plot_fig4, "fig6": plot_fig6}
