@@ -1,12 +1,20 @@
 # xnet — common commands. `make demo` is the one-line start on a fresh machine.
 PY ?= python
+# torch is installed only when missing (a GPU machine's CUDA torch is kept). Which build: the CPU one by
+# default; a CUDA one with e.g. `make install TORCH_INDEX=https://download.pytorch.org/whl/cu126`
+# (see https://pytorch.org/get-started/locally/ for the index of your CUDA version).
 TORCH ?= torch==2.13.0
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 DATA ?= $(if $(XNET_DATA),$(XNET_DATA),$(abspath ../shared/data))
 
 .PHONY: install demo train eval test test-fast bench lint clean
 
-install:  ## torch first (a CPU build where one is at hand), then the project and its test tools
-	$(PY) -m pip install -q $(TORCH)
+install:  ## torch only if missing (TORCH_INDEX picks the CPU/CUDA build), then the project and its test tools
+	@if $(PY) -c "import torch" 2>/dev/null; then \
+		echo "torch $$($(PY) -c 'import torch; print(torch.__version__)') is installed: kept"; \
+	else \
+		$(PY) -m pip install -q "$(TORCH)" --index-url $(TORCH_INDEX); \
+	fi
 	$(PY) -m pip install -q -e ".[dev]"
 
 demo: install  ## train a small xDnCNN on the embedded sample photo (no download) and score it

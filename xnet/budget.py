@@ -319,5 +319,11 @@ def main(argv: Sequence[str] | None = None) -> list[Arch]:
     return archs
 
 
-if __name__ == "__main__":
+def cli() -> int:
+    """The ``xnet-budget`` command (``main`` returns the architectures, for callers)."""
     main(sys.argv[1:])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

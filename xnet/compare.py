@@ -176,6 +176,11 @@ def main(cfg: DictConfig) -> None:
     compare(cfg, shared)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """``python -m xnet.compare`` and the ``xnet-compare`` command: positional sides → overrides."""
     sys.argv[1:] = positional_to_overrides(sys.argv[1:])
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,4 +1,5 @@
-"""The model zoo: weights trained with xnet, shipped in the repository's ``weights/`` folder.
+"""The model zoo: weights trained with xnet, shipped in the repository's ``weights/`` folder (and in
+the installed package, as ``xnet/_zoo``).
 
 Each entry is a folder ``weights/<name>/`` holding ``weights.safetensors`` (the bare net),
 ``config.yaml`` (the resolved config that trained it), ``metrics/*.json`` (the ``xnet.evaluate``
@@ -19,8 +20,13 @@ from pathlib import Path
 from typing import Any
 
 def zoo_root() -> Path:
-    """``$XNET_ZOO``, else the repository's ``weights/``."""
-    return Path(os.environ.get("XNET_ZOO", Path(__file__).resolve().parent.parent / "weights"))
+    """``$XNET_ZOO``, else the checkout's ``weights/`` (a source or editable install), else the copy
+    an installed package carries (``xnet/_zoo``, made by setup.py)."""
+    if os.environ.get("XNET_ZOO"):
+        return Path(os.environ["XNET_ZOO"])
+    package = Path(__file__).resolve().parent
+    checkout = package.parent / "weights"
+    return checkout if (checkout / "zoo.json").is_file() else package / "_zoo"
 
 
 def zoo_index(zoo_dir: Path | None = None) -> dict[str, Any]:
