@@ -9,6 +9,7 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
+CONF = REPO / "xnet" / "conf"  # the Hydra configs (package data)
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 os.environ.setdefault("WANDB_MODE", "disabled")
@@ -57,11 +58,11 @@ def data_dir() -> Path:
 
 
 def compose(config_name: str = "train", overrides: list[str] | None = None):
-    """Compose a config from ``conf/`` as the entry points do (no run dir, no logging set-up)."""
+    """Compose a config from ``xnet/conf/`` as the entry points do (no run dir, no logging set-up)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return hydra_compose(config_name=config_name, overrides=overrides or [], return_hydra_config=False)
 
 

@@ -5,7 +5,7 @@ import pytest
 import yaml
 from hydra.utils import instantiate
 
-from conftest import REPO
+from conftest import CONF
 from xnet.archs.params import count_paper_params
 from xnet.archs.plain import ConvNet, XNet
 from xnet.budget import Arch, activation_params, check, convnet_params, experiment_yaml, main, point_name, solve, solve_all, xnet_params
@@ -62,11 +62,11 @@ def test_solver_respects_a_fixed_search_space():
 
 
 def test_checked_in_fig4_table_is_the_solver_output():
-    """conf/experiment/fig4_archs.yaml is what its own header command writes, every net is on budget,
+    """xnet/conf/experiment/fig4_archs.yaml is what its own header command writes, every net is on budget,
     and the paper's exact point (4 layers, 64 channels, r = 11: 99,136) is among them."""
     import shlex
 
-    text = (REPO / "conf/experiment/fig4_archs.yaml").read_text()
+    text = (CONF / "experiment/fig4_archs.yaml").read_text()
     cfg = yaml.safe_load(text)
     command = next(l for l in text.splitlines() if l.startswith("#   python -m xnet.budget")).lstrip("# ").strip()
     argv = shlex.split(command)[3:]
@@ -105,7 +105,7 @@ def test_written_experiment_composes_with_the_base_recipe(tmp_path):
     from hydra import compose, initialize_config_dir
 
     main(["--total", "50000", "--shares", "0", "30", "--write-experiment", str(tmp_path / "experiment" / "fig4_t.yaml"), "--base", "fig4_quick"])
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("train", ["experiment=fig4_t", f"hydra.searchpath=[file://{tmp_path}]", "paths.output_dir=/tmp/unused"], return_hydra_config=True)
     points = cfg.hydra.sweeper.params.arch.split(",")
     assert len(points) == 2 and cfg.name == "fig4_t" and cfg.trainer.max_steps == 1000  # the quick recipe

@@ -5,14 +5,14 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from conftest import REPO, compose
+from conftest import CONF, compose
 from xnet.archs.params import count_paper_params
 from xnet.utils.build import build_net, build_task
 
-TASKS = sorted(p.stem for p in (REPO / "conf/task").glob("*.yaml"))
-MODELS = sorted(p.stem for p in (REPO / "conf/model").glob("*.yaml"))
-XUNITS = sorted(p.stem for p in (REPO / "conf/xunit").glob("*.yaml"))
-EXPERIMENTS = sorted(p.stem for p in (REPO / "conf/experiment").glob("*.yaml"))
+TASKS = sorted(p.stem for p in (CONF / "task").glob("*.yaml"))
+MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
+XUNITS = sorted(p.stem for p in (CONF / "xunit").glob("*.yaml"))
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 PAPER_COUNTS = {  # (task, model, overrides) → paper-convention count
     ("denoise", "dncnn", ()): 556_032,
     ("denoise", "xdncnn", ()): 303_616,
@@ -79,7 +79,7 @@ def test_every_experiment_composes_and_builds(experiment):
     instantiate(cfg.trainer, logger=False, callbacks=[], enable_progress_bar=False)
 
 
-@pytest.mark.parametrize("trainer", sorted(p.stem for p in (REPO / "conf/trainer").glob("*.yaml")))
+@pytest.mark.parametrize("trainer", sorted(p.stem for p in (CONF / "trainer").glob("*.yaml")))
 def test_trainer_configs_compose(trainer):
     cfg = compose("train", [f"trainer={trainer}", "paths.output_dir=/tmp/unused"])
     assert cfg.trainer._target_ == "lightning.Trainer"
@@ -117,7 +117,7 @@ def test_table_experiments_carry_the_papers_psnr(experiment):
 
 
 def test_the_folder_test_sets_documented_override_works():
-    first = (REPO / "conf/data/test/folder.yaml").read_text().splitlines()[0]
+    first = (CONF / "data/test/folder.yaml").read_text().splitlines()[0]
     overrides = first.split(":", 1)[1].split()  # "# Any folder of images: data/test=folder data.test.path=/my/images"
     cfg = compose("eval", [*overrides, "paths.output_dir=/tmp/unused", "weights=x"])
     assert cfg.data.test.path == "/my/images" and cfg.data.test._target_.endswith("ImageFolder")

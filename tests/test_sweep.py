@@ -9,7 +9,7 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from conftest import REPO
+from conftest import CONF, REPO
 from xnet.archs.params import count_paper_params
 from xnet.budget import activation_params
 from xnet.plots import make
@@ -28,7 +28,7 @@ def compose(config_name, overrides):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return hydra_compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
 
 
@@ -81,7 +81,7 @@ def test_model_group_sweeps_compose(experiment):
     if experiment.startswith("fig6"):
         assert cfg.task.sigma == 50
         variants = params["xunit"].split(",")
-        assert "paper" in variants and len(variants) == len(list((REPO / "conf/xunit").glob("*.yaml")))
+        assert "paper" in variants and len(variants) == len(list((CONF / "xunit").glob("*.yaml")))
         for v in variants:  # every variant composes and builds at the deepest point
             depth = max(int(d) for d in str(params["model.net.depth"]).split(","))
             c = compose("train", [f"experiment={experiment}", f"xunit={v}", f"model.net.depth={depth}", "paths.output_dir=/tmp/unused"])

@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REPO
+from conftest import CONF
 from xnet.archs.plain import ConvNet, XNet
 from xnet.visualize import activation_modules, capture, density, load_run, main, parse_args
 
@@ -21,7 +21,7 @@ def train_tiny(out, model):
 
     from xnet.train import train
 
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("train", ["experiment=fig5_quick", f"model={model}", f"paths.output_dir={out}", *TINY])
     train(cfg)
     return out / "checkpoints" / "last.ckpt"

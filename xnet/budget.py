@@ -10,8 +10,8 @@ conv biases). The closed forms below equal that count on the instantiated model 
 
     python -m xnet.budget --total 99136 --shares 0 10 20 30 40 50
     python -m xnet.budget --total 99136 --shares 0 10 20 30 40 50 --overrides
-    python -m xnet.budget --total 99136 --shares 0 10 20 30 40 50 --write-experiment conf/experiment/fig4_archs.yaml
-    python -m xnet.budget --total 50000 --shares 0 20 40 --write-experiment conf/experiment/fig4_50k.yaml --base fig4_quick
+    python -m xnet.budget --total 99136 --shares 0 10 20 30 40 50 --write-experiment xnet/conf/experiment/fig4_archs.yaml
+    python -m xnet.budget --total 50000 --shares 0 20 40 --write-experiment xnet/conf/experiment/fig4_50k.yaml --base fig4_quick
 
 The search: every (depth, width, r) of the family whose count lies within ``tol`` (1 %) of the
 budget is a candidate; the chosen one minimises ``|share - target|`` (percentage points) plus
@@ -99,7 +99,7 @@ class Arch:
         }
 
     def model_config(self) -> dict:
-        """A whole ``model`` node, as ``conf/model/{convnet,xnet}.yaml`` write it."""
+        """A whole ``model`` node, as ``xnet/conf/model/{convnet,xnet}.yaml`` write it."""
         return {"name": self.family, "tasks": ["denoise", "derain"], "net": self.net_config()}
 
     def build(self, channels: int = 1) -> nn.Module:
@@ -228,7 +228,7 @@ def point_name(a: Arch) -> str:
 
 
 def experiment_yaml(archs: Sequence[Arch], total: int, base: str | None = None, command: str = "", name: str | None = None) -> str:
-    """A ``conf/experiment`` file sweeping every architecture (one job per share).
+    """A ``xnet/conf/experiment`` file sweeping every architecture (one job per share).
 
     Without ``base`` it holds the architectures only (``fig4.yaml`` includes such a table, written
     to ``fig4_archs.yaml``); with ``base`` (e.g. ``fig4`` or ``fig4_quick``) it is a complete
@@ -277,7 +277,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--width-weight", type=float, default=0.25, help="percentage points of share error worth one channel of width")
     p.add_argument("--exact", action="store_true", help="add every --prefer-width xNet that meets the budget exactly")
     p.add_argument("--overrides", action="store_true", help="also print Hydra overrides for each architecture")
-    p.add_argument("--write-experiment", type=Path, help="write a conf/experiment file sweeping the architectures")
+    p.add_argument("--write-experiment", type=Path, help="write an xnet/conf/experiment file sweeping the architectures")
     p.add_argument("--base", help="with --write-experiment: the experiment whose recipe it extends (e.g. fig4, fig4_quick)")
     return p.parse_args(argv)
 

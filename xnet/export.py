@@ -62,7 +62,7 @@ def check_onnx(cfg: DictConfig, model: torch.nn.Module, path: Path, example: tor
                 raise RuntimeError(f"{cfg.output}: ONNX output differs from torch by {diff:.2e}")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="export")
+@hydra.main(version_base="1.3", config_path="conf", config_name="export")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     export(cfg)

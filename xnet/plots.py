@@ -24,11 +24,11 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from xnet.conf import CONF_DIR
 from xnet.utils.atomic import atomic_path, atomic_write
 
 log = logging.getLogger(__name__)
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 COLUMNS = [
     "model", "depth", "width", "xunit_kernel", "xunit_variant", "params_paper", "act_params", "act_share",
     "test/psnr", "val/psnr", "test/ssim", "sigma", "residual", "step", "batch_size", "patch_size", "test_dataset", "test_images",
@@ -82,7 +82,7 @@ def _known_variants() -> dict[str, dict]:
 
 
 def xunit_variant(xunit: dict | None, run_dir: Path | None = None) -> str:
-    """Name of the xUnit variant: the run's Hydra choice, else the conf/xunit file it matches."""
+    """Name of the xUnit variant: the run's Hydra choice, else the xnet/conf/xunit file it matches."""
     if run_dir is not None:
         choice = _hydra_choice(run_dir, "xunit")
         if choice:
@@ -393,7 +393,7 @@ CONVNET_LABEL = "ConvNet (Conv+BN+RL)"
 
 
 def variant_label(name: str) -> str:
-    """The paper's abbreviation of an xUnit variant (conf/xunit/<name>.yaml over the XUnit
+    """The paper's abbreviation of an xUnit variant (xnet/conf/xunit/<name>.yaml over the XUnit
     defaults): BN, RL (ReLU), CD (depthwise conv), BN, then the gate — GS (Gaussian), SG (sigmoid),
     TH (tanh), nothing for the identity — e.g. ``paper`` → ``BN+RL+CD+BN+GS``."""
     if name == "relu":

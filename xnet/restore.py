@@ -141,7 +141,7 @@ def restore_file(f: Path, outputs: list[Path], model: nn.Module, task: Task, dev
     return save_image(y, outputs[0])
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="restore")
+@hydra.main(version_base="1.3", config_path="conf", config_name="restore")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     restore(cfg)

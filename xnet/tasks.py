@@ -1,6 +1,6 @@
 """A restoration task: what the clean image is, how its input is made, and how output is scored.
 
-Tasks are instantiated from ``conf/task/*.yaml``; the LightningModule, ``evaluate`` and ``restore``
+Tasks are instantiated from ``xnet/conf/task/*.yaml``; the LightningModule, ``evaluate`` and ``restore``
 use one code path for every task.
 """
 from __future__ import annotations

@@ -21,7 +21,7 @@ from torch import nn
 
 __all__ = ["Tiler", "receptive_radius", "spans"]
 
-#: Defaults (as in conf/eval.yaml, conf/restore.yaml): xDnCNN needs about 1 kB per pixel, so whole
+#: Defaults (as in xnet/conf/eval.yaml, xnet/conf/restore.yaml): xDnCNN needs about 1 kB per pixel, so whole
 #: images up to 2 MPix (~2 GB) and tiles of 1024² (+ the context) beyond.
 TILE, MAX_PIXELS = 1024, 1 << 21
 

@@ -210,7 +210,7 @@ def record_failure(cfg: DictConfig, error: BaseException) -> dict[str, Any]:
     return summary
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float | None:
     """Returns the final val/psnr (what Optuna sweeps maximise). With ``sweep_continue_on_error``

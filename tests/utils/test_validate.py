@@ -2,7 +2,7 @@
 error, a ZeroDivisionError or a silent ``images=-1`` later."""
 import pytest
 
-from conftest import REPO, TINY, compose, run_train
+from conftest import CONF, TINY, compose, run_train
 from xnet.utils.errors import ConfigError
 from xnet.utils.validate import problems, validate
 
@@ -46,7 +46,7 @@ def test_an_sr_crop_must_be_a_multiple_of_the_scale():
         validate(cfg, "train")
 
 
-@pytest.mark.parametrize("experiment", sorted(p.stem for p in (REPO / "conf/experiment").glob("*.yaml")))
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))
 def test_shipped_experiments_pass(experiment):
     cfg = compose("train", [f"experiment={experiment}", "paths.output_dir=/tmp/unused"])
     assert problems(cfg, "train") == []
