@@ -84,13 +84,17 @@ def setup_runtime(cfg: DictConfig) -> None:
 def wandb_logged_in() -> bool:
     """Whether wandb has credentials for its configured host — ``WANDB_API_KEY``, its settings, or a
     ``.netrc`` entry for that host (a self-hosted server too) — asked of wandb itself, with no
-    network call and no prompt."""
+    network call and no prompt. ``wandb.login(prompt=False)`` is that lookup, but on success it
+    fetches the user name from the server to greet them: its silent form skips the greeting."""
     import wandb
 
     try:
-        return bool(wandb.login(prompt=False, verify=False))
-    except TypeError:  # a wandb without `prompt=`: its api object reads the same places
-        return bool(wandb.api.api_key)
+        try:
+            from wandb.sdk.wandb_login import _login
+
+            return bool(_login(prompt=False, verify=False, _silent=True)[0])
+        except (ImportError, TypeError):  # another wandb: its api object reads the same places
+            return bool(wandb.api.api_key)
     except Exception as e:  # noqa: BLE001 - e.g. a malformed key: log offline rather than fail the run
         log.warning("W&B: cannot read the credentials (%s)", e)
         return False
