@@ -32,8 +32,8 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
-    if path.suffix == ".mat":  # hook: MATLAB releases (SRCNN .mat, DnCNN MatConvNet) → xnet.convert
-        from xnet.convert import read_mat
+    if path.suffix == ".mat":  # MATLAB releases (SRCNN .mat, DnCNN MatConvNet)
+        from xnet.matlab_weights import read_mat  # lazy: scipy is an optional dependency
 
         return read_mat(path), {}
     state, extra = _read_safetensors(path) if path.suffix == ".safetensors" else _read_torch(path)
@@ -188,8 +188,13 @@ def load_weights(
 def save_weights(net: nn.Module, path: str | os.PathLike) -> Path:
     """A plain, portable state dict of the bare net (``.safetensors`` or ``.pth``), written
     atomically (:mod:`xnet.utils.atomic`)."""
+    return save_state_dict(net.state_dict(), path)
+
+
+def save_state_dict(state: dict[str, torch.Tensor], path: str | os.PathLike) -> Path:
+    """``state`` as ``.safetensors`` or ``.pth`` (by the suffix), written atomically."""
     path = Path(path)
-    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     with atomic_path(path) as tmp:
         if path.suffix == ".safetensors":
             from safetensors.torch import save_file

@@ -7,38 +7,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-GATES = ("gaussian", "sigmoid", "tanh", "identity")
+from xnet.ops.depthwise import DepthwiseConv2d
+from xnet.ops.gate import GATES, gate
+from xnet.ops.xunit_autograd import xunit_lean
 
-
-def gate(d: torch.Tensor, kind: str) -> torch.Tensor:
-    """Map the spatial response ``d`` to the weight map ``g``.
-
-    ``gaussian`` is the paper's ``exp(-d²)`` (in (0, 1], peaks at d = 0); the others are the
-    alternatives compared in Fig 6.
-    """
-    if kind == "gaussian":
-        return torch.exp(-d * d)
-    if kind == "sigmoid":
-        return torch.sigmoid(d)
-    if kind == "tanh":
-        return torch.tanh(d)
-    if kind == "identity":
-        return d
-    raise ValueError(f"unknown xUnit gate {kind!r}; choose one of {GATES}")
-
-
-class DepthwiseConv2d(nn.Conv2d):
-    """The xUnit's r×r depthwise convolution (zero "same" padding): an ``nn.Conv2d`` (same
-    parameters, ``state_dict`` and hooks) whose forward and backward run native CPU kernels where
-    they apply (:func:`xnet.ops.depthwise.depthwise_conv`; torch's own conv otherwise)."""
-
-    def __init__(self, channels: int, kernel_size: int, bias: bool = True) -> None:
-        super().__init__(channels, channels, kernel_size, padding=kernel_size // 2, groups=channels, bias=bias)
-
-    def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        from xnet.ops.depthwise import depthwise_conv  # lazy: xnet.ops imports this module
-
-        return depthwise_conv(self, input, weight, bias)
+__all__ = ["DepthwiseConv2d", "GATES", "XUnit", "gate"]
 
 
 class XUnit(nn.Module):
@@ -95,8 +68,6 @@ class XUnit(nn.Module):
         if self.memory_lean and torch.is_grad_enabled() and (
             x.requires_grad or any(p.requires_grad for p in self.parameters())
         ):
-            from xnet.ops.xunit_autograd import xunit_lean  # lazy: the plain path needs no xnet.ops
-
             return xunit_lean(self, x)
         return x * self.weight_map(x)
 

@@ -45,12 +45,25 @@ CUDA_LAYOUT = os.environ.get("XNET_CUDA_DEPTHWISE", "cudnn")
 
 __all__ = [
     "CUDA_LAYOUT",
+    "DepthwiseConv2d",
     "DepthwiseConvFunction",
     "depthwise_conv",
     "depthwise_conv_backward",
     "functional_only",
     "native_depthwise_applies",
 ]
+
+
+class DepthwiseConv2d(nn.Conv2d):
+    """The xUnit's r×r depthwise convolution (zero "same" padding): an ``nn.Conv2d`` (same
+    parameters, ``state_dict`` and hooks) whose forward and backward run the kernels
+    :func:`depthwise_conv` picks (native on CPU, Triton or cuDNN on CUDA; torch's conv otherwise)."""
+
+    def __init__(self, channels: int, kernel_size: int, bias: bool = True) -> None:
+        super().__init__(channels, channels, kernel_size, padding=kernel_size // 2, groups=channels, bias=bias)
+
+    def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        return depthwise_conv(self, input, weight, bias)
 
 
 def functional_only() -> bool:

@@ -30,6 +30,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from xnet.ops.depthwise import depthwise_conv_backward
+from xnet.ops.gate import gate
 
 __all__ = ["XUnitLeanFunction", "xunit_lean"]
 
@@ -71,8 +72,6 @@ def _bn(
 
 
 def _recompute(x: torch.Tensor, unit: nn.Module, slots: list[torch.Tensor | None], modes: tuple) -> torch.Tensor:
-    from xnet.archs.xunit import gate
-
     pre_w, pre_b, dw_w, dw_b, post_w, post_b = slots
     pre_mode, post_mode = modes
     h = x

@@ -20,7 +20,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from xnet.archs.xunit import gate as apply_gate
+from xnet.ops.gate import gate as apply_gate
 
 __all__ = ["FusedTerms", "fused_xunit_reference", "fused_xunit_tiled"]
 

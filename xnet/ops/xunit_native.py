@@ -38,7 +38,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from xnet.archs.xunit import GATES
+from xnet.ops.gate import GATES
 from xnet.ops.xunit_gate import FusedTerms, fused_xunit_reference
 
 __all__ = [

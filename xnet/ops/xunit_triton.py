@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from xnet.archs.xunit import GATES
+from xnet.ops.gate import GATES
 from xnet.ops.xunit_gate import FusedTerms
 
 __all__ = ["fused_xunit_triton", "triton_applies", "triton_available", "triton_interpreting"]
