@@ -9,26 +9,17 @@ from xnet.archs.deploy import fuse
 from xnet.archs.dncnn import DnCNN, XDnCNN
 from xnet.archs.srcnn import SRCNN
 from xnet.archs.srresnet import XSRResNet
+from helpers_xunit import randomise  # BN statistics away from (0, 1): folding really shifts and scales
 from xnet.tiling import Tiler, receptive_radius, spans
 
 
-def with_random_statistics(net: torch.nn.Module) -> torch.nn.Module:
-    """BN running statistics away from (0, 1), so folded BNs shift and scale for real."""
-    torch.manual_seed(0)
-    for m in net.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.5, 0.5)
-    return net.eval()
 
 
 def test_receptive_radius_of_the_paper_models():
     assert receptive_radius(XDnCNN()) == 9 * 1 + 8 * 4  # 9 3×3 convs + 8 9×9 depthwise convs
     assert receptive_radius(DnCNN()) == 17
     assert receptive_radius(SRCNN(widths=[64, 32], kernel_sizes=[9, 5, 5])) == 4 + 2 + 2
-    xdncnn = Restorer(with_random_statistics(XDnCNN(num_blocks=2, width=16)), residual=True)
+    xdncnn = Restorer(randomise(XDnCNN(num_blocks=2, width=16)), residual=True)
     assert receptive_radius(fuse(xdncnn)) == receptive_radius(xdncnn)  # fused xUnits count by their kernel
 
 
@@ -40,7 +31,7 @@ def test_spans_cover_the_length_in_near_equal_pieces():
 
 @pytest.mark.parametrize("fused", [False, True])
 def test_tiles_equal_the_whole_image_for_a_same_size_net(fused):
-    restorer = Restorer(with_random_statistics(XDnCNN(num_blocks=2, width=16)), residual=True)
+    restorer = Restorer(randomise(XDnCNN(num_blocks=2, width=16)), residual=True)
     model = fuse(restorer) if fused else restorer
     x = torch.rand(1, 1, 70, 90)
     with torch.no_grad():
@@ -53,7 +44,7 @@ def test_tiles_equal_the_whole_image_for_a_same_size_net(fused):
 
 
 def test_tiles_equal_the_whole_image_for_an_sr_net_that_upsamples():
-    net = with_random_statistics(XSRResNet(channels=3, scale=2, num_blocks=2, width=16))
+    net = randomise(XSRResNet(channels=3, scale=2, num_blocks=2, width=16))
     x = torch.rand(1, 3, 30, 41)
     with torch.no_grad():
         whole = net(x)
@@ -75,7 +66,7 @@ def test_evaluate_tiled_scores_as_untiled(tmp_path):
     from xnet.weights import save_weights
 
     cfg = compose("eval", ["experiment=demo", "weights=x", "paths.output_dir=/tmp/unused"])
-    weights = save_weights(with_random_statistics(build_net(cfg, build_task(cfg))), tmp_path / "w.pth")
+    weights = save_weights(randomise(build_net(cfg, build_task(cfg))), tmp_path / "w.pth")
     base = ["experiment=demo", f"weights={weights}", "data/test=sample"]
     whole = evaluate(compose("eval", [*base, "tiling.max_pixels=null", f"paths.output_dir={tmp_path / 'a'}"]))
     tiled = evaluate(compose("eval", [*base, "tiling.max_pixels=0", "tiling.tile=96", f"paths.output_dir={tmp_path / 'b'}"]))
