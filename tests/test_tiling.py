@@ -13,8 +13,6 @@ from helpers_xunit import randomise  # BN statistics away from (0, 1): folding r
 from xnet.tiling import Tiler, receptive_radius, spans
 
 
-
-
 def test_receptive_radius_of_the_paper_models():
     assert receptive_radius(XDnCNN()) == 9 * 1 + 8 * 4  # 9 3×3 convs + 8 9×9 depthwise convs
     assert receptive_radius(DnCNN()) == 17
