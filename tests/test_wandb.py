@@ -122,7 +122,8 @@ def test_names_by_overrides_and_flat_job_dirs():
     sweep = JobInfo(multirun=True, overrides=["arch=xnet_d3_r9", "data/test=set12", "optim.lr=1e-4", "hydra.launcher.n_jobs=2"],
                     sweep_keys={"arch", "optim.lr"}, choices={"data/test": "set12", "model": "xnet"})
     assert run_name(sweep, "fig3", {"arch"}) == "xnet d3 r9 lr=1e-4"
-    single = JobInfo(overrides=["experiment=table1_xdncnn_s25", "recipe=fast", "trainer.max_steps=300", "paths.output_dir=x"], choices={"recipe": "fast"})
+    single = JobInfo(overrides=["experiment=table1_xdncnn_s25", "recipe=fast", "trainer.max_steps=300", "paths.output_dir=x", "logger=wandb",
+                                "hydra.run.dir=outputs/x25", "ckpt_path=last"], choices={"recipe": "fast", "logger": "wandb"})
     assert run_name(single, "table1-xdncnn-s25") == "table1-xdncnn-s25 fast max_steps=300"
     assert run_name(JobInfo(), "demo") == "demo"
     assert job_dirname(0, "data/test=set12,model=xnet") == "0_data.test=set12,model=xnet"
@@ -176,3 +177,14 @@ def test_wandb_itself_says_whether_it_is_logged_in_a_self_hosted_netrc_counts(tm
     res = subprocess.run([sys.executable, "-c", LOGIN_CHECK], cwd=REPO, env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.split() == [expected, "no-service"]
+
+
+def test_the_swept_keys_come_from_the_sweeps_multirun_yaml(tmp_path):
+    from omegaconf import OmegaConf
+
+    from xnet.utils.hydra_job import swept_keys
+
+    OmegaConf.save(OmegaConf.create({"hydra": {"overrides": {"task": ["optim.lr=1e-3,1e-4", "arch=xnet_d3_r9", "+seed=0,1", "data/test=set12"]}}}),
+                   tmp_path / "multirun.yaml")
+    assert swept_keys(tmp_path / "multirun.yaml") == {"optim.lr", "seed"}
+    assert swept_keys(tmp_path / "missing.yaml") == set()

@@ -16,8 +16,13 @@ from hydra.experimental.callback import Callback
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=,+-]")
 MAX_DIRNAME = 120  # characters of overrides kept in a folder name; longer ones end in a hash
 
-#: overrides that never name a run: where it writes, how it runs, what it resumes
-NEVER_IN_NAMES = ("hydra.", "paths.", "ckpt_path", "threads", "logger.", "trainer.enable_progress_bar")
+#: overrides that never name a run: where it writes, how it is launched and logged, what it resumes
+#: (a key and everything under it: ``hydra`` covers ``hydra.run.dir`` and ``hydra/launcher``)
+NEVER_IN_NAMES = ("hydra", "paths", "ckpt_path", "threads", "logger", "experiment", "trainer.enable_progress_bar")
+
+
+def names_a_run(key: str) -> bool:
+    return not any(key == k or key.startswith((f"{k}.", f"{k}/")) for k in NEVER_IN_NAMES)
 
 
 def job_dirname(num: Any, override_dirname: str) -> str:
@@ -115,9 +120,9 @@ def render_override(override: str, groups: set[str], value_keys: set[str]) -> st
 def run_name(info: JobInfo, base: str, value_keys: set[str] = frozenset()) -> str:
     """A run's display name from its overrides: a multirun job by the axes its sweep varies
     (``xnet d3 r9``), a single run by ``base`` and what its command line changed."""
-    keep = [o for o in info.overrides if not split_override(o)[0].startswith(NEVER_IN_NAMES)]
+    keep = [o for o in info.overrides if names_a_run(split_override(o)[0])]
     groups = set(info.choices)
     if info.multirun:
         axes = [o for o in keep if split_override(o)[0] in info.sweep_keys] or keep
         return " ".join(render_override(o, groups, value_keys) for o in axes) or base
-    return " ".join([base, *(render_override(o, groups, value_keys) for o in keep if split_override(o)[0] != "experiment")])
+    return " ".join([base, *(render_override(o, groups, value_keys) for o in keep)])
