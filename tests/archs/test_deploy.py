@@ -227,6 +227,22 @@ def test_native_kernel_matches_reference(
 
 
 @needs_native
+def test_native_kernel_without_openmp_runs_the_same_tasks_on_python_threads(monkeypatch) -> None:
+    """The fallback for a compiler without OpenMP: the tasks on Python threads, same result."""
+    from xnet.ops.xunit_native import native_kernel
+
+    unit = randomise(XUnit(32, kernel_size=5))
+    fused = FusedXUnit.from_xunit(unit).eval()
+    fused.cpu_kernel, fused.native_workers = "native", 4  # channel groups and row bands
+    x = torch.randn(1, 32, 40, 19).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        ref = fused.forward_reference(x)
+        assert native_kernel().xunit_has_openmp() == 1  # gcc/clang with -fopenmp: the usual build
+        monkeypatch.setattr(native_kernel(), "xunit_has_openmp", lambda: 0)
+        assert (fused(x.clone()) - ref).abs().max() <= TOL
+
+
+@needs_native
 def test_native_kernel_in_model() -> None:
     model = randomise(Restorer(XDnCNN(num_blocks=2, width=16), residual=True))
     x = _inputs((2, 1, 30, 21))

@@ -3,6 +3,9 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 typedef float v16 __attribute__((vector_size(64)));
 typedef int32_t vi16 __attribute__((vector_size(64)));
@@ -282,6 +285,38 @@ int xunit_band(const float* x, float* y, int64_t s, int64_t e, const float* halo
     return 0;
 }
 
+// The parallel passes. Built with OpenMP, they run on the OpenMP runtime torch itself uses (the
+// process's one libgomp), so the team that just ran a conv picks the work up at once; Python threads
+// instead compete with torch's spinning OpenMP workers and the xUnit barely scales. Without OpenMP
+// the tasks run in turn (the caller then uses its own threads).
+struct HaloTask { const float* x; float* out; int64_t r_begin, r_end; };
+struct BandTask { const float* x; float* y; int64_t s, e; const float* halo_top; const float* halo_bottom; int64_t c_begin, c_end; };
+
+int xunit_has_openmp() {
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+void xunit_halos(const HaloTask* t, int64_t n, int64_t threads, const Params* q) {
+#ifdef _OPENMP
+#pragma omp parallel for num_threads((int)threads) schedule(dynamic, 1)
+#endif
+    for (int64_t i = 0; i < n; ++i) xunit_u_rows(t[i].x, t[i].out, t[i].r_begin, t[i].r_end, q);
+}
+
+int xunit_bands(const BandTask* t, int64_t n, int64_t threads, const Params* q) {
+    int failed = 0;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads((int)threads) schedule(dynamic, 1) reduction(| : failed)
+#endif
+    for (int64_t i = 0; i < n; ++i)
+        failed |= xunit_band(t[i].x, t[i].y, t[i].s, t[i].e, t[i].halo_top, t[i].halo_bottom, t[i].c_begin, t[i].c_end, q);
+    return failed;
+}
+
 // Depthwise-conv weight gradient over rows [s, e) of one image, accumulated into gw ([ky][kx][c]).
 void xunit_dw_grad_weight(const float* u, const float* g, float* gw, int64_t s, int64_t e, const Params* qp) {
     const Params& q = *qp;
@@ -293,6 +328,16 @@ void xunit_dw_grad_weight(const float* u, const float* g, float* gw, int64_t s, 
         case 9: dw_grad_weight_t<9>(q, u, g, gw, s, e); break;
         default: dw_grad_weight_generic(q, u, g, gw, s, e);
     }
+}
+
+// Weight-gradient tasks (one accumulator each) on the OpenMP team, as xunit_bands.
+struct GradTask { const float* u; const float* g; float* gw; int64_t s, e; };
+
+void xunit_dw_grad_weight_tasks(const GradTask* t, int64_t n, int64_t threads, const Params* q) {
+#ifdef _OPENMP
+#pragma omp parallel for num_threads((int)threads) schedule(dynamic, 1)
+#endif
+    for (int64_t i = 0; i < n; ++i) xunit_dw_grad_weight(t[i].u, t[i].g, t[i].gw, t[i].s, t[i].e, q);
 }
 
 }  // extern "C"
