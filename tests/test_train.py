@@ -171,3 +171,14 @@ def test_the_train_entry_point_imports_no_torch_so_help_and_completion_are_quick
     code = "import sys, xnet.train; print(sorted(m for m in ('torch', 'lightning') if m in sys.modules))"
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0 and res.stdout.strip() == "[]", res.stderr[-2000:]
+
+
+def test_a_checkpoint_is_never_written_after_an_unchecked_non_finite_loss(tmp_path):
+    """Between two checks (every 50 steps) a NaN loss skips its update on the device; a save in that
+    window (here every 3 steps, the periodic last.ckpt) raises instead of writing NaN BN statistics."""
+    overrides = [*TINY, "trainer.val_check_interval=1000", "test_after_fit=false", "callbacks.periodic_last.every_n_train_steps=3",
+                 "task.degradation._target_=test_train.NaNAfterTwoDraws"]
+    NaNAfterTwoDraws.draws = 0
+    with pytest.raises(NonFiniteLossError, match="at step 2"):
+        run_train(tmp_path, overrides)
+    assert not (tmp_path / "checkpoints" / "last.ckpt").exists()  # nothing good had been saved yet, nothing bad was

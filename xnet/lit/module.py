@@ -206,6 +206,9 @@ class RestorationModule(L.LightningModule):
             save_image(panel, Path(self.trainer.log_dir) / "images" / f"step{self.global_step:07d}_{name}.png")
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # a loss that went NaN since the last check left the weights alone (skipped updates) but not
+        # the BN running statistics: refuse to write them over the last good checkpoint
+        self.check_finite()
         checkpoint["xnet"] = {"config": self.config, **self.params}
 
 
