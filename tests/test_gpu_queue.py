@@ -19,9 +19,9 @@ QUEUE = [
 ]
 
 
-def run_queue(tmp_path, *extra, budget="1.5"):
+def run_queue(tmp_path, *extra, budget="1"):
     cmd = [sys.executable, "scripts/gpu_queue.py", "--device", "cpu", "--budget-min", budget, "--out", str(tmp_path / "out"),
-           "--queue", str(tmp_path / "queue.yaml"), "--runs", str(tmp_path / "runs"), "--reserve-s", "12", "--min-chunk-s", "12",
+           "--queue", str(tmp_path / "queue.yaml"), "--runs", str(tmp_path / "runs"), "--reserve-s", "10", "--min-chunk-s", "8",
            "--bench-families", "dncnn", "--profile-steps", "3", "--profile-start", "2", "--startup-s", "8", *extra]
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240)
 
