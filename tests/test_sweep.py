@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from conftest import CONF, REPO
 from xnet.archs.params import count_paper_params
 from xnet.budget import activation_params
-from xnet.plots import make
+from xnet.sweep_plots import make
 
 TINY = [
     "arch_width=8", "trainer.max_steps=6", "trainer.val_check_interval=6", "trainer.log_every_n_steps=2",
@@ -100,7 +100,7 @@ def test_optuna_search_composes():
 
 
 def test_tiny_fig3_multirun_gives_csv_and_plot(data_dir, tmp_path):
-    """2 models × 2 depths of fig3_quick, shrunk to seconds; then xnet.plots on the sweep dir."""
+    """2 models × 2 depths of fig3_quick, shrunk to seconds; then xnet.sweep_plots on the sweep dir."""
     sweep = tmp_path / "sweep"
     points = "convnet_d3,convnet_d5,xnet_d2_r9,xnet_d3_r9"
     res = run_multirun(["experiment=fig3_quick", f"arch={points}", *TINY, f"hydra.sweep.dir={sweep}"])

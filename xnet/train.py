@@ -197,7 +197,7 @@ def keep_previous_logs(output_dir: Path) -> None:
 
 
 def record_failure(cfg: DictConfig, error: BaseException) -> dict[str, Any]:
-    """A failed sweep job leaves a metrics.json saying so, for the collectors (xnet.plots)."""
+    """A failed sweep job leaves a metrics.json saying so, for the collectors (xnet.sweep_plots)."""
     from xnet.utils.atomic import write_json
     from xnet.utils.build import to_container
 

@@ -1,7 +1,7 @@
 """Figs 5/9: what a layer's activation does — feature maps, weight maps and their products.
 
-    python -m xnet.visualize weights=<ckpt> image=<png> [layer=4] [out=dir]   # default out: outputs/visualize/<time>
-    python -m xnet.visualize weights=<xnet.ckpt>,<convnet.ckpt> image=<png> layer=4 out=fig5
+    python -m xnet.activation_maps weights=<ckpt> image=<png> [layer=4] [out=dir]   # default out: outputs/visualize/<time>
+    python -m xnet.activation_maps weights=<xnet.ckpt>,<convnet.ckpt> image=<png> layer=4 out=fig5
 
 For the chosen activation layer (1-based, counted from the input; ``-1`` = the last) it saves 8×8
 grids of the 64 feature maps ``z`` (the conv output entering the activation), the weight maps ``g``
@@ -256,7 +256,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
             tokens += [f"--{k}", v]
         else:
             tokens.append(a)
-    p = argparse.ArgumentParser(prog="python -m xnet.visualize", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m xnet.activation_maps", description=__doc__.split("\n\n")[0])
     p.add_argument("--weights", action="append", required=True, help="checkpoint(s) saved by xnet.train")
     p.add_argument("--image", required=True, help="a clean image; the task's degradation is applied")
     p.add_argument("--layer", type=int, default=-1, help="activation layer, 1-based (-1: the last)")

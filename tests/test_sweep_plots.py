@@ -1,4 +1,4 @@
-"""xnet.plots on synthetic sweep dirs: every metrics.json becomes a row, failures stay visible."""
+"""xnet.sweep_plots on synthetic sweep dirs: every metrics.json becomes a row, failures stay visible."""
 import csv
 import json
 from pathlib import Path
@@ -8,7 +8,7 @@ import torch
 import yaml
 from PIL import Image
 
-from xnet.plots import collect, main, make
+from xnet.sweep_plots import collect, main, make
 
 CONV = {"_target_": "xnet.archs.plain.ConvNet", "width": 16, "kernel_size": 3, "channels": 1}
 XNET = {"_target_": "xnet.archs.plain.XNet", "width": 16, "kernel_size": 3, "channels": 1}
@@ -93,7 +93,7 @@ def test_cli(fig3_dir, capsys):
 
 
 def test_fig6_labels_are_the_papers_abbreviations():
-    from xnet.plots import variant_label
+    from xnet.sweep_plots import variant_label
 
     assert variant_label("paper").startswith("BN+RL+CD+BN+GS")
     assert variant_label("bn_rl_cd") == "BN+RL+CD"  # no second BN, no gate function
@@ -173,7 +173,7 @@ def test_table1_points_are_the_table1_experiments():
 
     from conftest import compose
     from xnet.archs.params import count_paper_params
-    from xnet.plots import PAPER_TABLE1
+    from xnet.sweep_plots import PAPER_TABLE1
 
     for label, params, by_sigma in PAPER_TABLE1:
         for sigma, psnr in by_sigma.items():

@@ -1,9 +1,9 @@
 """Tables and paper-style plots from a sweep's run dirs (Figs 3, 4 and 6).
 
-    python -m xnet.plots fig3 multirun/fig3/<time> [--out fig3.png] [--csv fig3.csv] [--metric test/psnr]
-    python -m xnet.plots fig4 multirun/fig4/<time>
-    python -m xnet.plots fig6 multirun/fig6/<time>
-    python -m xnet.plots table <dir>            # the CSV only
+    python -m xnet.sweep_plots fig3 multirun/fig3/<time> [--out fig3.png] [--csv fig3.csv] [--metric test/psnr]
+    python -m xnet.sweep_plots fig4 multirun/fig4/<time>
+    python -m xnet.sweep_plots fig6 multirun/fig6/<time>
+    python -m xnet.sweep_plots table <dir>            # the CSV only
 
 Every ``metrics.json`` under the directory (recursively) is one row: model, depth, width, xUnit
 kernel and variant, parameters (total and in the activations), PSNRs, status. Rows come from the
@@ -457,7 +457,7 @@ def make(figure: str, sweep_dir: str | Path, out: str | Path | None = None, csv_
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m xnet.plots", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m xnet.sweep_plots", description=__doc__.split("\n\n")[0])
     p.add_argument("figure", choices=[*FIGURES, "table"])
     p.add_argument("sweep_dir", type=Path, help="a multirun dir (searched recursively for metrics.json)")
     p.add_argument("--out", type=Path, help="PNG path (default: <sweep_dir>/<figure>.png)")

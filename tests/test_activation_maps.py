@@ -1,4 +1,4 @@
-"""xnet.visualize: maps of a layer's activation from checkpoints of tiny fig5 runs."""
+"""xnet.activation_maps: maps of a layer's activation from checkpoints of tiny fig5 runs."""
 import json
 
 import pytest
@@ -7,7 +7,7 @@ from PIL import Image
 
 from conftest import CONF
 from xnet.archs.plain import ConvNet, XNet
-from xnet.visualize import activation_modules, capture, density, load_run, main, parse_args
+from xnet.activation_maps import activation_modules, capture, density, load_run, main, parse_args
 
 TINY = [
     "model.net.width=8", "trainer.max_steps=4", "trainer.val_check_interval=4", "trainer.enable_progress_bar=false",
