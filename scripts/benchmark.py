@@ -11,7 +11,7 @@ Per model: paper / trainable parameters; analytic conv MACs per output pixel (fr
 met in a forward pass: ``out_elems · C_in/groups · kh · kw``); inference latency (median over
 interleaved repeats after warm-up, so machine-load drift hits both models alike) and throughput
 (output Mpx/s) for ``eager`` (NCHW), ``eager_cl`` (channels_last), ``fused``
-(:func:`xnet.archs.deploy.fuse`: folded BNs, channels_last; its xUnits run as one kernel each:
+(:func:`xnet.deploy.fuse.fuse`: folded BNs, channels_last; its xUnits run as one kernel each:
 the native C++ kernel on CPU when it builds, the Triton kernel on CUDA when Triton imports),
 ``fused_torchops`` (the same with ``cpu_kernel="torch", gpu_kernel="torch"``, i.e. the xUnits as
 torch ops), ``fused_compile`` (``fuse(..., compile=True)``, inductor) and on CUDA
@@ -62,7 +62,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from xnet.archs.common import Restorer  # noqa: E402
-from xnet.archs.deploy import fuse  # noqa: E402
+from xnet.deploy.fuse import fuse  # noqa: E402
 from xnet.archs.dncnn import DnCNN, XDnCNN  # noqa: E402
 from xnet.archs.params import count_paper_params, count_trainable_params  # noqa: E402
 from xnet.archs.srcnn import SRCNN, XSRCNN  # noqa: E402
@@ -440,7 +440,7 @@ def training(family: str, spec: dict[str, Any], device: torch.device, args: argp
 def layer_times(model: nn.Module, x: torch.Tensor, repeats: int) -> dict[str, float]:
     """Median ms per forward spent in the fused model's dense convs, xUnits and everything else
     (forward hooks around every leaf of the body)."""
-    from xnet.archs.deploy import FusedXUnit
+    from xnet.deploy.fuse import FusedXUnit
 
     totals: dict[str, list[float]] = {"conv": [], "xunit": [], "other": []}
     current: dict[str, float] = {}

@@ -49,7 +49,7 @@ def inference_module(restorer: Restorer, fuse: bool) -> nn.Module:
     if not fuse:
         return restorer
     try:
-        from xnet.archs.deploy import fuse as fuse_module
+        from xnet.deploy.fuse import fuse as fuse_module
     except ImportError:  # the deploy path is optional; eager eval gives identical numbers
         return restorer
     return fuse_module(restorer)
