@@ -5,7 +5,7 @@ import torch
 
 from conftest import compose
 from xnet.archs.common import Restorer
-from xnet.archs.deploy import fuse
+from xnet.deploy.fuse import fuse
 from xnet.archs.dncnn import DnCNN, XDnCNN
 from xnet.archs.srcnn import SRCNN
 from xnet.archs.srresnet import XSRResNet

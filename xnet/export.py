@@ -36,7 +36,7 @@ def export(cfg: DictConfig) -> Path:
         out = save_weights(restorer.net, out)
         print(f"wrote {out} ({cfg.format}: the bare net's state dict)")
         return out
-    from xnet.ops.onnx_export import export_onnx
+    from xnet.deploy.onnx import export_onnx
 
     model = inference_module(restorer, cfg.fuse)
     example = torch.rand(1, task.channels, *cfg.example_size)
@@ -49,7 +49,7 @@ def export(cfg: DictConfig) -> Path:
 
 def check_onnx(cfg: DictConfig, model: torch.nn.Module, path: Path, example: torch.Tensor) -> None:
     """onnxruntime's output against torch's on the example (skipped without onnxruntime)."""
-    from xnet.ops.onnx_export import onnx_parity
+    from xnet.deploy.onnx import onnx_parity
 
     if cfg.check:
         try:

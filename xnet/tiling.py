@@ -33,7 +33,7 @@ def _half_width(kernel: int, dilation: int = 1) -> int:
 def receptive_radius(model: nn.Module) -> int:
     """How far (in input pixels) an output pixel can see, at most: the half-widths of every
     convolution summed (a safe bound for skip connections, and for convs after up-sampling, which
-    see less of the input than counted). Fused inference units (:class:`xnet.archs.deploy.FusedXUnit`)
+    see less of the input than counted). Fused inference units (:class:`xnet.deploy.fuse.FusedXUnit`)
     count by their ``kernel_size``."""
     total = 0
     for m in model.modules():

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from xnet.archs.common import Restorer
-from xnet.archs.deploy import FusedXUnit, fuse, max_abs_diff
+from xnet.deploy.fuse import FusedXUnit, fuse, max_abs_diff
 from xnet.archs.dncnn import XDnCNN
 from xnet.archs.xunit import XUnit
 
@@ -33,7 +33,7 @@ _INTERPRETED = textwrap.dedent(
     """
     import itertools, json, torch
     from xnet.archs.common import Restorer
-    from xnet.archs.deploy import FusedXUnit, fuse, max_abs_diff
+    from xnet.deploy.fuse import FusedXUnit, fuse, max_abs_diff
     from xnet.archs.dncnn import XDnCNN
     from xnet.archs.xunit import GATES, XUnit
     from xnet.ops.xunit_triton import fused_xunit_triton

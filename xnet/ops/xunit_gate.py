@@ -3,8 +3,8 @@
 A fused xUnit computes ``y = x·g(d)·out_scale + out_shift`` with ``d = DW(ReLU(x·in_scale +
 in_shift))`` (the depthwise conv carries the folded second BN) or, without a depthwise conv,
 ``d = u·mid_scale + mid_shift``; :class:`FusedTerms` holds those tensors (every optional one
-``None`` when absent). :func:`xnet.archs.deploy.fuse` builds them (as the buffers of a
-:class:`~xnet.archs.deploy.FusedXUnit`); :mod:`xnet.ops.xunit_native` is the one-pass CPU kernel
+``None`` when absent). :func:`xnet.deploy.fuse.fuse` builds them (as the buffers of a
+:class:`~xnet.deploy.fuse.FusedXUnit`); :mod:`xnet.ops.xunit_native` is the one-pass CPU kernel
 for the same computation.
 
 * :func:`fused_xunit_reference`: plain out-of-place ops — what ``torch.compile`` fuses and ONNX

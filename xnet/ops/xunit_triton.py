@@ -10,7 +10,7 @@ neighbouring programs re-read ``x`` through L1/L2 rather than DRAM. In place is 
 program reads rows its neighbours write), so the output is a new tensor.
 
 Triton is optional: :func:`triton_available` says whether it imports, and
-:func:`xnet.archs.deploy.FusedXUnit` uses this kernel for eager CUDA inference when it does
+:func:`xnet.deploy.fuse.FusedXUnit` uses this kernel for eager CUDA inference when it does
 (``gpu_kernel``), else torch ops. The kernel also runs on CPU tensors under Triton's interpreter
 (``TRITON_INTERPRET=1``), which is how the tests check it on machines without a GPU.
 """

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from xnet.archs.common import Restorer
-from xnet.archs.deploy import ChannelAffine, Deployed, FusedXUnit, fuse, max_abs_diff, native_kernel
+from xnet.deploy.fuse import ChannelAffine, Deployed, FusedXUnit, fuse, max_abs_diff, native_kernel
 from xnet.archs.dncnn import DnCNN, XDnCNN
 from xnet.archs.plain import ConvNet, XNet
 from xnet.archs.srcnn import SRCNN, XSRCNN

@@ -13,10 +13,10 @@ pytest.importorskip("onnxscript")
 pytest.importorskip("onnxruntime")
 
 from xnet.archs.common import Restorer  # noqa: E402
-from xnet.archs.deploy import fuse  # noqa: E402
+from xnet.deploy.fuse import fuse  # noqa: E402
 from xnet.archs.dncnn import XDnCNN  # noqa: E402
 from xnet.archs.srresnet import XSRResNet  # noqa: E402
-from xnet.ops.onnx_export import export_onnx, onnx_parity  # noqa: E402
+from xnet.deploy.onnx import export_onnx, onnx_parity  # noqa: E402
 
 TOL = 1e-4
 

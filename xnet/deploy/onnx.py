@@ -1,4 +1,4 @@
-"""ONNX export of a restoration model (plain or :func:`xnet.archs.deploy.fuse`-d) and a parity check.
+"""ONNX export of a restoration model (plain or :func:`xnet.deploy.fuse.fuse`-d) and a parity check.
 
 The exported graph takes ``input`` (N, C, H, W) and returns ``output``; with ``dynamic_hw`` the
 height and width are symbolic, so one file serves every image size. A fused model exports its

@@ -35,7 +35,7 @@ How a FusedXUnit runs (eager inference):
 fuses the reference ops; on CPU it needs a C++ compiler). Compilation happens on the first call;
 if it fails, the wrapper warns once and falls back to the eager fused body, which is kept.
 
-Everything is exact up to float rounding (≤ 1e-4 in ``tests/archs/test_deploy.py`` for every xUnit
+Everything is exact up to float rounding (≤ 1e-4 in ``tests/deploy/test_fuse.py`` for every xUnit
 variant and model family); :func:`max_abs_diff` measures a given model.
 """
 from __future__ import annotations
