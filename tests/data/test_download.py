@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from xnet.data import catalog
 from xnet.data import download as dl
 
 REPO = Path(__file__).resolve().parents[2]
@@ -70,73 +71,11 @@ def _hidden_leftovers(root: Path) -> list[Path]:
     return [p for p in root.rglob(".*")] if root.exists() else []
 
 
-# --------------------------------------------------------------------------- registry / names
 
-
-def test_registry_covers_the_shared_sets_and_manifests_parse():
-    for name in ["Train400", "BSD68", "Set12", "CBSD68", "T91", "BSD200", "Set5", "Set14", "BSD100",
-                 "RainHeavy_JORDER-E_sample", "Rain12"]:
-        spec = dl.DATASETS[name]
-        entries = dl.load_manifest(name)
-        assert entries and all(len(e.sha256) == 64 and e.bytes for e in entries), name
-        assert spec.url_base.startswith("https://raw.githubusercontent.com/")
-    assert len(dl.load_manifest("BSD100")) == 100
-    rain12 = dl.load_manifest("Rain12")
-    assert len(rain12) == 24 and {e.file.split("/")[0] for e in rain12} == {"rain", "norain"}
-    assert dl.load_manifest("Rain12_original") is None
-    assert dl.DATASETS["Rain12_original"].archive_url == "https://yu-li.github.io/paper/li_cvpr16_rain.zip"
-    assert dl.DATASETS["Rain12_original"].archive_sha256 is None  # honest: not pinned yet
-
-
-def test_canonical_urls():
-    bsd68 = dl.DATASETS["BSD68"]
-    assert bsd68.url_base == ("https://raw.githubusercontent.com/cszn/DnCNN/"
-                              "e93b27812d3ff523a3a79d19e5e50d233d7a8d0a/testsets/BSD68/")
-    rain = dl.DATASETS["RainHeavy_JORDER-E_sample"]
-    assert rain.remote_path("train/rain/norain-1.png") == "data/train/small/rain/norain-1.png"
-    assert rain.remote_path("test/norain/norain-5.png") == "data/test/small/norain/norain-5.png"
-    assert dl.DATASETS["BSD100"].remote_path("img_001_SRF_3_HR.png") == "img_001_SRF_3_HR.png"
-    rain12 = dl.DATASETS["Rain12"]
-    assert rain12.url_base == ("https://raw.githubusercontent.com/CoderLi365/MSCIANet/"
-                               "0a1a76bc73b5d0abb4d9790bd2a955b111fc58bf/")
-    assert rain12.remote_path("rain/1.png") == "Rain12/rain/rain-001.png"
-    assert rain12.remote_path("norain/12.png") == "Rain12/norain/norain-012.png"  # not rain/1.png's rule
-    assert {rain12.remote_path(e.file) for e in dl.load_manifest("Rain12")} == {r for _, r in dl._RAIN12_REMOTE}
-
-
-def test_names_are_case_insensitive_and_unknown_names_are_listed(tmp_path):
-    assert dl.resolve_name("bsd68") == "BSD68"
-    assert dl.resolve_name("RAINHEAVY_JORDER-E_SAMPLE") == "RainHeavy_JORDER-E_sample"
-    for call in (lambda: dl.dataset_dir("Set99", tmp_path), lambda: dl.verify("Set99", tmp_path),
-                 lambda: dl.download("Set99", tmp_path)):
-        with pytest.raises(ValueError, match="unknown dataset 'Set99'") as exc:
-            call()
-        assert "Set5" in str(exc.value) and "BSD68" in str(exc.value)
-
-
-@needs_shared
-def test_dataset_dir_finds_present_sets_case_insensitively():
-    assert dl.dataset_dir("bsd68", SHARED) == SHARED / "BSD68"
-    assert dl.dataset_dir("set5", str(SHARED)) == SHARED / "Set5"
-
-
-def test_missing_dataset_error_names_folder_root_and_command(tmp_path):
-    with pytest.raises(dl.DatasetMissingError) as exc:
-        dl.dataset_dir("set14", tmp_path)
-    msg = str(exc.value)
-    assert isinstance(exc.value, FileNotFoundError)
-    assert str(tmp_path / "Set14") in msg and str(tmp_path) in msg
-    assert "python -m xnet.data.download Set14" in msg
-    assert "XNET_DATA=" in msg and "paths.data_dir=" in msg
-    # A folder with only bookkeeping files (or temp files) still counts as missing.
-    (tmp_path / "Set14").mkdir()
-    (tmp_path / "Set14" / "MANIFEST.tsv").write_text("file\tsha256\n")
-    (tmp_path / "Set14" / ".baboon.bmp.x.part").write_bytes(b"x")
-    with pytest.raises(dl.DatasetMissingError):
-        dl.dataset_dir("Set14", tmp_path)
-    # Rain12_original's message says its checksum is not pinned.
-    with pytest.raises(dl.DatasetMissingError, match="not pinned"):
-        dl.dataset_dir("rain12_original", tmp_path)
+def test_unknown_names_are_refused_before_fetching(tmp_path):
+    with pytest.raises(ValueError, match="unknown dataset 'Set99'"):
+        dl.download("Set99", tmp_path)
+    assert not tmp_path.joinpath("Set99").exists()
 
 
 # --------------------------------------------------------------------------- file sets over HTTP
@@ -147,10 +86,10 @@ def test_good_download_verifies_then_skips_present_files(tmp_path):
     root = tmp_path / "root"
     with serve(SHARED) as (url, requests):
         report = dl.download("set5", root, base_url=url)
-        assert sorted(report.downloaded) == sorted(e.file for e in dl.load_manifest("Set5"))
+        assert sorted(report.downloaded) == sorted(e.file for e in catalog.load_manifest("Set5"))
         assert report.skipped == []
-        assert dl.verify("Set5", root) == []
-        assert dl.dataset_dir("Set5", root) == root / "Set5"
+        assert catalog.verify("Set5", root) == []
+        assert catalog.dataset_dir("Set5", root) == root / "Set5"
         assert (root / "Set5" / "MANIFEST.tsv").is_file()
         assert _hidden_leftovers(root) == []
         n = len(requests)
@@ -163,10 +102,10 @@ def test_good_download_verifies_then_skips_present_files(tmp_path):
         # A corrupted local file is detected and fetched again; the good ones are still skipped.
         bad = root / "Set5" / "head_GT.bmp"
         bad.write_bytes(b"junk")
-        assert dl.verify("Set5", root) == [f"wrong size: head_GT.bmp (expected {dl.load_manifest('Set5')[3].bytes} bytes, got 4)"]
+        assert catalog.verify("Set5", root) == [f"wrong size: head_GT.bmp (expected {catalog.load_manifest('Set5')[3].bytes} bytes, got 4)"]
         fixed = dl.download("Set5", root, base_url=url)
         assert fixed.downloaded == ["head_GT.bmp"] and len(fixed.skipped) == 4
-        assert dl.verify("Set5", root) == []
+        assert catalog.verify("Set5", root) == []
 
 
 @needs_shared
@@ -177,7 +116,7 @@ def test_tampered_file_is_refused_and_nothing_bad_is_left(tmp_path):
     data = bytearray(victim.read_bytes())
     data[1000] ^= 0xFF  # same size, different content
     victim.write_bytes(bytes(data))
-    expected = {e.file: e.sha256 for e in dl.load_manifest("Set5")}["bird_GT.bmp"]
+    expected = {e.file: e.sha256 for e in catalog.load_manifest("Set5")}["bird_GT.bmp"]
 
     with serve(mirror) as (url, _):
         with pytest.raises(dl.ChecksumError) as exc:
@@ -186,7 +125,7 @@ def test_tampered_file_is_refused_and_nothing_bad_is_left(tmp_path):
         assert "bird_GT.bmp" in msg and expected in msg and hashlib.sha256(data).hexdigest() in msg
         assert not (root / "Set5" / "bird_GT.bmp").exists()
         assert _hidden_leftovers(root) == []
-        assert dl.verify("Set5", root) == ["missing: bird_GT.bmp"]  # the four good files were kept
+        assert catalog.verify("Set5", root) == ["missing: bird_GT.bmp"]  # the four good files were kept
 
         # A longer (appended-to) file is refused as well, while streaming.
         victim.write_bytes((SHARED / "Set5" / "bird_GT.bmp").read_bytes() + b"extra")
@@ -212,7 +151,7 @@ def test_cli(tmp_path, capsys, monkeypatch):
     assert dl.main(["Set5", "--root", str(root), "--verify-only"]) == 0
     assert "Set5: OK" in capsys.readouterr().out
 
-    (root / "Set5" / "baby_GT.bmp").write_bytes(b"0" * dl.load_manifest("Set5")[0].bytes)
+    (root / "Set5" / "baby_GT.bmp").write_bytes(b"0" * catalog.load_manifest("Set5")[0].bytes)
     assert dl.main(["Set5", "--root", str(root), "--verify-only"]) == 1
     err = capsys.readouterr().err
     assert "wrong sha256: baby_GT.bmp" in err and err.strip().splitlines()[-1].startswith("error:")
@@ -243,7 +182,7 @@ def test_rain12_downloads_pinned_and_pairs_up(tmp_path):
     root = tmp_path / "root"
     with serve(SHARED) as (url, requests):
         report = dl.download("rain12", root, base_url=url)
-    assert len(report.downloaded) == 24 and dl.verify("Rain12", root) == []
+    assert len(report.downloaded) == 24 and catalog.verify("Rain12", root) == []
     assert all(r.startswith("/Rain12/") for r in requests)
 
 
@@ -278,15 +217,15 @@ def test_archive_unpinned_downloads_warns_and_records_checksums(tmp_path, caplog
         assert (folder / "sub" / "002_in.png").read_bytes() == b"rainy-2"
         assert not (folder / "__MACOSX").exists()
         assert "UNVERIFIED" in (folder / "SOURCE.txt").read_text() and digest in (folder / "SOURCE.txt").read_text()
-        assert dl.verify("Rain12_original", root) == []  # against the recorded (unpinned) manifest
-        assert dl.dataset_dir("Rain12_original", root) == folder
+        assert catalog.verify("Rain12_original", root) == []  # against the recorded (unpinned) manifest
+        assert catalog.dataset_dir("Rain12_original", root) == folder
         assert _hidden_leftovers(root) == []
 
         again = dl.download("Rain12_original", root, base_url=url)  # present: nothing fetched
         assert len(requests) == 1 and again.downloaded == [] and len(again.skipped) == 3
 
     (folder / "001_GT.png").write_bytes(b"changed")  # same size, other bytes
-    problems = dl.verify("Rain12_original", root)
+    problems = catalog.verify("Rain12_original", root)
     assert len(problems) == 1 and problems[0].startswith("wrong sha256: 001_GT.png")
 
 

@@ -1,41 +1,14 @@
-"""Benchmark data sets: where they live, how to fetch them, how to check them.
+"""Fetching the benchmark data sets of :mod:`xnet.data.catalog`, and the ``xnet-download`` command.
 
-Every set is a folder under the *data root* (``XNET_DATA`` or the Hydra option
-``paths.data_dir``).  For each set this module knows the folder name, the canonical origin
-(a pinned commit of a public GitHub repository, or an archive URL) and, for every set that
-has one, a manifest ``xnet/data/manifests/<Name>.tsv`` with the sha256 and size of each file.
-
-Downloads use only the standard library (:mod:`urllib`).  Each file is streamed into a hidden
-temporary file next to its destination, its sha256 is checked against the manifest, and only
-then is it renamed into place, so an interrupted or tampered download never leaves a partial
-or wrong file behind.  Files already present with the right checksum are skipped.
-
-Command line::
-
-    python -m xnet.data.download Set5 BSD68 [--root DIR] [--mirror URL] [--force]
-    python -m xnet.data.download all --verify-only
-    python -m xnet.data.download --list
-
-A *mirror* (``--mirror``, ``base_url=``, or env ``XNET_DATA_MIRROR``) replaces the canonical
-origin.  It is laid out like the data root: file ``F`` of set ``S`` is fetched from
-``<mirror>/<S's folder>/F``; for an archive set the archive is fetched from
-``<mirror>/<archive file name>``.  A local directory works too (it becomes a ``file://`` URL).
-
-Rain12 (Li et al., CVPR 2016) is pinned file by file (``manifests/Rain12.tsv``) at a public copy
-(``CoderLi365/MSCIANet``, renamed ``rain/N.png`` / ``norain/N.png``): the 480×320 top-left crops of
-the 481×321 originals, the copy xnet's figures are measured on.  The authors' own archive
-``https://yu-li.github.io/paper/li_cvpr16_rain.zip`` stays available as ``Rain12_original``
-(folder ``Rain12_original/``, unpacked as the archive lays it out).  **Its checksum is not pinned**:
-nobody on this project has been able to fetch the archive to record it.  Downloading it works
-but cannot be verified; the downloader prints the archive's sha256 and asks the user to check
-it, and records the per-file checksums it saw (``MANIFEST.tsv`` and ``SOURCE.txt`` in the
-folder, marked unverified) so later runs of ``--verify-only`` detect corruption.  Pass
-``--archive-sha256`` (or set ``archive_sha256`` in :data:`DATASETS`) to enforce a known value.
+Each file is streamed into a hidden temporary file beside its destination, checked against its
+manifest's sha256, and only then renamed into place: an interrupted or tampered download leaves
+nothing behind, and files already present and right are skipped. A *mirror* (``--mirror``,
+``base_url=`` or ``$XNET_DATA_MIRROR``; a URL or a local folder) is laid out like the data root
+and replaces the canonical origin; an archive set's archive is fetched from ``<mirror>/<archive name>``.
 """
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import http.client
 import ipaddress
@@ -54,166 +27,35 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from xnet.data.catalog import (
+    DATASETS,
+    READ_CHUNK,
+    ROOT_ENV,
+    DatasetSpec,
+    ManifestEntry,
+    check_entry,
+    data_root,
+    entries_for,
+    has_data_file,
+    load_manifest,
+    resolve_name,
+    safe_relpath,
+    verify,
+)
 from xnet.utils.progress import progress
-
-__all__ = [
-    "DATASETS",
-    "DatasetSpec",
-    "ManifestEntry",
-    "DownloadReport",
-    "DatasetMissingError",
-    "DownloadError",
-    "ChecksumError",
-    "known_datasets",
-    "resolve_name",
-    "default_data_root",
-    "load_manifest",
-    "read_manifest",
-    "dataset_dir",
-    "verify",
-    "download",
-    "main",
-]
 
 log = logging.getLogger(__name__)
 
-MANIFEST_DIR = Path(__file__).resolve().parent / "manifests"
 MIRROR_ENV = "XNET_DATA_MIRROR"
-ROOT_ENV = "XNET_DATA"
 USER_AGENT = "xnet-data-downloader/0.1 (+python urllib)"
-CHUNK = 1 << 16
 MAX_ARCHIVE_BYTES = 2 << 30  # refuse archives (and their extracted contents) above 2 GiB
-# Bookkeeping files that may sit next to the images; they do not count as data.
-METADATA_FILES = frozenset({"MANIFEST.tsv", "README.md", "ID_MAP.tsv", "SOURCE.txt"})
 _ARCHIVE_JUNK = ("__MACOSX/", ".DS_Store", "Thumbs.db")
-
-
-# --------------------------------------------------------------------------- registry
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    """Where a set comes from and where it goes.
-
-    Attributes:
-        name: canonical name (``Set5``).
-        folder: folder under the data root.
-        origin: human-readable canonical origin (repository, commit, path).
-        url_base: base URL of the raw files at the origin; file ``F`` of the manifest is fetched
-            from ``url_base + remote_path(F)``.  ``None`` for archive sets.
-        remote_prefixes: ``(local_prefix, remote_prefix)`` rewrites for sets whose upstream
-            layout differs from ours (only applied at the canonical origin, not on mirrors).
-        archive_url: for sets distributed as one zip archive.
-        archive_sha256: pinned sha256 of that archive, or ``None`` while it is unknown.
-        manifest: manifest file in ``xnet/data/manifests`` (``None`` = no per-file checksums).
-        note: caveat shown in ``--list`` and in the missing-data error.
-    """
-
-    name: str
-    folder: str
-    origin: str
-    url_base: str | None = None
-    remote_prefixes: tuple[tuple[str, str], ...] = ()
-    archive_url: str | None = None
-    archive_sha256: str | None = None
-    manifest: str | None = None
-    note: str = ""
-
-    @property
-    def manifest_path(self) -> Path | None:
-        return MANIFEST_DIR / self.manifest if self.manifest else None
-
-    @property
-    def is_archive(self) -> bool:
-        return self.archive_url is not None
-
-    @property
-    def pinned(self) -> bool:
-        """True when the downloaded content can be checked against known checksums."""
-        return self.manifest is not None or self.archive_sha256 is not None
-
-    def remote_path(self, local: str) -> str:
-        for local_prefix, remote_prefix in self.remote_prefixes:
-            if local.startswith(local_prefix):
-                return remote_prefix + local[len(local_prefix):]
-        return local
-
-
-def _gh(repo: str, commit: str, path: str = "") -> str:
-    """raw.githubusercontent.com base URL for ``path`` of ``repo`` at ``commit``."""
-    return f"https://raw.githubusercontent.com/{repo}/{commit}/{path}"
-
-
-_DNCNN = ("cszn/DnCNN", "e93b27812d3ff523a3a79d19e5e50d233d7a8d0a")
-_SRCNN_TF = ("tegg89/SRCNN-Tensorflow", "78be1a24697935fc39a3a8cf59a6632264afade7")
-_DCSCN = ("jiny2001/dcscn-super-resolution", "d382bc30d41c94ac72f8cb148d61cc4864b3b380")
-_SELFEXSR = ("jbhuang0604/SelfExSR", "8f6dd8c1d20cb7e8792a7177b4f6fd677633f598")
-_XUNIT = ("kligvasser/xUnit", "caa087646444edec76f2a8d5e8a99f962a231e03")
-_JORDER_E = ("flyywh/JORDER-E-Deep-Image-Deraining-TPAMI-2019-Journal", "ccb4a465bcb48ad8a5d3fef3ab1b950bcf8b7050")
-_MSCIANET = ("CoderLi365/MSCIANet", "0a1a76bc73b5d0abb4d9790bd2a955b111fc58bf")
-# Upstream names the pairs Rain12/{rain,norain}/<dir>-00N.png; xnet keeps <dir>/N.png (one rewrite per file).
-_RAIN12_REMOTE = tuple((f"{d}/{n}.png", f"Rain12/{d}/{d}-{n:03d}.png") for d in ("rain", "norain") for n in range(1, 13))
-
-
-def _github_set(name: str, repo_commit: tuple[str, str], path: str, **kw) -> DatasetSpec:
-    repo, commit = repo_commit
-    shown = kw.pop("origin_path", path)
-    return DatasetSpec(
-        name=name,
-        folder=kw.pop("folder", name),
-        origin=f"github.com/{repo} @ {commit[:12]} {shown}",
-        url_base=_gh(repo, commit, path),
-        manifest=f"{name}.tsv",
-        **kw,
-    )
-
-
-DATASETS: dict[str, DatasetSpec] = {
-    s.name: s
-    for s in [
-        _github_set("Train400", _DNCNN, "TrainingCodes/DnCNN_TrainingCodes_v1.0/data/Train400/"),
-        _github_set("BSD68", _DNCNN, "testsets/BSD68/"),
-        _github_set("Set12", _DNCNN, "testsets/Set12/"),
-        _github_set("CBSD68", _XUNIT, "denoising/data/bsd68/",
-                    note="BSDS JPEG originals from the official xUnit repo's history"),
-        _github_set("T91", _SRCNN_TF, "Train/"),
-        _github_set("BSD200", _DCSCN, "data/bsd200/"),
-        _github_set("Set5", _DNCNN, "testsets/Set5/"),
-        _github_set("Set14", _DNCNN, "testsets/Set14/"),
-        # Only the *_HR.png files of image_SRF_3 (the manifest lists exactly those names).
-        _github_set("BSD100", _SELFEXSR, "data/BSD100/image_SRF_3/"),
-        # Upstream keeps the pairs under data/{train,test}/small/{rain,norain}/; we drop `small/`.
-        _github_set("RainHeavy_JORDER-E_sample", _JORDER_E, "",
-                    origin_path="data/{train,test}/small/{rain,norain}/",
-                    remote_prefixes=(("train/", "data/train/small/"), ("test/", "data/test/small/")),
-                    note="25 synthetic heavy-rain pairs for smoke tests; NOT Rain12"),
-        _github_set("Rain12", _MSCIANET, "", origin_path="Rain12/{rain,norain}/",
-                    remote_prefixes=_RAIN12_REMOTE,
-                    note="480×320 top-left crops of Li et al.'s 481×321 pairs (their archive: Rain12_original)"),
-        DatasetSpec(
-            name="Rain12_original",
-            folder="Rain12_original",
-            origin="yu-li.github.io (Li et al., CVPR 2016): paper/li_cvpr16_rain.zip",
-            archive_url="https://yu-li.github.io/paper/li_cvpr16_rain.zip",
-            archive_sha256=None,  # NOT PINNED YET: nobody here could fetch the archive to record it.
-            manifest=None,
-            note="archive checksum not pinned yet: the download is NOT verified against a known value",
-        ),
-    ]
-}
-
-_ALIASES = {"b100": "BSD100", "set68": "BSD68", "rainheavy": "RainHeavy_JORDER-E_sample"}
-
-
-@dataclass(frozen=True)
-class ManifestEntry:
-    file: str
-    sha256: str
-    bytes: int | None = None
 
 
 @dataclass
 class DownloadReport:
+    """What :func:`download` did for one set: the files fetched and the files already present."""
+
     name: str
     folder: Path
     source: str
@@ -221,27 +63,6 @@ class DownloadReport:
     skipped: list[str] = field(default_factory=list)
     archive_sha256: str | None = None
     verified: bool = True  # False: content could not be checked against pinned checksums
-
-
-# --------------------------------------------------------------------------- errors
-
-
-class DatasetMissingError(FileNotFoundError):
-    """A registered data set is not under the data root."""
-
-    def __init__(self, name: str, folder: Path, root: Path, note: str = "") -> None:
-        self.name, self.folder, self.root = name, folder, root
-        cmd = f"python -m xnet.data.download {name}"
-        if root != default_data_root():
-            cmd += f" --root {root}"
-        msg = (
-            f"dataset {name!r} not found: folder {folder} is missing or holds no data files "
-            f"(data root: {root}). Download it with `{cmd}`, or point the data root at an existing "
-            f"copy with XNET_DATA=/path/to/data or the Hydra override paths.data_dir=/path/to/data."
-        )
-        if note:
-            msg += f" Note: {note}."
-        super().__init__(msg)
 
 
 class DownloadError(RuntimeError):
@@ -259,148 +80,6 @@ class ChecksumError(DownloadError):
         self.what, self.expected, self.got, self.url = what, expected, got, url
         src = f" from {url}" if url else ""
         super().__init__(f"{what}: checksum mismatch{src} (expected {expected}, got {got}); the file was discarded")
-
-
-# --------------------------------------------------------------------------- lookup
-
-
-def known_datasets() -> list[str]:
-    return list(DATASETS)
-
-
-def resolve_name(name: str) -> str:
-    """Canonical name of a registered set, case-insensitively (``bsd68`` → ``BSD68``)."""
-    if name in DATASETS:
-        return name
-    key = name.strip().lower()
-    for canonical, spec in DATASETS.items():
-        if key in (canonical.lower(), spec.folder.lower()):
-            return canonical
-    if key in _ALIASES:
-        return _ALIASES[key]
-    raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
-
-
-def default_data_root() -> Path:
-    """``$XNET_DATA``, else ``./data`` (same default as :mod:`xnet.data.sources`)."""
-    return Path(os.environ.get(ROOT_ENV) or "data").expanduser()
-
-
-def _root(root: str | os.PathLike | None) -> Path:
-    return Path(root).expanduser() if root is not None else default_data_root()
-
-
-def _safe_relpath(rel: str) -> PurePosixPath:
-    """A relative POSIX path with no ``..``, no absolute part and no drive letter, or ValueError."""
-    p = PurePosixPath(rel.replace("\\", "/"))
-    if not rel or p.is_absolute() or any(part in ("", "..") for part in p.parts) or ":" in p.parts[0]:
-        raise ValueError(f"unsafe path {rel!r}")
-    return PurePosixPath(*(part for part in p.parts if part != "."))
-
-
-def load_manifest(name: str) -> list[ManifestEntry] | None:
-    """Entries of set ``name``'s packaged manifest, or ``None`` when the set has none (Rain12_original)."""
-    spec = DATASETS[resolve_name(name)]
-    return read_manifest(spec.manifest_path) if spec.manifest_path is not None else None
-
-
-def read_manifest(path: str | os.PathLike) -> list[ManifestEntry]:
-    """Parse a manifest TSV (header with at least ``file`` and ``sha256``; ``bytes`` optional)."""
-    path = Path(path)
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f, delimiter="\t")
-        missing = {"file", "sha256"} - set(reader.fieldnames or ())
-        if missing:
-            raise ValueError(f"{path}: manifest header lacks column(s) {sorted(missing)}")
-        entries = []
-        for row in reader:
-            _safe_relpath(row["file"])
-            size = row.get("bytes")
-            entries.append(ManifestEntry(row["file"], row["sha256"].strip().lower(), int(size) if size else None))
-    return entries
-
-
-def _has_data_file(folder: Path) -> bool:
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        if any(not f.startswith(".") and f not in METADATA_FILES for f in filenames):
-            return True
-    return False
-
-
-def dataset_dir(name: str, root: str | os.PathLike | None = None) -> Path:
-    """The folder of set ``name`` under ``root``; :class:`DatasetMissingError` if absent or empty.
-
-    Raises ValueError for an unknown name (the message lists the known ones).  Does not verify
-    checksums (see :func:`verify`).
-    """
-    spec = DATASETS[resolve_name(name)]
-    root = _root(root)
-    folder = root / spec.folder
-    if not folder.is_dir() or not _has_data_file(folder):
-        raise DatasetMissingError(spec.name, folder, root, spec.note)
-    return folder
-
-
-# --------------------------------------------------------------------------- checking
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _check_entry(folder: Path, e: ManifestEntry, quick: bool = False) -> str | None:
-    """None if the file matches its entry, else a one-line problem."""
-    path = folder / e.file
-    if not path.is_file():
-        return f"missing: {e.file}"
-    size = path.stat().st_size
-    if e.bytes is not None and size != e.bytes:
-        return f"wrong size: {e.file} (expected {e.bytes} bytes, got {size})"
-    if not quick:
-        got = _sha256_file(path)
-        if got != e.sha256:
-            return f"wrong sha256: {e.file} (expected {e.sha256}, got {got})"
-    return None
-
-
-def _entries_for(spec: DatasetSpec, folder: Path) -> tuple[list[ManifestEntry] | None, bool]:
-    """(entries, pinned): the packaged manifest, else one recorded in the folder at download time."""
-    entries = load_manifest(spec.name)
-    if entries is not None:
-        return entries, True
-    local = folder / "MANIFEST.tsv"
-    if local.is_file():
-        return read_manifest(local), False
-    return None, False
-
-
-def manifest_files(name: str, folder: Path) -> list[str] | None:
-    """Relative paths of set ``name``'s files by its manifest (packaged, else recorded in
-    ``folder`` at download), or ``None`` when it has neither."""
-    entries, _ = _entries_for(DATASETS[resolve_name(name)], folder)
-    return None if entries is None else [e.file for e in entries]
-
-
-def verify(name: str, root: str | os.PathLike | None = None, *, quick: bool = False) -> list[str]:
-    """Problems with set ``name`` under ``root`` (empty list = every manifest file present and right).
-
-    ``quick=True`` compares sizes only.  Files not in the manifest are ignored.  For a set with no
-    packaged manifest (Rain12_original) the manifest recorded at download time is used; it detects later
-    corruption but was never checked against a trusted value.
-    """
-    spec = DATASETS[resolve_name(name)]
-    folder = _root(root) / spec.folder
-    if not folder.is_dir():
-        return [f"missing folder: {folder}"]
-    entries, _ = _entries_for(spec, folder)
-    if entries is None:
-        return [f"no checksums known for {spec.name} (not pinned, and no MANIFEST.tsv in {folder}); cannot verify"]
-    return [p for e in entries if (p := _check_entry(folder, e, quick)) is not None]
 
 
 # --------------------------------------------------------------------------- fetching
@@ -441,7 +120,7 @@ def _stream_to_temp(url: str, directory: Path, label: str, *, timeout: float, ma
             with os.fdopen(fd, "wb") as out, _open(url, timeout) as resp, progress(
                 total=int(resp.headers.get("Content-Length") or 0) or None, desc=label, unit="B", unit_scale=True, enabled=show_bytes,
             ) as bar:
-                while chunk := resp.read(CHUNK):
+                while chunk := resp.read(READ_CHUNK):
                     bar.update(len(chunk))
                     size += len(chunk)
                     if size > max_bytes:
@@ -519,7 +198,7 @@ def download(name: str, root: str | os.PathLike | None = None, base_url: str | N
             the failure are kept; no temporary or unverified file is left behind.
     """
     spec = DATASETS[resolve_name(name)]
-    root = _root(root)
+    root = data_root(root)
     mirror = _mirror_base(base_url)
     if spec.is_archive:
         return _download_archive(spec, root, mirror, force, timeout, archive_sha256)
@@ -533,7 +212,7 @@ def download(name: str, root: str | os.PathLike | None = None, base_url: str | N
 
     todo: list[tuple[str, ManifestEntry]] = []
     for e in entries:
-        if not force and _check_entry(folder, e) is None:
+        if not force and check_entry(folder, e) is None:
             report.skipped.append(e.file)
             continue
         remote = f"{spec.folder}/{e.file}" if mirror is not None else spec.remote_path(e.file)
@@ -589,7 +268,7 @@ def _safe_members(zf: zipfile.ZipFile) -> list[tuple[zipfile.ZipInfo, PurePosixP
         if info.is_dir() or name.startswith(_ARCHIVE_JUNK[0]) or PurePosixPath(name).name in _ARCHIVE_JUNK[1:]:
             continue
         try:
-            rel = _safe_relpath(name)
+            rel = safe_relpath(name)
         except ValueError:
             raise DownloadError(f"unsafe path in archive: {info.filename!r}; nothing extracted") from None
         if stat.S_ISLNK(info.external_attr >> 16):
@@ -623,7 +302,7 @@ def _extract(zip_path: Path, staging: Path) -> list[ManifestEntry]:
             dest.parent.mkdir(parents=True, exist_ok=True)
             h, size = hashlib.sha256(), 0
             with zf.open(info) as src, open(dest, "xb") as out:
-                while chunk := src.read(CHUNK):
+                while chunk := src.read(READ_CHUNK):
                     size += len(chunk)
                     budget -= len(chunk)
                     if budget < 0:  # declared sizes can lie
@@ -642,9 +321,9 @@ def _download_archive(spec: DatasetSpec, root: Path, mirror: str | None, force: 
     url = _join(mirror, archive_name) if mirror is not None else spec.archive_url
     report = DownloadReport(spec.name, folder, url, verified=expected is not None or spec.manifest is not None)
 
-    if not force and folder.is_dir() and _has_data_file(folder):
-        entries, pinned = _entries_for(spec, folder)
-        problems = [p for e in entries or [] if (p := _check_entry(folder, e)) is not None]
+    if not force and folder.is_dir() and has_data_file(folder):
+        entries, pinned = entries_for(spec, folder)
+        problems = [p for e in entries or [] if (p := check_entry(folder, e)) is not None]
         if entries is not None and not problems:
             report.skipped = [e.file for e in entries]
             report.verified = pinned
@@ -673,7 +352,7 @@ def _download_archive(spec: DatasetSpec, root: Path, mirror: str | None, force: 
         pinned_entries = load_manifest(spec.name)
         if pinned_entries is not None:
             for e in pinned_entries:
-                problem = _check_entry(staging, e)
+                problem = check_entry(staging, e)
                 if problem is not None:
                     raise DownloadError(f"{spec.name}: archive content does not match the pinned manifest: {problem}")
         if expected is None:
@@ -681,7 +360,7 @@ def _download_archive(spec: DatasetSpec, root: Path, mirror: str | None, force: 
                 "%s: the archive's checksum is NOT pinned in xnet, so this download is UNVERIFIED.\n"
                 "  url:    %s\n  sha256: %s  (%d bytes)\n"
                 "  Compare this sha256 with a copy you trust; if it matches, pin it with "
-                "--archive-sha256 %s (or archive_sha256 in xnet.data.download.DATASETS).",
+                "--archive-sha256 %s (or archive_sha256 in xnet.data.catalog.DATASETS).",
                 spec.name, url, digest, size, digest)
             _write_recorded_manifest(staging, written, url, digest)
         _install(staging, folder)
@@ -730,7 +409,7 @@ def _list(root: Path) -> None:
         n = str(len(entries)) if entries is not None else "?"
         checks = "sha256" if entries is not None else ("archive" if spec.archive_sha256 else "UNPINNED")
         folder = root / spec.folder
-        status = "present" if folder.is_dir() and _has_data_file(folder) else "missing"
+        status = "present" if folder.is_dir() and has_data_file(folder) else "missing"
         print(f"{name:<27} {n:>5}  {checks:<10} {status:<8} {spec.origin}" + (f"  [{spec.note}]" if spec.note else ""))
 
 
@@ -757,7 +436,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    root = _root(args.root)
+    root = data_root(args.root)
     if args.list:
         _list(root)
         if not args.names:

@@ -12,6 +12,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from xnet.data.catalog import dataset_dir, manifest_files
 from xnet.data.io import IMAGE_EXTENSIONS, ImageError, list_images, load_image
 from xnet.utils.errors import UserError
 
@@ -27,13 +28,7 @@ def resolve_folder(name: str | None, root: str | os.PathLike | None, path: str |
         return folder
     if name is None:
         raise ValueError("an image source needs a dataset `name` (under the data root) or a `path`")
-    from xnet.data.download import dataset_dir  # lazy: keeps imports light
-
-    return dataset_dir(name, root if root is not None else default_data_root())
-
-
-def default_data_root() -> Path:
-    return Path(os.environ.get("XNET_DATA", "data")).expanduser()
+    return dataset_dir(name, root)
 
 
 class ManifestMismatchError(UserError):
@@ -44,8 +39,6 @@ class ManifestMismatchError(UserError):
 def check_manifest(name: str, base: Path, sub: str, found: list[Path]) -> None:
     """``found`` (the images of ``base/sub``) must be exactly the images the manifest of set
     ``name`` lists there; sets without a manifest are not checked."""
-    from xnet.data.download import manifest_files  # lazy: keeps imports light
-
     listed = manifest_files(name, base)
     if listed is None:
         return
