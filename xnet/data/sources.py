@@ -59,7 +59,19 @@ def check_manifest(name: str, base: Path, sub: str, found: list[Path]) -> None:
     )
 
 
-class ImageFolder:
+class ImageSource:
+    """A sequence of the ``items`` a subclass decodes on first use (a cached property)."""
+
+    items: list[tuple]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple:
+        return self.items[i]
+
+
+class ImageFolder(ImageSource):
     """All images of a folder, decoded once.
 
     Args:
@@ -112,14 +124,8 @@ class ImageFolder:
             raise ImageError(f"{self.folder}: every image is smaller than the crop size {self.min_size}")
         return items
 
-    def __len__(self) -> int:
-        return len(self.items)
 
-    def __getitem__(self, i: int) -> tuple[str, np.ndarray]:
-        return self.items[i]
-
-
-class PairedFolder:
+class PairedFolder(ImageSource):
     """Input/target pairs matched by file name in two sub-folders (e.g. ``rain/`` and ``norain/``)."""
 
     def __init__(
@@ -168,12 +174,6 @@ class PairedFolder:
             raise ImageError(f"{self.folder}: no pairs of at least {self.min_size} px")
         return items
 
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> tuple[str, np.ndarray, np.ndarray]:
-        return self.items[i]
-
 
 def _natural_key(s: str) -> list:
     import re
@@ -181,7 +181,7 @@ def _natural_key(s: str) -> list:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
 
 
-class SampleImages:
+class SampleImages(ImageSource):
     """The embedded default: photographs that ship inside matplotlib (no download needed).
 
     ``split='train'`` is the top 70% of each photograph, ``'val'`` the rest, so the two never overlap.
@@ -207,14 +207,8 @@ class SampleImages:
             out.append((Path(f).stem, np.ascontiguousarray(part)))
         return out
 
-    def __len__(self) -> int:
-        return len(self.items)
 
-    def __getitem__(self, i: int) -> tuple[str, np.ndarray]:
-        return self.items[i]
-
-
-class DDNPairs:
+class DDNPairs(ImageSource):
     """Rainy/clean pairs in the DerainNet/DDN layout (Fu et al. 2017; not distributed with xnet):
     ``rainy_image/N_k.jpg`` is the k-th rainy version (k = 1..14) of the clean ``ground_truth/N.jpg``.
     Items are ``("N_k", rainy, clean)``; each clean image is decoded once and shared by its versions.
@@ -275,9 +269,3 @@ class DDNPairs:
         if not items:
             raise ImageError(f"{self.folder}: no DDN pairs (versions={sorted(self.versions) if self.versions else 'all'}, min_size={self.min_size})")
         return items
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> tuple[str, np.ndarray, np.ndarray]:
-        return self.items[i]
