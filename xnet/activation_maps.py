@@ -200,11 +200,9 @@ def tile(maps: torch.Tensor, per_map: bool = True, vrange: tuple[float, float] |
 
 
 def save_grey(img: np.ndarray, path: Path) -> Path:
-    from PIL import Image
+    from xnet.data.io import save_image
 
-    with atomic_path(path) as tmp:
-        Image.fromarray((np.clip(img, 0, 1) * 255).round().astype(np.uint8), mode="L").save(tmp, format=path.suffix.lstrip(".") or "png")
-    return path
+    return save_image(torch.from_numpy(img)[None], path)
 
 
 def panels(m: LayerMaps, channels: int) -> dict[str, np.ndarray]:
@@ -294,11 +292,6 @@ def prepare_input(run: Run, image: str | Path, seed: int, sigma: float | None, c
     return run.task.eval_pair(clean, seed)
 
 
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = float(((a.clamp(0, 1) * 255).round() / 255 - b).pow(2).mean())
-    return 10 * math.log10(1.0 / max(mse, 1e-12))
-
-
 def visualize(weights: Sequence[str | Path], image: str | Path, layer: int = -1, out: str | Path | None = None, seed: int = 0,
               sigma: float | None = None, crop: int = 0, threshold: float = 0.9, channels: int = 64) -> dict[str, Any]:
     """Save the grids and the side-by-side figure in ``out`` (default: :func:`default_run_dir`);
@@ -318,7 +311,7 @@ def visualize(weights: Sequence[str | Path], image: str | Path, layer: int = -1,
         n_act = len(activation_modules(run.restorer))
         report["nets"][label] = {
             "checkpoint": str(w), "kind": maps.kind, "activation_layers": n_act, "channels": int(maps.z.shape[0]),
-            "psnr_input": psnr(inp, target), "psnr_output": psnr(output, target), **maps.stats, "files": files,
+            "psnr_input": float(run.task.scores(inp, target)["psnr"]), "psnr_output": float(run.task.scores(output, target)["psnr"]), **maps.stats, "files": files,
         }
         items.append((label, maps, pics))
     report["figure"] = str(draw_figure(items, layer, threshold, out / f"layer{layer}.png"))

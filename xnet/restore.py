@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from xnet.data.io import list_images, load_image, save_image, to_tensor
+from xnet.ops.quantize import quantize_uint8
 from xnet.evaluate import check_finite_output, inference_module, open_restorer, pick_device
 from xnet.tasks import Task
 from xnet.tiling import Tiler
@@ -45,7 +46,7 @@ def net_input(task: Task, x: torch.Tensor) -> torch.Tensor:
     if scale > 1 and getattr(task.degradation, "upsample", False):
         from xnet.ops.imresize import imresize
 
-        x = imresize(x, scale=scale).clamp(0, 1).mul(255).round().div(255)
+        x = quantize_uint8(imresize(x, scale=scale))
     return x
 
 

@@ -12,6 +12,7 @@ import torch
 
 from xnet.data.degradations import Degradation
 from xnet.data.io import to_tensor, warn_once
+from xnet.ops.quantize import quantize_uint8
 from xnet.utils.errors import ConfigError
 
 COLORS = {"grey": 1, "y": 1, "rgb": 3}
@@ -90,7 +91,7 @@ class Task:
             return x
         from xnet.ops.color import to_y
 
-        return to_y(x).mul(255).round().div(255)
+        return quantize_uint8(to_y(x))
 
     def train_pair(self, clean: torch.Tensor, given_input: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(input, target)`` for a batch, the degradation redrawn on the clean batch's device."""
@@ -111,7 +112,7 @@ class Task:
                 return x.mean(dim=-3, keepdim=True)
             from xnet.ops.color import rgb_to_y
 
-            return rgb_to_y(x.clamp(0, 1).mul(255).round().div(255))
+            return rgb_to_y(quantize_uint8(x))
         return x
 
     def scores(self, output: torch.Tensor, target: torch.Tensor, grey_source: bool = False) -> dict[str, torch.Tensor]:

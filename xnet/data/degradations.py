@@ -14,6 +14,8 @@ from typing import Sequence
 
 import torch
 
+from xnet.ops.quantize import quantize_uint8
+
 
 def seeded_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
     g = torch.Generator(device=device)
@@ -93,7 +95,7 @@ class Bicubic(Degradation):
 
         low = imresize(clean, scale=1.0 / self.scale)
         out = imresize(low, size=tuple(clean.shape[-2:])) if self.upsample else low
-        return out.clamp(0, 1).mul(255).round().div(255)
+        return quantize_uint8(out)
 
     def eval(self, clean: torch.Tensor, seed: int) -> torch.Tensor:
         return self.train(clean)

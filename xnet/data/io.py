@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from xnet.ops.quantize import uint8_levels
 from xnet.utils.atomic import atomic_path
 from xnet.utils.errors import UserError
 
@@ -62,15 +63,12 @@ def _upright(img: Image.Image, path: Path) -> Image.Image:
 
 def _to_8bit(img: Image.Image, path: Path) -> Image.Image:
     """16/32-bit grey ('I;16', 'I') to 8 bit by rescaling its declared range, not by clipping."""
-    arr = np.asarray(img)
-    if arr.dtype == np.uint16 or img.mode.startswith("I;16"):
-        arr = np.round(arr.astype(np.float64) / 257.0)
-    elif img.mode == "I":
-        top = 65535.0 if arr.max() > 255 else 255.0
-        arr = np.round(arr.astype(np.float64) * (255.0 / top))
-    elif img.mode == "F":
+    if img.mode == "F":
         raise ImageError(f"{path}: floating-point images (mode F) are not supported; save it as 8/16-bit PNG")
-    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), mode="L")
+    arr = np.asarray(img)
+    sixteen_bit = arr.dtype == np.uint16 or img.mode.startswith("I;16") or arr.max() > 255  # mode I holds 8 or 16 bits
+    levels = uint8_levels(torch.from_numpy(arr.astype(np.float64) / (65535.0 if sixteen_bit else 255.0)))
+    return Image.fromarray(levels.numpy().astype(np.uint8), mode="L")
 
 
 def load_image(path: str | os.PathLike, mode: str = "keep") -> np.ndarray:
@@ -119,14 +117,9 @@ def to_tensor(arr: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(arr.transpose(2, 0, 1).copy()).float().div_(255.0)
 
 
-def quantize(x: torch.Tensor) -> torch.Tensor:
-    """Clip to [0, 1] and round to uint8 levels (the protocol's output step), still float in [0, 255]."""
-    return x.clamp(0, 1).mul(255.0).round()
-
-
 def to_uint8(x: torch.Tensor) -> np.ndarray:
     """``C×H×W`` float in [0, 1] → ``H×W×C`` uint8 (clipped and rounded)."""
-    return quantize(x.detach().float().cpu()).to(torch.uint8).permute(1, 2, 0).numpy()
+    return uint8_levels(x.detach().float().cpu()).to(torch.uint8).permute(1, 2, 0).numpy()
 
 
 def save_image(x: torch.Tensor, path: str | os.PathLike) -> Path:

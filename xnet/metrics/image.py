@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torchmetrics.functional.image import structural_similarity_index_measure
 
-from xnet.data.io import quantize
+from xnet.ops.quantize import uint8_levels
 
 MAX_PSNR = 100.0  # identical images: a finite cap keeps set means finite
 
@@ -35,5 +35,5 @@ def ssim(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def image_metrics(output: torch.Tensor, target: torch.Tensor, border: int = 0) -> dict[str, torch.Tensor]:
     """Clip + round both to uint8 levels, shave ``border`` px, then per-image PSNR and SSIM."""
-    out, tgt = shave(quantize(output), border), shave(quantize(target), border)
+    out, tgt = shave(uint8_levels(output), border), shave(uint8_levels(target), border)
     return {"psnr": psnr(out, tgt), "ssim": ssim(out, tgt).reshape(psnr(out, tgt).shape)}

@@ -45,6 +45,8 @@ from collections.abc import Sequence
 
 import torch
 
+from xnet.ops.quantize import quantize_uint8
+
 __all__ = [
     "cubic",
     "contributions",
@@ -220,15 +222,6 @@ def imresize(
         if quantize:
             y = quantize_uint8(y)
     return y
-
-
-def quantize_uint8(x: torch.Tensor) -> torch.Tensor:
-    """Clip to [0, 1] and snap to the 1/255 grid like a MATLAB ``uint8`` cast.
-
-    MATLAB rounds half away from zero; for non-negative values that is
-    ``floor(v + 0.5)`` (``torch.round`` would round half to even).
-    """
-    return torch.floor(x.clamp(0.0, 1.0) * 255.0 + 0.5) / 255.0
 
 
 def downscale(x: torch.Tensor, scale: float, antialias: bool = True, **kw) -> torch.Tensor:
