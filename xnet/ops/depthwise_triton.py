@@ -28,11 +28,11 @@ from typing import Any
 import torch
 from torch.autograd.function import once_differentiable
 
+from xnet.ops import triton_tiles
+from xnet.ops.triton_tiles import FLOAT_DTYPES, channel_block
 from xnet.ops.xunit_triton import triton_available, triton_interpreting
 
 __all__ = ["TritonDepthwiseConv", "depthwise_triton", "depthwise_triton_applies", "depthwise_grad_weight_triton"]
-
-_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 @functools.lru_cache(maxsize=None)
@@ -41,19 +41,15 @@ def _kernels() -> tuple[Any, Any]:
     import triton
     import triton.language as tl
 
+    triton_tiles.load()
+
     @triton.jit
     def dw_fwd(
         u_ptr, w_ptr, b_ptr, y_ptr,
         C, H, W, sun, suc, suh, suw, syn, syc, syh, syw,
         R: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr,
     ):
-        row = tl.program_id(0)  # n * H + h
-        n = row // H
-        h = row % H
-        ws = tl.program_id(1) * BLOCK_W + tl.arange(0, BLOCK_W)
-        cs = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
-        c_ok = cs < C
-        w_ok = ws < W
+        n, h, ws, cs, w_ok, c_ok = triton_tiles.row_tile(C, H, W, BLOCK_W, BLOCK_C)
         u_img = u_ptr + n.to(tl.int64) * sun + cs[None, :] * suc
         acc = tl.zeros([BLOCK_W, BLOCK_C], dtype=tl.float32)
         for ky in tl.static_range(R):
@@ -67,8 +63,7 @@ def _kernels() -> tuple[Any, Any]:
                 acc += u.to(tl.float32) * wt.to(tl.float32)[None, :]
         if HAS_BIAS:
             acc += tl.load(b_ptr + cs, mask=c_ok, other=0.0).to(tl.float32)[None, :]
-        y_ptrs = y_ptr + n.to(tl.int64) * syn + h.to(tl.int64) * syh + ws[:, None] * syw + cs[None, :] * syc
-        tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=w_ok[:, None] & c_ok[None, :])
+        triton_tiles.store_tile(y_ptr, acc, n, h, ws, cs, w_ok, c_ok, syn, syc, syh, syw)
 
     @triton.jit
     def dw_wgrad(
@@ -114,7 +109,7 @@ def depthwise_triton_applies(u: torch.Tensor, weight: torch.Tensor) -> bool:
         device_ok
         and triton_available()
         and u.dim() == 4
-        and u.dtype in _DTYPES
+        and u.dtype in FLOAT_DTYPES
         and weight.dim() == 4
         and weight.shape[0] == u.shape[1]
         and weight.shape[1] == 1
@@ -124,17 +119,13 @@ def depthwise_triton_applies(u: torch.Tensor, weight: torch.Tensor) -> bool:
     )
 
 
-def _block_c(c: int) -> int:
-    return min(64, max(16, 1 << (c - 1).bit_length()))
-
-
 def depthwise_triton(u: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, block_w: int = 32) -> torch.Tensor:
     """``y = DW_r(u) + bias`` (zero "same" padding), in ``u``'s dtype and memory format."""
     n, c, height, width = u.shape
     r = weight.shape[-1]
     y = torch.empty_like(u)
     taps = weight.reshape(c, r * r).t().contiguous()  # [ky*r + kx][c]
-    bc = _block_c(c)
+    bc = channel_block(c)
     grid = (n * height, -(-width // block_w), -(-c // bc))
     _kernels()[0][grid](
         u, taps, taps if bias is None else bias.contiguous(), y,
@@ -149,7 +140,7 @@ def depthwise_grad_weight_triton(grad: torch.Tensor, u: torch.Tensor, r: int, ro
     n, c, height, width = u.shape
     rows = n * height
     chunks = -(-rows // rows_per_chunk)
-    bc = _block_c(c)
+    bc = channel_block(c)
     partial = torch.empty(chunks, r * r, c, device=u.device, dtype=torch.float32)
     _kernels()[1][(r * r, chunks, -(-c // bc))](
         grad, u, partial,

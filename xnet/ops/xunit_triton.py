@@ -23,12 +23,13 @@ from typing import Any
 import torch
 
 from xnet.ops.gate import GATES
+from xnet.ops import triton_tiles
+from xnet.ops.triton_tiles import FLOAT_DTYPES, channel_block
 from xnet.ops.xunit_gate import FusedTerms
 
 __all__ = ["fused_xunit_triton", "triton_applies", "triton_available", "triton_interpreting"]
 
 _GATE_CODES = {name: i for i, name in enumerate(GATES)}  # gaussian, sigmoid, tanh, identity
-_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def triton_interpreting() -> bool:
@@ -42,6 +43,8 @@ def _kernel() -> Any:
     import triton
     import triton.language as tl
 
+    triton_tiles.load()
+
     @triton.jit
     def xunit_fwd(
         x_ptr, y_ptr, in_scale_ptr, in_shift_ptr, w_ptr, b_ptr, mid_scale_ptr, mid_shift_ptr,
@@ -51,13 +54,7 @@ def _kernel() -> Any:
         HAS_DW_BIAS: tl.constexpr, HAS_MID: tl.constexpr, HAS_OUT_SCALE: tl.constexpr,
         HAS_OUT_SHIFT: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr,
     ):
-        row = tl.program_id(0)  # n * H + h
-        n = row // H
-        h = row % H
-        ws = tl.program_id(1) * BLOCK_W + tl.arange(0, BLOCK_W)
-        cs = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
-        c_ok = cs < C
-        w_ok = ws < W
+        n, h, ws, cs, w_ok, c_ok = triton_tiles.row_tile(C, H, W, BLOCK_W, BLOCK_C)
         x_img = x_ptr + n.to(tl.int64) * sxn + cs[None, :] * sxc
         if HAS_IN:
             s_in = tl.load(in_scale_ptr + cs, mask=c_ok, other=0.0).to(tl.float32)[None, :]
@@ -106,8 +103,7 @@ def _kernel() -> Any:
             y = y * tl.load(out_scale_ptr + cs, mask=c_ok, other=0.0).to(tl.float32)[None, :]
         if HAS_OUT_SHIFT:
             y = y + tl.load(out_shift_ptr + cs, mask=c_ok, other=0.0).to(tl.float32)[None, :]
-        y_ptrs = y_ptr + n.to(tl.int64) * syn + h.to(tl.int64) * syh + ws[:, None] * syw + cs[None, :] * syc
-        tl.store(y_ptrs, y.to(y_ptr.dtype.element_ty), mask=w_ok[:, None] & c_ok[None, :])
+        triton_tiles.store_tile(y_ptr, y, n, h, ws, cs, w_ok, c_ok, syn, syc, syh, syw)
 
     return xunit_fwd
 
@@ -128,7 +124,7 @@ def triton_applies(x: torch.Tensor, t: FusedTerms) -> bool:
     interpreter) of a float type, the terms on the same device (ignoring availability)."""
     device_ok = x.is_cuda or (x.device.type == "cpu" and triton_interpreting())
     tensors = [v for v in t if isinstance(v, torch.Tensor)]
-    return device_ok and x.dim() == 4 and x.dtype in _DTYPES and all(v.device == x.device for v in tensors)
+    return device_ok and x.dim() == 4 and x.dtype in FLOAT_DTYPES and all(v.device == x.device for v in tensors)
 
 
 def fused_xunit_triton(x: torch.Tensor, t: FusedTerms, block_w: int = 16) -> torch.Tensor:
@@ -136,7 +132,7 @@ def fused_xunit_triton(x: torch.Tensor, t: FusedTerms, block_w: int = 16) -> tor
     The output has ``x``'s dtype and memory format; the arithmetic is float32."""
     n, c, height, width = x.shape
     y = torch.empty_like(x)
-    block_c = min(64, max(16, 1 << (c - 1).bit_length()))
+    block_c = channel_block(c)
     dummy = x.new_empty(1, dtype=torch.float32)
 
     def arg(v: torch.Tensor | None) -> torch.Tensor:
