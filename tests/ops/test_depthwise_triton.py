@@ -121,4 +121,4 @@ def test_triton_is_not_chosen_unless_asked() -> None:
     conv = DepthwiseConv2d(16, 3)
     assert dw.CUDA_LAYOUT in ("cudnn", "nchw", "triton")
     if dw.CUDA_LAYOUT != "triton":
-        assert not dw._use_triton(torch.randn(1, 16, 5, 5), conv, conv.weight)
+        assert dw.choose_depthwise(torch.randn(1, 16, 5, 5), conv) is not dw.Impl.TRITON

@@ -19,6 +19,7 @@ from xnet.archs.common import Restorer
 from xnet.deploy.fuse import FusedXUnit, fuse, max_abs_diff
 from xnet.archs.dncnn import XDnCNN
 from xnet.archs.xunit import XUnit
+from xnet.ops.dispatch import Impl
 
 from helpers_xunit import randomise, single_thread  # noqa: F401 - single_thread: autouse fixture
 
@@ -87,7 +88,8 @@ def test_triton_not_used_for_cpu_input_by_default() -> None:
     unit = randomise(XUnit(16, kernel_size=3))
     fused = FusedXUnit.from_xunit(unit).eval()
     x = torch.randn(1, 16, 6, 6)
-    assert not fused._use_triton(x, fused.terms())  # auto: CPU input takes the CPU paths
+    with torch.no_grad():  # auto: CPU input takes the CPU paths, even where Triton imports
+        assert fused.choose(x, triton_ready=lambda: True) is not Impl.TRITON
     if os.environ.get("TRITON_INTERPRET", "0") in {"", "0"}:
         fused.gpu_kernel = "triton"  # required, but CPU input without the interpreter: a clear error
         with pytest.raises(RuntimeError, match="Triton"):

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from xnet.ops.depthwise import DepthwiseConv2d
+from xnet.ops.dispatch import Call, Impl, choose_impl
 from xnet.ops.gate import GATES, gate
 from xnet.ops.xunit_autograd import xunit_lean
 
@@ -65,9 +66,9 @@ class XUnit(nn.Module):
         return gate(d, self.gate_kind)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.memory_lean and torch.is_grad_enabled() and (
-            x.requires_grad or any(p.requires_grad for p in self.parameters())
-        ):
+        needs_grad = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
+        call = Call.of("xunit", x, needs_grad=needs_grad, choice="lean" if self.memory_lean else "auto")
+        if choose_impl(call) is Impl.LEAN:
             return xunit_lean(self, x)
         return x * self.weight_map(x)
 

@@ -1,47 +1,15 @@
-"""Inference deployment: fold every BatchNorm away and run each xUnit as a fused gate.
+"""Inference deployment: fold every BatchNorm away and run each xUnit as one fused op.
 
-``fuse(model)`` returns a :class:`Deployed` module (eval mode; the original is deep-copied, never
-touched) in which
-
-* ``Conv → BN`` pairs become one conv (weights and bias rescaled);
-* a BN that follows some other op — xDnCNN's ``[BN, Conv, xUnit]`` blocks, where the BN follows
-  the previous xUnit — is composed into that op's output: the xUnit's multiply becomes
-  ``x·g·s + t``. Folding it forward into the next conv instead would be exact for the scale
-  (a scaled zero pad is still zero) but not for the shift: a zero-padded conv reads zeros at the
-  border, not ``t``. A BN before a conv that reads no padding (padding 0 or a non-zero padding
-  mode) is folded into that conv; any other BN is kept as a per-channel affine op (exact);
-* every :class:`~xnet.archs.xunit.XUnit` becomes a :class:`FusedXUnit`: the first BN is a
-  per-channel affine feeding the ReLU (it cannot be folded through the ReLU, and ``x`` itself is
-  still needed for the multiply), the second BN is folded into the depthwise conv. An xUnit
-  right after a conv overwrites that conv's output in place (no allocation);
-* parameters are stored channels_last and the wrapper feeds the body channels_last input.
-
-How a FusedXUnit runs (eager inference):
-
-* CPU, float32, C % 16 == 0: a one-pass native kernel (:mod:`xnet.ops.xunit_native`; see
-  :func:`native_kernel`, re-exported here) — ``x`` read once, ``y`` written once; compiled on
-  first use with the system C++ compiler, self-checked against the torch ops, and skipped (with
-  one warning) if anything fails;
-* CUDA (fp32/fp16/bf16) with Triton importable: one Triton kernel per xUnit
-  (:mod:`xnet.ops.xunit_triton`) — the ``r × r`` neighbourhood gathered through the cache, the
-  gate and multiply applied in registers, ``y`` written once (out of place);
-* otherwise torch ops on row tiles of about ``tile_bytes`` per thread
-  (:func:`xnet.ops.xunit_gate.fused_xunit_tiled`): pre-affine + ReLU on the tile plus an
-  ``r//2``-row halo, depthwise conv, gate and multiply in place while the tile is in cache;
-* under autograd, tracing, ``torch.compile`` or ONNX export: :meth:`FusedXUnit.forward_reference`
-  (plain out-of-place ops, :func:`xnet.ops.xunit_gate.fused_xunit_reference`).
-
-``fuse(model, compile=True)`` additionally wraps the body in ``torch.compile`` (inductor, which
-fuses the reference ops; on CPU it needs a C++ compiler). Compilation happens on the first call;
-if it fails, the wrapper warns once and falls back to the eager fused body, which is kept.
-
-Everything is exact up to float rounding (≤ 1e-4 in ``tests/deploy/test_fuse.py`` for every xUnit
-variant and model family); :func:`max_abs_diff` measures a given model.
+:func:`fuse` returns a :class:`Deployed` copy of a model (eval mode, channels_last): ``Conv → BN``
+pairs become one conv, a BN after an xUnit is composed into its output multiply (``x·g·s + t``),
+any other BN becomes a per-channel affine, and each :class:`~xnet.archs.xunit.XUnit` becomes a
+:class:`FusedXUnit`, whose kernel (native CPU, Triton, tiled torch ops or the out-of-place
+reference) :func:`xnet.ops.dispatch.choose_impl` picks per call. Exact up to float rounding
+(``tests/deploy/test_fuse.py``); the README's Speed section says how fast.
 """
 from __future__ import annotations
 
 import copy
-import ctypes
 import math
 import warnings
 from typing import Any, Iterable
@@ -50,10 +18,10 @@ import torch
 from torch import nn
 
 from xnet.archs.xunit import GATES, XUnit
-from xnet.ops.depthwise import functional_only
+from xnet.ops.dispatch import Call, Impl, choose_impl
 from xnet.ops.xunit_gate import FusedTerms, fused_xunit_reference, fused_xunit_tiled
-from xnet.ops.xunit_native import fused_xunit_native, native_applies, native_kernel
-from xnet.ops.xunit_triton import fused_xunit_triton, triton_applies, triton_available
+from xnet.ops.xunit_native import fused_xunit_native, native_kernel
+from xnet.ops.xunit_triton import fused_xunit_triton
 
 __all__ = [
     "ChannelAffine",
@@ -207,16 +175,11 @@ class FusedXUnit(nn.Module):
     conv carries the folded second BN) or, without a depthwise conv, ``d = u·mid_scale + mid_shift``.
     Every optional term is ``None`` when absent. All tensors are buffers (``state_dict`` round-trips).
 
-    The module holds the tensors and picks the op (:meth:`terms` hands them over): eager inference
-    (no grad needed, not tracing/compiling) runs, on CUDA, the Triton kernel
-    (:func:`xnet.ops.xunit_triton.fused_xunit_triton`) when ``gpu_kernel`` allows it and Triton
-    imports; on CPU, the native kernel (:func:`xnet.ops.xunit_native.fused_xunit_native`) when
-    ``cpu_kernel`` allows it and :meth:`native_applies`; else torch ops on row tiles of about ``tile_bytes`` per thread
-    (:func:`xnet.ops.xunit_gate.fused_xunit_tiled`: pre-affine + ReLU on the tile plus an
-    ``r//2``-row halo, depthwise conv, gate and multiply in place while the tile is in cache). With
-    ``inplace`` the output overwrites the input (CPU paths; the Triton kernel writes a new tensor).
-    Otherwise :meth:`forward_reference` (plain
-    out-of-place ops) runs, which is what ``torch.compile`` fuses and ONNX export records.
+    The module holds the tensors; :meth:`choose` asks :func:`xnet.ops.dispatch.choose_impl` which
+    op runs them: the Triton kernel (:mod:`xnet.ops.xunit_triton`), the native CPU kernel
+    (:mod:`xnet.ops.xunit_native`), torch ops on row tiles of about ``tile_bytes`` per thread
+    (:func:`xnet.ops.xunit_gate.fused_xunit_tiled`) or, under autograd, tracing, compiling or
+    export, :meth:`forward_reference`. With ``inplace`` the output overwrites the input (CPU paths).
     """
 
     def __init__(
@@ -334,45 +297,30 @@ class FusedXUnit(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if functional_only() or (torch.is_grad_enabled() and x.requires_grad) or x.dim() != 4:
-            return self.forward_reference(x)
         terms = self.terms()
-        if self._use_triton(x, terms):
+        impl = self.choose(x, terms)
+        if impl is Impl.TRITON:
             return fused_xunit_triton(x, terms)
-        lib = self._native_lib(x, terms)
-        if lib is not None:
-            return fused_xunit_native(x, terms, lib, inplace=self.inplace, workers=self.native_workers)
-        return fused_xunit_tiled(x, terms, self.tile_bytes, inplace=self.inplace)
+        if impl is Impl.NATIVE:
+            return fused_xunit_native(x, terms, native_kernel(), inplace=self.inplace, workers=self.native_workers)
+        if impl is Impl.TILED:
+            return fused_xunit_tiled(x, terms, self.tile_bytes, inplace=self.inplace)
+        return self.forward_reference(x)
 
     def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
         """Out-of-place reference: what ``torch.compile`` fuses and ONNX export records."""
         return fused_xunit_reference(x, self.terms())
 
-    def native_applies(self, x: torch.Tensor) -> bool:
-        """Whether the native CPU kernel can run this unit on ``x`` (ignoring availability)."""
-        return native_applies(x, self.terms())
-
-    def _use_triton(self, x: torch.Tensor, terms: FusedTerms) -> bool:
-        if self.gpu_kernel == "torch" or (x.device.type == "cpu" and self.gpu_kernel != "triton"):
-            return False
-        ok = triton_applies(x, terms) and triton_available()
-        if not ok and self.gpu_kernel == "triton":
-            raise RuntimeError(
-                "Triton xUnit kernel needs Triton and a 4-D float CUDA input (CPU input: TRITON_INTERPRET=1)"
-            )
-        return ok
-
-    def _native_lib(self, x: torch.Tensor, terms: FusedTerms) -> ctypes.CDLL | None:
-        if self.cpu_kernel == "torch" or x.device.type != "cpu":
-            return None
-        if not native_applies(x, terms):
-            if self.cpu_kernel == "native":
-                raise RuntimeError("native xUnit kernel needs NHWC float32 CPU input, C % 16 == 0 and a depthwise conv")
-            return None
-        lib = native_kernel()
-        if lib is None and self.cpu_kernel == "native":
-            raise RuntimeError("native xUnit kernel unavailable (see the earlier warning)")
-        return lib
+    def choose(self, x: torch.Tensor, terms: FusedTerms | None = None, **ready: Any) -> Impl:
+        """How this unit runs on ``x`` (:func:`xnet.ops.dispatch.choose_impl`, which ``ready``
+        goes to; ``cpu_kernel`` is the choice for CPU input, ``gpu_kernel`` for CUDA input and,
+        when ``triton``, for any)."""
+        terms = self.terms() if terms is None else terms
+        choice = self.gpu_kernel if self.gpu_kernel == "triton" or x.device.type != "cpu" else self.cpu_kernel
+        call = Call.of(
+            "fused_xunit", x, choice=choice, native_fits=_native_terms(terms), triton_fits=_on_device(terms, x)
+        )
+        return choose_impl(call, **ready)
 
     def extra_repr(self) -> str:
         terms = [f"channels={self.channels}", f"kernel_size={self.kernel_size}", f"gate={self.gate_kind}"]
@@ -380,6 +328,18 @@ class FusedXUnit(nn.Module):
             if getattr(self, name) is not None and getattr(self, name) is not False:
                 terms.append(name)
         return ", ".join(terms)
+
+
+def _native_terms(t: FusedTerms) -> bool:
+    """The native kernel's terms: a depthwise conv, every tensor float32 on the CPU."""
+    tensors = (t.in_scale, t.in_shift, t.dw_weight, t.dw_bias, t.out_scale, t.out_shift)
+    alike = all(v.dtype == torch.float32 and v.device.type == "cpu" for v in tensors if v is not None)
+    return t.dw_weight is not None and alike
+
+
+def _on_device(t: FusedTerms, x: torch.Tensor) -> bool:
+    """Every tensor of ``t`` on ``x``'s device (the Triton kernel's terms)."""
+    return all(v.device == x.device for v in t if isinstance(v, torch.Tensor))
 
 
 # ---------------------------------------------------------------------- graph rewriting
@@ -477,7 +437,8 @@ class Deployed(nn.Module):
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
         compiled = self.compiled
-        if compiled is None or functional_only():
+        call = Call.of("deployed", x, choice="auto" if compiled is None else "compiled")
+        if choose_impl(call) is not Impl.COMPILED:
             return self.body(x)
         try:
             return compiled(x)

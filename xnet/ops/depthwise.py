@@ -19,7 +19,8 @@ out: in bf16 torch still picks cuDNN, 96.7 vs 93.2 ms per step), ``triton`` (the
 :mod:`xnet.ops.depthwise_triton`: forward, input and weight gradients; not yet timed on a GPU).
 ``scripts/benchmark.py`` times them side by side.
 
-Anything else runs the module's own ``F.conv2d``. :func:`depthwise_conv_backward` is the backward
+:func:`choose_depthwise` asks the one chooser (:mod:`xnet.ops.dispatch`); anything else runs the
+module's own ``F.conv2d``. :func:`depthwise_conv_backward` is the backward
 alone, for the memory-lean xUnit's hand-ordered backward. No double backward on the native path.
 """
 from __future__ import annotations
@@ -32,12 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from xnet.ops.depthwise_triton import (
-    TritonDepthwiseConv,
-    depthwise_grad_weight_triton,
-    depthwise_triton,
-    depthwise_triton_applies,
-)
+from xnet.ops.depthwise_triton import TritonDepthwiseConv, depthwise_grad_weight_triton, depthwise_triton
+from xnet.ops.dispatch import Call, Impl, choose_impl
 from xnet.ops.xunit_native import depthwise_conv_native, depthwise_grad_weight_native, native_kernel
 
 #: how a CUDA channels_last input is convolved (see the module doc)
@@ -47,9 +44,9 @@ __all__ = [
     "CUDA_LAYOUT",
     "DepthwiseConv2d",
     "DepthwiseConvFunction",
+    "choose_depthwise",
     "depthwise_conv",
     "depthwise_conv_backward",
-    "functional_only",
     "native_depthwise_applies",
 ]
 
@@ -66,17 +63,6 @@ class DepthwiseConv2d(nn.Conv2d):
         return depthwise_conv(self, input, weight, bias)
 
 
-def functional_only() -> bool:
-    """Tracing / compiling / exporting: plain torch ops only (no ctypes kernels)."""
-    if torch.jit.is_scripting() or torch.jit.is_tracing():
-        return True
-    compiler = getattr(torch, "compiler", None)
-    if compiler is not None and compiler.is_compiling():
-        return True
-    onnx = getattr(torch, "onnx", None)
-    return bool(onnx is not None and onnx.is_in_onnx_export())
-
-
 def _same_padding(conv: nn.Conv2d) -> bool:
     k = conv.kernel_size
     pad = conv.padding
@@ -89,23 +75,36 @@ def _same_padding(conv: nn.Conv2d) -> bool:
     )
 
 
-def native_depthwise_applies(u: torch.Tensor, conv: nn.Conv2d, weight: torch.Tensor | None = None) -> bool:
-    """Whether the native kernels can run ``conv`` (with ``weight``, default its own) on ``u``."""
-    weight = conv.weight if weight is None else weight
+def _kernel_geometry(u: torch.Tensor, conv: nn.Conv2d) -> bool:
+    """The fast kernels' conv: depthwise over ``u``'s channels, stride 1, dilation 1, zero 'same' padding."""
     c = u.shape[1] if u.dim() == 4 else -1
     return (
-        u.dim() == 4
-        and u.device.type == "cpu"
-        and u.dtype == torch.float32
-        and weight.dtype == torch.float32
-        and u.is_contiguous(memory_format=torch.channels_last)
-        and c % 16 == 0
-        and conv.groups == conv.in_channels == conv.out_channels == c
+        conv.groups == conv.in_channels == conv.out_channels == c
         and tuple(conv.stride) == (1, 1)
         and tuple(conv.dilation) == (1, 1)
         and _same_padding(conv)
-        and not functional_only()
     )
+
+
+def choose_depthwise(u: torch.Tensor, conv: nn.Conv2d, weight: torch.Tensor | None = None) -> Impl:
+    """How ``conv`` (with ``weight``, default its own) convolves ``u``: :func:`xnet.ops.dispatch.choose_impl`
+    on this call, with ``CUDA_LAYOUT`` as the user's choice."""
+    weight = conv.weight if weight is None else weight
+    geometry = _kernel_geometry(u, conv)
+    call = Call.of(
+        "depthwise",
+        u,
+        needs_grad=False,  # the native and Triton kernels have their backward
+        choice=CUDA_LAYOUT,
+        native_fits=geometry and weight.dtype == torch.float32,
+        triton_fits=geometry and weight.device == u.device,
+    )
+    return choose_impl(call)
+
+
+def native_depthwise_applies(u: torch.Tensor, conv: nn.Conv2d, weight: torch.Tensor | None = None) -> bool:
+    """Whether the native kernels run ``conv`` (with ``weight``, default its own) on ``u``."""
+    return choose_depthwise(u, conv, weight) is Impl.NATIVE
 
 
 def _native_backward(
@@ -144,37 +143,15 @@ def depthwise_conv(
     natively where :func:`native_depthwise_applies`, else ``F.conv2d``."""
     if weight is None:
         weight, bias = conv.weight, conv.bias
-    if native_depthwise_applies(u, conv, weight) and native_kernel() is not None:
+    impl = choose_depthwise(u, conv, weight)
+    if impl is Impl.NATIVE:
         return DepthwiseConvFunction.apply(u, weight, bias)
-    if _use_triton(u, conv, weight):
+    if impl is Impl.TRITON:
         return TritonDepthwiseConv.apply(u, weight, bias)
-    if _cuda_nchw(u):
+    if impl is Impl.NCHW:
         y = F.conv2d(u.contiguous(), weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
         return y.contiguous(memory_format=torch.channels_last)
     return F.conv2d(u, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
-
-
-def _use_triton(u: torch.Tensor, conv: nn.Conv2d, weight: torch.Tensor) -> bool:
-    """``CUDA_LAYOUT == "triton"`` and the Triton kernels can run this conv."""
-    return (
-        CUDA_LAYOUT == "triton"
-        and tuple(conv.stride) == (1, 1)
-        and tuple(conv.dilation) == (1, 1)
-        and _same_padding(conv)
-        and not functional_only()
-        and depthwise_triton_applies(u, weight)
-    )
-
-
-def _cuda_nchw(u: torch.Tensor) -> bool:
-    """A CUDA channels_last input that the NCHW kernels should take (see the module doc)."""
-    return (
-        CUDA_LAYOUT == "nchw"
-        and u.is_cuda
-        and u.dim() == 4
-        and u.is_contiguous(memory_format=torch.channels_last)
-        and not u.is_contiguous()
-    )
 
 
 def depthwise_conv_backward(
@@ -188,17 +165,17 @@ def depthwise_conv_backward(
     """Gradients (input, weight, bias; ``None`` where ``mask`` says no) of ``conv(u)`` given the
     output gradient, as ``aten.convolution_backward`` computes them."""
     mask = (mask[0], mask[1], mask[2] and bias is not None)
-    lib = native_kernel() if native_depthwise_applies(u, conv, weight) else None
-    if lib is not None:
-        return _native_backward(grad, u, weight, mask, lib)
+    impl = choose_depthwise(u, conv, weight)
+    if impl is Impl.NATIVE:
+        return _native_backward(grad, u, weight, mask, native_kernel())
     bias_sizes = [bias.shape[0]] if bias is not None else None
-    if _use_triton(u, conv, weight):
+    if impl is Impl.TRITON:
         r = weight.shape[-1]
         gu = depthwise_triton(grad, weight.flip(-1, -2)).to(u.dtype) if mask[0] else None
         gw = depthwise_grad_weight_triton(grad, u, r).to(weight.dtype) if mask[1] else None
         gb = grad.float().sum((0, 2, 3)).to(weight.dtype) if mask[2] else None
         return gu, gw, gb
-    if _cuda_nchw(u):
+    if impl is Impl.NCHW:
         grads = torch.ops.aten.convolution_backward(
             grad.contiguous(), u.contiguous(), weight, bias_sizes, list(conv.stride), list(conv.padding), list(conv.dilation),
             False, [0, 0], conv.groups, list(mask),

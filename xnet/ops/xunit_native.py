@@ -48,7 +48,6 @@ __all__ = [
     "depthwise_conv_native",
     "depthwise_grad_weight_native",
     "fused_xunit_native",
-    "native_applies",
     "native_kernel",
 ]
 
@@ -236,21 +235,6 @@ def _thread_pool(workers: int) -> concurrent.futures.ThreadPoolExecutor:
     return pool
 
 
-def native_applies(x: torch.Tensor, t: FusedTerms) -> bool:
-    """Whether the native kernel can run ``t`` on ``x``: a depthwise conv, C % 16 == 0, float32
-    CPU tensors, ``x`` 4-D channels_last (ignoring whether the kernel is available)."""
-    optional = (t.in_scale, t.in_shift, t.dw_weight, t.dw_bias, t.out_scale, t.out_shift)
-    return (
-        t.dw_weight is not None
-        and t.dw_weight.shape[0] % 16 == 0
-        and x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and x.dim() == 4
-        and x.is_contiguous(memory_format=torch.channels_last)
-        and all(v.dtype == torch.float32 and v.device.type == "cpu" for v in optional if v is not None)
-    )
-
-
 def _ptr(v: torch.Tensor | None) -> int | None:
     return None if v is None else v.data_ptr()
 
@@ -335,7 +319,7 @@ def fused_xunit_native(
     workers: int | None = None,
 ) -> torch.Tensor:
     """One fused xUnit forward with the native kernel ``lib`` (from :func:`native_kernel`); the
-    caller checks :func:`native_applies`. With ``inplace`` the output overwrites ``x``. ``workers``:
+    caller asks :func:`xnet.ops.dispatch.choose_impl`. With ``inplace`` the output overwrites ``x``. ``workers``:
     threads (default ``torch.get_num_threads()``), over channel groups and row bands."""
     n, c, height, width = x.shape
     optional = (t.in_scale, t.in_shift, t.out_scale, t.out_shift)

@@ -27,7 +27,7 @@ from xnet.ops import triton_tiles
 from xnet.ops.triton_tiles import FLOAT_DTYPES, channel_block
 from xnet.ops.xunit_gate import FusedTerms
 
-__all__ = ["fused_xunit_triton", "triton_applies", "triton_available", "triton_interpreting"]
+__all__ = ["fused_xunit_triton", "triton_available", "triton_interpreting"]
 
 _GATE_CODES = {name: i for i, name in enumerate(GATES)}  # gaussian, sigmoid, tanh, identity
 
@@ -119,16 +119,8 @@ def triton_available() -> bool:
     return True
 
 
-def triton_applies(x: torch.Tensor, t: FusedTerms) -> bool:
-    """Whether the kernel can run ``t`` on ``x``: a 4-D CUDA tensor (a CPU one under the
-    interpreter) of a float type, the terms on the same device (ignoring availability)."""
-    device_ok = x.is_cuda or (x.device.type == "cpu" and triton_interpreting())
-    tensors = [v for v in t if isinstance(v, torch.Tensor)]
-    return device_ok and x.dim() == 4 and x.dtype in FLOAT_DTYPES and all(v.device == x.device for v in tensors)
-
-
 def fused_xunit_triton(x: torch.Tensor, t: FusedTerms, block_w: int = 16) -> torch.Tensor:
-    """One fused xUnit forward with the Triton kernel; the caller checks :func:`triton_applies`.
+    """One fused xUnit forward with the Triton kernel; the caller asks :func:`xnet.ops.dispatch.choose_impl`.
     The output has ``x``'s dtype and memory format; the arithmetic is float32."""
     n, c, height, width = x.shape
     y = torch.empty_like(x)
