@@ -1,6 +1,6 @@
 """The one build step pyproject.toml cannot express: the model zoo (``weights/``: ``zoo.json``, the
 safetensors weights, configs, reports, model cards) is copied into the built package as
-``xnet/_zoo``, so an installed xnet lists and loads it by name (``xnet.zoo.zoo_root``). An editable
+``xnet/_zoo``, so an installed xnet lists and loads it by name (``xnet.weights.zoo_root``). An editable
 install reads ``weights/`` in place."""
 import shutil
 from pathlib import Path

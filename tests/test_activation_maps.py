@@ -7,7 +7,7 @@ from PIL import Image
 
 from conftest import CONF
 from xnet.archs.plain import ConvNet, XNet
-from xnet.activation_maps import activation_modules, capture, density, load_run, main, parse_args
+from xnet.activation_maps import activation_modules, capture, density, main, parse_args, run_from_checkpoint
 
 TINY = [
     "model.net.width=8", "trainer.max_steps=4", "trainer.val_check_interval=4", "trainer.enable_progress_bar=false",
@@ -44,7 +44,7 @@ def image(tmp_path_factory):
 
 
 def test_run_is_rebuilt_from_the_stored_config(checkpoints):
-    run = load_run(checkpoints["xnet"])
+    run = run_from_checkpoint(checkpoints["xnet"])
     assert run.label == "xnet-d5" and run.task.residual is False and run.task.info["sigma"] == 25
     assert len(activation_modules(run.restorer)) == 4  # ReLUs inside the xUnits are not layers
 
@@ -68,7 +68,7 @@ def test_side_by_side_maps_and_density(checkpoints, image, tmp_path, capsys):
 def test_hooks_see_the_activation_input_and_output():
     torch.manual_seed(0)
     inp = torch.rand(1, 20, 24)
-    for net in (XNet(4, width=6, xunit_kernel=3).eval(), ConvNet(4, width=6).eval()):
+    for net in (XNet(4, width=6, xunit={"kernel_size": 3}).eval(), ConvNet(4, width=6).eval()):
         acts = activation_modules(net)
         assert len(acts) == 3
         m, out = capture(net, inp, layer=2)

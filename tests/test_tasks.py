@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from conftest import compose
-from xnet.evaluate import evaluate_module
+from xnet.inference import evaluate_module
 from xnet.utils.build import build_task
 
 BICUBIC = {  # published bicubic PSNR (Y, shave = scale) — ×2, ×3, ×4

@@ -5,7 +5,8 @@ import pytest
 
 from conftest import REPO, compose
 from xnet.evaluate import evaluate
-from xnet.zoo import add, resolve_weights, zoo_index
+from xnet.weights import resolve_weights, zoo_index
+from xnet.zoo import add
 
 SHIPPED = zoo_index(REPO / "weights")
 

@@ -18,6 +18,7 @@ The net and task come from the resolved run config stored in the checkpoint by `
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 import math
 import sys
@@ -27,61 +28,17 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from omegaconf import DictConfig, open_dict
 from torch import nn
 
 from xnet.utils.atomic import atomic_path, write_json
 
 log = logging.getLogger(__name__)
 
-# globals an xnet Lightning checkpoint may hold besides tensors: OmegaConf containers saved with
-# the hyper-parameters. Only these are allowed when the plain weights-only load refuses the file.
-SAFE_MODULE_PREFIXES = ("omegaconf.",)
-SAFE_GLOBALS = {
-    "typing.Any", "builtins.list", "builtins.dict", "builtins.tuple", "builtins.set", "builtins.int",
-    "builtins.float", "builtins.str", "builtins.bool", "collections.defaultdict", "collections.OrderedDict",
-}
-
-
 # --- loading -------------------------------------------------------------------------------------
-def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """``(state_dict, extra)`` of a checkpoint, loaded with ``weights_only=True``."""
-    from xnet.weights import read_state_dict
-
-    try:
-        return read_state_dict(path)
-    except ValueError as first:
-        try:
-            names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
-        except Exception:  # noqa: BLE001 - not a zip checkpoint: report the original error
-            raise first from None
-        unsafe = [n for n in names if not (n.startswith(SAFE_MODULE_PREFIXES) or n in SAFE_GLOBALS)]
-        if unsafe:
-            raise ValueError(f"{path}: refusing to load, it pickles {unsafe}") from first
-        import importlib
-
-        objs = []
-        for n in names:
-            mod, _, attr = n.rpartition(".")
-            objs.append(getattr(importlib.import_module(mod), attr))
-        with torch.serialization.safe_globals(objs):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        if not (isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict)):
-            raise first
-        return dict(obj["state_dict"]), {k: v for k, v in obj.items() if k != "state_dict"}
-
-
-def stored_config(extra: dict[str, Any], path: str | Path):
-    from omegaconf import DictConfig, OmegaConf
-
-    cfg = (extra.get("xnet") or {}).get("config")
-    if cfg is None:
-        raise ValueError(f"{path}: no run config stored (checkpoint['xnet']['config']); use a checkpoint saved by xnet.train")
-    return cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
-
-
 @dataclass
 class Run:
-    """A trained restorer rebuilt from its checkpoint."""
+    """A trained restorer rebuilt from its checkpoint, with the task it was trained on."""
 
     path: Path
     cfg: Any
@@ -90,28 +47,34 @@ class Run:
     label: str
 
 
-def load_run(path: str | Path) -> Run:
-    from xnet.archs.common import Restorer
-    from xnet.utils.build import build_net, build_task
-    from xnet.weights import adapt_keys, load_weights
+def run_from_checkpoint(path: str | Path, sigma: float | None = None) -> Run:
+    """The net and task a checkpoint of ``xnet.train`` stores (:func:`xnet.inference.load_run`);
+    ``sigma``: the task's own degradation at another noise level."""
+    from xnet.inference import load_run
+    from xnet.utils.build import build_task
 
-    path = Path(path)
-    state, extra = read_checkpoint(path)
-    cfg = stored_config(extra, path)
-    task = build_task(cfg)
-    net = build_net(cfg, task)
-    try:
-        load_weights(net, path)
-    except ValueError:  # load_weights reads weights-only and may refuse the pickled hyper-parameters
-        state = adapt_keys(state, net)
-        for k, v in net.state_dict().items():
-            if k.endswith("num_batches_tracked"):
-                state.setdefault(k, v)
-        net.load_state_dict(state, strict=True)
+    loaded = load_run(path)
+    cfg = loaded.cfg if sigma is None else with_noise_level(loaded.cfg, sigma)
+    task = loaded.task if sigma is None else build_task(cfg)
     net_cfg = cfg.model.net
     depth = net_cfg.get("depth") or net_cfg.get("num_blocks")
     label = f"{cfg.model.name}-d{depth}" if depth is not None else str(cfg.model.name)
-    return Run(path, cfg, task, Restorer(net, residual=task.residual).eval(), label)
+    return Run(Path(path), cfg, task, loaded.restorer.eval(), label)
+
+
+def with_noise_level(cfg: DictConfig, sigma: float) -> DictConfig:
+    """The run config with its degradation at noise level ``sigma`` (test-time level included)."""
+    from xnet.utils.errors import ConfigError
+
+    degradation = cfg.task.degradation
+    if "sigma" not in degradation:
+        raise ConfigError(f"sigma={sigma}: this run's degradation ({degradation.get('_target_')}) has no noise level")
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        cfg.task.sigma = cfg.task.degradation.sigma = sigma
+        if "eval_sigma" in degradation:
+            cfg.task.degradation.eval_sigma = sigma
+    return cfg
 
 
 # --- capturing -----------------------------------------------------------------------------------
@@ -277,19 +240,16 @@ def default_run_dir(log_dir: str | Path = "outputs") -> Path:
     return Path(log_dir) / "visualize" / time.strftime("%Y-%m-%d_%H-%M-%S")
 
 
-def prepare_input(run: Run, image: str | Path, seed: int, sigma: float | None, crop: int) -> tuple[torch.Tensor, torch.Tensor]:
+def prepare_input(task: Any, image: str | Path, seed: int, crop: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(input, target)`` of ``image`` under the task's test protocol (centre ``crop`` first)."""
     from xnet.data.io import load_image
 
-    clean = run.task.clean_tensor(load_image(image))
+    clean = task.clean_tensor(load_image(image))
     if crop:
         h, w = clean.shape[-2:]
         t, l = max(0, (h - crop) // 2), max(0, (w - crop) // 2)
         clean = clean[..., t:t + crop, l:l + crop]
-    if sigma is not None and hasattr(run.task.degradation, "sigma"):
-        from xnet.data.degradations import GaussianNoise
-
-        run.task.degradation = GaussianNoise(sigma=sigma)
-    return run.task.eval_pair(clean, seed)
+    return task.eval_pair(clean, seed)
 
 
 def visualize(weights: Sequence[str | Path], image: str | Path, layer: int = -1, out: str | Path | None = None, seed: int = 0,
@@ -300,10 +260,10 @@ def visualize(weights: Sequence[str | Path], image: str | Path, layer: int = -1,
     items, report = [], {"image": str(image), "layer": layer, "threshold": threshold, "out": str(out), "nets": {}}
     labels: set[str] = set()
     for w in weights:
-        run = load_run(w)
+        run = run_from_checkpoint(w, sigma)
         label = run.label if run.label not in labels else f"{run.label}-{len(labels)}"
         labels.add(label)
-        inp, target = prepare_input(run, image, seed, sigma, crop)
+        inp, target = prepare_input(run.task, image, seed, crop)
         maps, output = capture(run.restorer, inp, layer)
         maps.stats = density(maps, threshold)
         pics = panels(maps, channels)

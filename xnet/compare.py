@@ -57,7 +57,7 @@ def evaluate_side(shared: list[str], side: DictConfig, name: str) -> dict[str, A
     from hydra.core.global_hydra import GlobalHydra
     from hydra.utils import instantiate
 
-    from xnet.evaluate import evaluate_module, inference_module, load_restorer, pick_device
+    from xnet.inference import evaluate_module, inference_module, load_restorer, pick_device
     from xnet.utils.build import build_task
 
     if side.get("model"):  # the side's own model replaces the shared one and its options
@@ -69,10 +69,10 @@ def evaluate_side(shared: list[str], side: DictConfig, name: str) -> dict[str, A
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = compose("eval", overrides)
     task = build_task(cfg)
-    restorer, meta = load_restorer(cfg, task)
+    loaded = load_restorer(cfg, task)
     source = instantiate(cfg.data.test, _convert_="all")
-    report = evaluate_module(inference_module(restorer, cfg.fuse), task, source, seed=cfg.seed, device=pick_device(cfg.device), limit=cfg.limit)
-    return {"model": cfg.model.name, **task.describe(), "seed": cfg.seed, **report, "weights": meta.get("weights")}
+    report = evaluate_module(inference_module(loaded.restorer, cfg.fuse), task, source, seed=cfg.seed, device=pick_device(cfg.device), limit=cfg.limit)
+    return {"model": cfg.model.name, **task.describe(), "seed": cfg.seed, **report, "weights": loaded.weights}
 
 
 def per_image(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:

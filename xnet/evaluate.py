@@ -1,4 +1,4 @@
-"""Score weights on a test set with the published protocol.
+"""Score weights on a test set with the published protocol (written once, in :mod:`xnet.inference`).
 
 ``python -m xnet.evaluate task=denoise model=dncnn weights=PATH data/test=bsd68 task.sigma=25``
 
@@ -10,151 +10,22 @@ SR: Y (BT.601 studio range), ``scale`` px shaved. Prints a per-image table and w
 """
 from __future__ import annotations
 
-import copy
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import hydra
-import torch
-from omegaconf import DictConfig, open_dict
-from torch import nn
+from omegaconf import DictConfig
 
-from xnet.archs.common import Restorer
 from xnet.archs.params import param_summary
-from xnet.data.datasets import EvalDataset
-from xnet.data.io import save_image
-from xnet.tasks import Task
+from xnet.inference import evaluate_module, inference_module, load_restorer, pick_device
 from xnet.tiling import Tiler
 from xnet.utils.atomic import write_json
-from xnet.utils.build import build_net, build_task, instantiate_config, setup_runtime, to_container
-from xnet.utils.errors import ConfigError, WeightsError, exit_on_user_error
-from xnet.utils.precision import exact_float32
-from xnet.utils.progress import progress
+from xnet.utils.build import instantiate_config, setup_runtime, to_container
+from xnet.utils.errors import exit_on_user_error
 from xnet.utils.validate import validate
 
 log = logging.getLogger(__name__)
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def inference_module(restorer: Restorer, fuse: bool) -> nn.Module:
-    """The fast inference form (BN folded, xUnit gates fused) when available, else eval mode."""
-    restorer = restorer.eval()
-    if not fuse:
-        return restorer
-    try:
-        from xnet.deploy.fuse import fuse as fuse_module
-    except ImportError:  # the deploy path is optional; eager eval gives identical numbers
-        return restorer
-    return fuse_module(restorer)
-
-
-def check_finite_output(out: torch.Tensor, what: str) -> None:
-    """NaN/inf in an output would be written as black pixels and scored as a number: refuse."""
-    if not torch.isfinite(out).all():
-        raise WeightsError(f"{what}: the restored output holds NaN/inf values — the weights or the input are broken")
-
-
-@torch.inference_mode()
-def evaluate_module(
-    restorer: nn.Module,
-    task: Task,
-    source: Any,
-    seed: int = 0,
-    device: torch.device | str = "cpu",
-    limit: int | None = None,
-    image_dir: Path | None = None,
-    tiler: Tiler | None = None,
-) -> dict[str, Any]:
-    """Per-image PSNR/SSIM of ``restorer`` on ``source``; the means are over images. Images above
-    ``tiler.max_pixels`` run in tiles (:mod:`xnet.tiling`; default: the restorer's own radius)."""
-    restorer = restorer.to(device).eval()
-    tiler = tiler or Tiler.for_model(restorer)
-    dataset = EvalDataset(source, task, seed)
-    n = len(dataset) if limit is None else min(limit, len(dataset))
-    if n < 1:  # a mean over no images is not a figure
-        raise ConfigError(f"{getattr(source, 'name', source)}: no images to score (limit={limit})")
-    rows = []
-    log.info("scoring %s: %d images", getattr(source, "name", "the test set"), n)
-    for i in progress(range(n), desc=f"{getattr(source, 'name', 'test')}", unit="img"):
-        item = dataset[i]
-        with exact_float32(torch.device(device).type):
-            out = tiler(restorer, item["input"][None], device)[0]
-        check_finite_output(out, f"image {item['name']}")
-        scores = task.scores(out, item["target"], item["grey_source"])
-        rows.append({"image": item["name"], **{k: float(v) for k, v in scores.items()}})
-        if image_dir is not None:
-            save_image(out, image_dir / f"{item['name']}.png")
-    metrics = [k for k in rows[0] if k != "image"]  # psnr, ssim (+ psnr_y, ssim_y where the task asks)
-    return {
-        "dataset": getattr(source, "name", type(source).__name__),
-        "images": n,
-        **{k: sum(r[k] for r in rows) / n for k in metrics},
-        "per_image": rows,
-    }
-
-
-@dataclass
-class LoadedRestorer:
-    """Weights loaded into their architecture. ``cfg`` is the run config with the architecture the
-    weights carry in place of ``model=`` (what ``metrics.json`` records)."""
-
-    cfg: DictConfig
-    task: Task
-    restorer: Restorer
-    weights: str
-    extra: dict[str, Any]
-
-
-def with_stored_model(cfg: DictConfig, stored: dict[str, Any] | None) -> DictConfig:
-    """``cfg`` with its ``model`` node *replaced* by the architecture stored with the weights: a
-    merge would keep keys of ``model=`` that the stored one lacks (``depth`` in an xDnCNN)."""
-    if not stored:
-        return cfg
-    if stored.get("name") != cfg.model.name:
-        log.info("using the architecture stored with the weights, '%s' (model=%s ignored)", stored.get("name"), cfg.model.name)
-    cfg = copy.deepcopy(cfg)
-    with open_dict(cfg):
-        cfg.model = stored
-    return cfg
-
-
-def open_restorer(cfg: DictConfig, task: Task | None = None) -> LoadedRestorer:
-    """Build the net and load ``cfg.weights`` (a file or a zoo name) into it.
-
-    xnet checkpoints and zoo entries carry their config: that architecture is used (it is what
-    the weights are), so ``model=`` only matters for plain state dicts. The task is built from the
-    resulting config unless given (an SR model's input colour comes from its config).
-    """
-    from xnet.weights import load_weights, read_state_dict
-    from xnet.zoo import resolve_weights, zoo_model_config
-
-    if cfg.model.get("classical"):  # BM3D, the input (xnet.archs.classical): no weights, the output is the image
-        task = task or build_task(cfg)
-        return LoadedRestorer(cfg, task, Restorer(build_net(cfg, task), residual=False), None, {})
-    path = resolve_weights(str(cfg.weights))
-    loaded = read_state_dict(path)  # read once: the checkpoint's stored config and its weights
-    if path.suffix == ".ckpt":
-        stored = ((loaded[1].get("xnet") or {}).get("config") or {}).get("model")
-    else:
-        stored = zoo_model_config(path)
-    cfg = with_stored_model(cfg, stored)
-    task = task or build_task(cfg)
-    net = build_net(cfg, task)
-    extra = load_weights(net, path, loaded)
-    return LoadedRestorer(cfg, task, Restorer(net, residual=task.residual), str(path), extra.get("xnet", {}))
-
-
-def load_restorer(cfg: DictConfig, task: Task | None = None) -> tuple[Restorer, dict[str, Any]]:
-    """:func:`open_restorer` as ``(restorer, {"weights": path, ...})``."""
-    loaded = open_restorer(cfg, task)
-    return loaded.restorer, {"weights": loaded.weights, **loaded.extra}
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -172,7 +43,7 @@ def format_table(report: dict[str, Any]) -> str:
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     validate(cfg, "evaluate")
     setup_runtime(cfg)
-    loaded = open_restorer(cfg)
+    loaded = load_restorer(cfg)
     cfg, task, restorer = loaded.cfg, loaded.task, loaded.restorer
     params = param_summary(restorer.net)
     device = pick_device(cfg.device)

@@ -13,7 +13,7 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from xnet.evaluate import inference_module, open_restorer
+from xnet.inference import inference_module, load_restorer
 from xnet.utils.atomic import atomic_path
 from xnet.utils.build import setup_runtime
 from xnet.utils.errors import ConfigError, exit_on_user_error
@@ -29,7 +29,7 @@ def export(cfg: DictConfig) -> Path:
         raise ConfigError(f"format={cfg.format}: choose one of {FORMATS}")
     validate(cfg, "export")
     setup_runtime(cfg)
-    loaded = open_restorer(cfg)
+    loaded = load_restorer(cfg)
     task, restorer = loaded.task, loaded.restorer
     out = Path(cfg.output)
     if cfg.format != "onnx":

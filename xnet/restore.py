@@ -22,7 +22,7 @@ from torch import nn
 
 from xnet.data.io import list_images, load_image, save_image, to_tensor
 from xnet.ops.quantize import quantize_uint8
-from xnet.evaluate import check_finite_output, inference_module, open_restorer, pick_device
+from xnet.inference import check_finite_output, inference_module, load_restorer, pick_device
 from xnet.tasks import Task
 from xnet.tiling import Tiler
 from xnet.utils.build import setup_runtime
@@ -108,7 +108,7 @@ def restore(cfg: DictConfig) -> list[Path]:
     src, out_dir = Path(str(cfg.input)).expanduser(), Path(str(cfg.output)).expanduser()
     files = input_files(src)
     plan = plan_outputs(src, files, out_dir, str(cfg.get("suffix") or ""), bool(cfg.degrade), bool(cfg.get("overwrite", False)))
-    loaded = open_restorer(cfg)
+    loaded = load_restorer(cfg)
     task = loaded.task
     device = pick_device(cfg.device)
     model = inference_module(loaded.restorer, cfg.fuse).to(device)

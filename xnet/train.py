@@ -170,15 +170,14 @@ def best_checkpoint(trainer: L.Trainer) -> str:
 
 
 def test_best(cfg: DictConfig, module: RestorationModule, task: Any, best: str) -> dict[str, Any]:
-    """The test set's report (per-image scores and means) with the best checkpoint's weights."""
-    from xnet.evaluate import evaluate_module
-    from xnet.lit.module import RestorationModule
-    from xnet.utils.build import build_net, instantiate_config
+    """The test set's report (per-image scores and means) with the best checkpoint's weights, loaded
+    as ``xnet.evaluate`` loads them (the final weights when there is no best checkpoint)."""
+    from xnet.inference import evaluate_module, load_run
+    from xnet.utils.build import instantiate_config
 
-    if best:
-        module = RestorationModule.load_from_checkpoint(best, net=build_net(cfg, task), task=task, weights_only=True)
+    restorer = load_run(best).restorer if best else module.restorer
     test_source = instantiate_config(cfg.data.test, "data.test")
-    return evaluate_module(module.restorer, task, test_source, seed=cfg.seed, device=module.device)
+    return evaluate_module(restorer, task, test_source, seed=cfg.seed, device=module.device)
 
 
 def paper_gap(paper_psnr: float | None, psnr: float | None) -> dict[str, float]:

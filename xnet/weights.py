@@ -6,10 +6,13 @@ checkpoints (``restorer.net.*``), ``nn.DataParallel`` saves (``module.*``) and t
 (``module.dncnn.<i>.<name>`` — conv, ReLU, then conv/BN/ReLU triples, the same indices as
 :class:`xnet.archs.dncnn.DnCNN`) all load into the bare net. The xUnit authors' released layout
 (``md<i>.…``/``joints.…``, see :func:`from_authors_layout`) is converted. A conv bias that a save
-lacks (a net trained without it) loads as zero: the function the save computed.
+lacks (a net trained without it) loads as zero: the function the save computed. A zoo name
+(:func:`resolve_weights`) is the zoo's weights file, checked against its sha256.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 from pathlib import Path
@@ -203,3 +206,55 @@ def save_state_dict(state: dict[str, torch.Tensor], path: str | os.PathLike) -> 
         else:
             torch.save(state, tmp)
     return path
+
+
+# --- the model zoo: weights=<name> -----------------------------------------------------------------
+def zoo_root() -> Path:
+    """``$XNET_ZOO``, else the checkout's ``weights/`` (a source or editable install), else the copy
+    an installed package carries (``xnet/_zoo``, made by setup.py)."""
+    if os.environ.get("XNET_ZOO"):
+        return Path(os.environ["XNET_ZOO"])
+    package = Path(__file__).resolve().parent
+    checkout = package.parent / "weights"
+    return checkout if (checkout / "zoo.json").is_file() else package / "_zoo"
+
+
+def zoo_index(zoo_dir: Path | None = None) -> dict[str, Any]:
+    index = (zoo_dir or zoo_root()) / "zoo.json"
+    return json.loads(index.read_text()) if index.is_file() else {}
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def resolve_weights(spec: str, zoo_dir: Path | None = None) -> Path:
+    """A file path as given, or a zoo name resolved to its verified weights file."""
+    zoo_dir = zoo_dir or zoo_root()
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return path
+    index = zoo_index(zoo_dir)
+    if spec not in index:
+        known = ", ".join(sorted(index)) or "none shipped yet"
+        raise FileNotFoundError(f"weights={spec}: no such file, and not a zoo name (zoo: {known})")
+    entry = index[spec]
+    file = zoo_dir / entry["file"]
+    digest = sha256(file)
+    if digest != entry["sha256"]:
+        raise WeightsError(f"zoo weights {file}: sha256 {digest} does not match zoo.json's {entry['sha256']}")
+    return file
+
+
+def zoo_model_config(path: Path) -> dict[str, Any] | None:
+    """The model config stored beside zoo weights (``config.yaml``), if ``path`` is zoo weights."""
+    config = path.parent / "config.yaml"
+    if path.name != "weights.safetensors" or not config.is_file():
+        return None
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.load(config)).get("model")  # type: ignore[union-attr]

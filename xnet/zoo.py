@@ -12,64 +12,12 @@ numbers. ``weights=<name>`` works wherever a weights path does, and brings its a
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
-def zoo_root() -> Path:
-    """``$XNET_ZOO``, else the checkout's ``weights/`` (a source or editable install), else the copy
-    an installed package carries (``xnet/_zoo``, made by setup.py)."""
-    if os.environ.get("XNET_ZOO"):
-        return Path(os.environ["XNET_ZOO"])
-    package = Path(__file__).resolve().parent
-    checkout = package.parent / "weights"
-    return checkout if (checkout / "zoo.json").is_file() else package / "_zoo"
-
-
-def zoo_index(zoo_dir: Path | None = None) -> dict[str, Any]:
-    index = (zoo_dir or zoo_root()) / "zoo.json"
-    return json.loads(index.read_text()) if index.is_file() else {}
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def resolve_weights(spec: str, zoo_dir: Path | None = None) -> Path:
-    """A file path as given, or a zoo name resolved to its verified weights file."""
-    zoo_dir = zoo_dir or zoo_root()
-    path = Path(spec).expanduser()
-    if path.is_file():
-        return path
-    index = zoo_index(zoo_dir)
-    if spec not in index:
-        known = ", ".join(sorted(index)) or "none shipped yet"
-        raise FileNotFoundError(f"weights={spec}: no such file, and not a zoo name (zoo: {known})")
-    entry = index[spec]
-    file = zoo_dir / entry["file"]
-    digest = sha256(file)
-    if digest != entry["sha256"]:
-        from xnet.utils.errors import WeightsError
-
-        raise WeightsError(f"zoo weights {file}: sha256 {digest} does not match zoo.json's {entry['sha256']}")
-    return file
-
-
-def zoo_model_config(path: Path) -> dict[str, Any] | None:
-    """The model config stored beside zoo weights (``config.yaml``), if ``path`` is zoo weights."""
-    config = path.parent / "config.yaml"
-    if path.name != "weights.safetensors" or not config.is_file():
-        return None
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_container(OmegaConf.load(config)).get("model")  # type: ignore[union-attr]
+from xnet.weights import sha256, zoo_index, zoo_root
 
 
 def _recipe(optim: dict[str, Any]) -> str:
@@ -116,22 +64,16 @@ def add(name: str, ckpt: Path, metrics: list[Path], zoo_dir: Path | None = None,
     from omegaconf import OmegaConf
 
     from xnet.archs.params import param_summary
+    from xnet.inference import load_run
     from xnet.utils.atomic import write_json, write_text
-    from xnet.utils.build import build_net, build_task
-    from xnet.utils.errors import WeightsError
-    from xnet.weights import load_weights, read_state_dict, save_weights
+    from xnet.weights import save_weights
 
-    loaded = read_state_dict(ckpt)
-    config = (loaded[1].get("xnet") or {}).get("config")
-    if not config:
-        raise WeightsError(f"{ckpt}: not an xnet checkpoint (no stored config)")
+    run = load_run(ckpt)
+    net, config = run.restorer.net, OmegaConf.to_container(run.cfg)
     zoo_dir = zoo_dir or zoo_root()
-    cfg = OmegaConf.create(config)
-    net = build_net(cfg, build_task(cfg))
-    load_weights(net, ckpt, loaded)
     folder = zoo_dir / name
     file = save_weights(net, folder / "weights.safetensors")
-    write_text(folder / "config.yaml", OmegaConf.to_yaml(cfg))
+    write_text(folder / "config.yaml", OmegaConf.to_yaml(run.cfg))
     reports = []
     for m in metrics:
         report = json.loads(Path(m).read_text())
