@@ -24,7 +24,7 @@ import torch
 
 from xnet.ops.gate import GATES
 from xnet.ops import triton_tiles
-from xnet.ops.triton_tiles import FLOAT_DTYPES, channel_block
+from xnet.ops.triton_tiles import channel_block
 from xnet.ops.xunit_gate import FusedTerms
 
 __all__ = ["fused_xunit_triton", "triton_available", "triton_interpreting"]
