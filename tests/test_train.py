@@ -5,10 +5,16 @@ import logging
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
-from conftest import TINY, run_train
+from conftest import CONF, TINY, compose, run_train
 from xnet.data.degradations import GaussianNoise
+from xnet.evaluate import evaluate
 from xnet.lit.module import NonFiniteLossError
+from xnet.train import optimized_value
+from xnet.utils.errors import ConfigError
+
+SEARCHED = OmegaConf.load(CONF / "hparams_search" / "optuna.yaml").optimized_metric  # what the Optuna search maximises
 
 
 def test_short_training_raises_psnr_well_above_the_noisy_input(tiny_run):
@@ -25,6 +31,9 @@ def test_short_training_raises_psnr_well_above_the_noisy_input(tiny_run):
         tested = [r for r in csv.DictReader(f) if r.get("test/psnr")]
     assert len(tested) == 1 and float(tested[0]["test/psnr"]) == pytest.approx(summary["test/psnr"], abs=1e-4)
     assert list((out / "csv" / "images").glob("*.png"))  # input | output | target triplets
+    (best,) = (out / "checkpoints").glob("best-*.ckpt")  # scored after fit exactly as xnet.evaluate scores it
+    evaluated = evaluate(compose("eval", ["experiment=demo", f"weights={best}", "data/test=sample", f"paths.output_dir={out / 'eval'}"]))
+    assert saved["test/psnr"] == evaluated["psnr"]
 
 
 def test_resume_continues_from_the_checkpoint(tmp_path):
@@ -64,6 +73,21 @@ def test_fast_dev_run_smoke_says_where_the_run_is_at_start_and_end(tmp_path, cap
     assert summary["step"] == 1
     said = [r.getMessage() for r in caplog.records if r.name == "xnet.train"]
     assert said[0] == f"run dir: {tmp_path.resolve()}" and said[-1] == f"done: {tmp_path.resolve()}"
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["step"] == 1 and saved["config"]["name"] == "demo" and saved["val/psnr"] == pytest.approx(summary["val/psnr"])
+    assert optimized_value(summary, SEARCHED) == summary["val/psnr"]  # even a one-step run logs what a search optimises
+
+
+def test_the_optimized_metric_is_read_as_the_search_names_it():
+    """lightning-hydra-template's get_metric_value: the named metric, None when none is named, and a
+    clear error when the run did not log it."""
+    summary = {"name": "x", "step": 3, "val/psnr": 27.5, "val/psnr_input": 20.1}
+    assert SEARCHED == "val/psnr" and optimized_value(summary, SEARCHED) == 27.5
+    assert optimized_value(summary, "val/psnr_input") == 20.1
+    assert optimized_value(summary, None) is None
+    assert optimized_value({"name": "x", "status": "ok", "step": 3, "rank": 1}, SEARCHED) is None  # DDP ranks > 0
+    with pytest.raises(ConfigError, match=r"^optimized_metric=val/ssim: this run logged no such metric \(it logged \['val/psnr', 'val/psnr_input'\]\)$"):
+        optimized_value(summary, "val/ssim")
 
 
 def test_wandb_logger_works_offline_without_a_prompt(tmp_path, monkeypatch):

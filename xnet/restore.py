@@ -132,7 +132,7 @@ def restore(cfg: DictConfig) -> list[Path]:
 def restore_file(f: Path, outputs: list[Path], model: nn.Module, task: Task, device: torch.device, tiler: Tiler, seed: int | None) -> Path:
     """Restore one image to ``outputs[0]`` (with a ``seed``: degrade it first, saved to ``outputs[1]``)."""
     image = load_image(f)
-    x = task.clean_tensor(image) if seed is not None else to_tensor(task.convert(image))
+    x = task.clean_tensor(image) if seed is not None else to_tensor(task.to_task_color(image))
     if seed is not None:
         x = task.degradation.eval(x, seed)
         save_image(x, outputs[1])

@@ -24,7 +24,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from xnet.conf import CONF_DIR
+from xnet.conf import CONF_DIR, current_net_config
 from xnet.utils.atomic import atomic_path, atomic_write
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ def _net_counts(config: dict) -> tuple[int | None, int | None]:
         from xnet.archs.params import count_paper_params
         from xnet.budget import activation_params
 
-        net = instantiate(config["model"]["net"], _convert_="all")
+        net = instantiate(current_net_config(config["model"]["net"]), _convert_="all")
         return count_paper_params(net), activation_params(net)
     except Exception as e:  # noqa: BLE001 - a row without counts is still a row
         log.debug("cannot instantiate the net of a run: %s", e)
@@ -113,10 +113,10 @@ def read_row(path: Path) -> dict[str, Any]:
     data = json.loads(path.read_text())
     config = data.get("config") or {}
     model = config.get("model") or {}
-    net = model.get("net") or {}
+    net = current_net_config(model.get("net") or {})  # older runs: xunit_kernel beside xunit
     task = config.get("task") or {}
     name = data.get("model") or model.get("name") or str(net.get("_target_", "?")).rsplit(".", 1)[-1].lower()
-    has_xunit = "xunit_kernel" in net or "xunit" in net
+    has_xunit = "xunit" in net
     params, act = data.get("params_paper"), None
     counted, act = _net_counts(config) if net else (None, None)
     params = params if params is not None else counted
@@ -127,7 +127,7 @@ def read_row(path: Path) -> dict[str, Any]:
         "model": name,
         "depth": depth,
         "width": net.get("width"),
-        "xunit_kernel": net.get("xunit_kernel") if has_xunit else None,
+        "xunit_kernel": (net["xunit"] or {}).get("kernel_size") if has_xunit else None,
         "xunit_variant": xunit_variant(net.get("xunit"), path.parent) if has_xunit else "relu",
         "params_paper": params,
         "act_params": act,
@@ -321,24 +321,22 @@ def plot_fig3(rows: Sequence[dict[str, Any]], out: Path, metric: str = "test/psn
     import matplotlib.pyplot as plt
 
     fig, ax = _axes(ylim)
-    groups: dict[tuple, list] = defaultdict(list)
+    groups: dict[int | None, list] = defaultdict(list)  # by xUnit kernel r; None: a net without xUnits
     for r in rows:
-        if r.get("params_paper") is None:
-            continue
-        key = ("convnet", 0) if r["xunit_kernel"] is None else ("xnet", int(r["xunit_kernel"]))
-        groups[key].append(r)
+        if r.get("params_paper") is not None:
+            groups[None if r["xunit_kernel"] is None else int(r["xunit_kernel"])].append(r)
     cmap = plt.get_cmap("viridis")
-    kernels = sorted(k for f, k in groups if f == "xnet")
+    kernels = sorted(k for k in groups if k is not None)
     failed_any = False
-    for (fam, k), rs in sorted(groups.items()):
-        xs, ys, bad = _mean_points(rs, "params_paper", metric)
-        if fam == "convnet":
+    for k in sorted(groups, key=lambda k: -1 if k is None else k):  # the ConvNet first, then r ascending
+        xs, ys, bad = _mean_points(groups[k], "params_paper", metric)
+        if k is None:
             style = dict(color="black", marker="s", linestyle="--", label="ConvNet (Conv+BN+ReLU)")
         else:
             c = cmap(0.15 + 0.75 * kernels.index(k) / max(1, len(kernels) - 1))
             style = dict(color=c, marker="o", linestyle="-", label=f"xNet, r = {k}")
         ax.plot(xs, ys, markersize=5, linewidth=1.4, **style)
-        depth_of = {r["params_paper"]: r["depth"] for r in rs}
+        depth_of = {r["params_paper"]: r["depth"] for r in groups[k]}
         for x, y in zip(xs, ys):
             ax.annotate(f"{depth_of[x]}", (x, y), textcoords="offset points", xytext=(3, 3), fontsize=6, color=style["color"])
         _mark_failed(ax, bad, style["color"])

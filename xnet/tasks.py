@@ -65,14 +65,15 @@ class Task:
         """uint8 ``H×W×C``, modcropped, in the space degradations work in: grey, RGB, or for ``y``
         tasks the image as stored (RGB, or grey which is its own Y)."""
         h, w = image.shape[:2]
-        return self.convert(image[: h - h % self.modcrop, : w - w % self.modcrop])
+        return self.to_task_color(image[: h - h % self.modcrop, : w - w % self.modcrop])
 
     def clean_tensor(self, image: np.ndarray) -> torch.Tensor:
         """:meth:`clean_uint8` as float in [0, 1], ``C×H×W``."""
         return to_tensor(self.clean_uint8(image))
 
-    def convert(self, image: np.ndarray) -> np.ndarray:
-        """Grey: ITU-R 601 luma as PIL computes it; RGB: grey replicated."""
+    def to_task_color(self, image: np.ndarray) -> np.ndarray:
+        """A uint8 ``H×W×C`` image in the task's colour: grey from RGB by ITU-R 601 luma (as PIL
+        computes it), RGB from grey by replication; otherwise as given."""
         channels = image.shape[-1]
         if self.color == "grey" and channels == 3:
             from PIL import Image

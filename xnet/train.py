@@ -209,10 +209,23 @@ def record_failure(cfg: DictConfig, error: BaseException) -> dict[str, Any]:
     return summary
 
 
+def optimized_value(summary: dict[str, Any], metric: str | None) -> float | None:
+    """The value a sweeper optimises, read as lightning-hydra-template's ``get_metric_value`` does:
+    ``None`` when no ``optimized_metric`` is named (or on DDP ranks other than 0, which report
+    nothing); a named metric the run did not log is a config error."""
+    if not metric or summary.get("rank"):
+        return None
+    if metric not in summary:
+        logged = sorted(k for k in summary if "/" in k)
+        raise ConfigError(f"optimized_metric={metric}: this run logged no such metric (it logged {logged})")
+    return float(summary[metric])
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float | None:
-    """Returns the final val/psnr (what Optuna sweeps maximise). With ``sweep_continue_on_error``
+    """Returns the value of ``optimized_metric`` (what an Optuna sweep maximises, see
+    ``hparams_search/optuna.yaml``), or None when none is named. With ``sweep_continue_on_error``
     a failing job is recorded and returns None so the other jobs of a multirun go on."""
     from xnet.lit.module import NonFiniteLossError
 
@@ -227,7 +240,7 @@ def main(cfg: DictConfig) -> float | None:
         log.exception("job failed; recorded in metrics.json and the sweep goes on")
         record_failure(cfg, e)
         return None
-    return summary.get("val/psnr")
+    return optimized_value(summary, cfg.get("optimized_metric"))
 
 
 if __name__ == "__main__":

@@ -132,7 +132,7 @@ def test_lossy_conversions_are_warned_once_per_run(tmp_path, caplog):
     grey = grey_task()
     with caplog.at_level("WARNING", logger="xnet.data.io"):
         for _, img in ImageFolder(path=tmp_path):
-            grey.convert(img)
+            grey.to_task_color(img)
     messages = [r.getMessage() for r in caplog.records]
     assert len(messages) == 4, messages  # one per kind, not one per image
     assert any("alpha0.png: alpha channel dropped" in m for m in messages)
