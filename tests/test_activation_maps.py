@@ -7,7 +7,7 @@ from PIL import Image
 
 from conftest import CONF
 from xnet.archs.plain import ConvNet, XNet
-from xnet.activation_maps import activation_modules, capture, density, main, parse_args, run_from_checkpoint
+from xnet.activation_maps import LayerMaps, activation_modules, capture, density, main, parse_args, prepare_input, run_from_checkpoint
 
 TINY = [
     "model.net.width=8", "trainer.max_steps=4", "trainer.val_check_interval=4", "trainer.enable_progress_bar=false",
@@ -57,12 +57,32 @@ def test_side_by_side_maps_and_density(checkpoints, image, tmp_path, capsys):
     assert (x["kind"], c["kind"]) == ("xunit", "relu")
     assert x["channels"] == c["channels"] == 8
     for s in (x, c):
-        assert 0 <= s["frac_g_above_threshold"] <= 1 and 0 <= s["mean_g"] <= 1
         for k in ("z", "g", "x"):
             assert Image.open(s["files"][k]).size[0] > 40 * 2  # a grid of several maps
+    # the stats are those of the maps of layer 4 on the noisy image (seed 0)
+    run = run_from_checkpoint(checkpoints["xnet"])
+    maps, _ = capture(run.restorer, prepare_input(run.task, image, seed=0, crop=0)[0], layer=4)
+    assert {k: x[k] for k in density(maps)} == density(maps)
     # a ReLU's weight map is the indicator z > 0
-    assert c["frac_g_above_threshold"] == pytest.approx(c["frac_z_positive"])
+    assert c["frac_g_above_threshold"] == c["mean_g"] == pytest.approx(c["frac_z_positive"])
+    assert c["frac_g_below_0.1"] == pytest.approx(1 - c["frac_z_positive"])
+    assert x["psnr_input"] == c["psnr_input"] < 21.0  # both nets see one σ=25 input (≈20.2 dB)
     assert (tmp_path / "layer4.png").exists()
+
+
+def test_sigma_redraws_the_runs_own_noise(checkpoints, image, tmp_path):
+    from omegaconf import OmegaConf
+
+    from xnet.activation_maps import with_noise_level
+    from xnet.utils.errors import ConfigError
+
+    for sigma in (25, 50):
+        assert main([f"weights={checkpoints['xnet']}", f"image={image}", "layer=2", f"sigma={sigma}", f"out={tmp_path / str(sigma)}"]) == 0
+    at = {s: json.loads((tmp_path / str(s) / "stats.json").read_text())["nets"]["xnet-d5"]["psnr_input"] for s in (25, 50)}
+    assert at[25] - at[50] > 5.0  # twice the noise: ≈6 dB less
+    sr = OmegaConf.create({"task": {"degradation": {"_target_": "xnet.data.degradations.Bicubic", "scale": 3}}})
+    with pytest.raises(ConfigError, match=r"sigma=50: this run's degradation \(xnet.data.degradations.Bicubic\) has no noise level"):
+        with_noise_level(sr, 50)
 
 
 def test_hooks_see_the_activation_input_and_output():
@@ -77,12 +97,18 @@ def test_hooks_see_the_activation_input_and_output():
         assert torch.equal(out, net(inp[None])[0].detach())
         if m.kind == "relu":
             assert set(m.g.unique().tolist()) <= {0.0, 1.0}
-        s = density(m)
-        assert 0 <= s["frac_g_above_threshold"] <= 1
     with pytest.raises(ValueError, match="3 activation layers"):
         capture(ConvNet(4, width=6).eval(), inp, layer=4)
     m_last, _ = capture(XNet(4, width=6).eval(), inp, layer=-1)
     assert m_last.kind == "xunit"
+
+
+def test_density_counts_what_passes():
+    z = torch.tensor([[[1.0, -2.0], [3.0, 0.5]]])
+    g = torch.tensor([[[0.95, 0.05], [1.0, 0.5]]])
+    s = density(LayerMaps("xunit", z, g, z * g))
+    assert s == pytest.approx({"frac_g_above_threshold": 0.5, "frac_g_below_0.1": 0.25, "mean_g": 0.625, "frac_z_positive": 0.75, "frac_x_nonzero": 1.0})
+    assert density(LayerMaps("xunit", z, g, z * g), threshold=0.99)["frac_g_above_threshold"] == 0.25
 
 
 def test_arguments(tmp_path):

@@ -25,6 +25,10 @@ PAPER_COUNTS = {  # (task, model, overrides) → paper-convention count
 }
 
 
+def first_conv(net: torch.nn.Module) -> torch.nn.Conv2d:
+    return next(m for m in net.modules() if isinstance(m, torch.nn.Conv2d))
+
+
 def make(task, model, extra=()):
     cfg = compose("train", [f"task={task}", f"model={model}", "paths.output_dir=/tmp/unused", *extra])
     return cfg, build_task(cfg)
@@ -73,10 +77,14 @@ def test_xunit_variants_reach_every_unit(variant, model):
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_composes_and_builds(experiment):
+    """The experiment's net, reading what its task gives, and a Trainer with its step budget."""
     cfg = compose("train", [f"experiment={experiment}", "paths.output_dir=/tmp/unused"])
     t = build_task(cfg)
-    build_net(cfg, t)
-    instantiate(cfg.trainer, logger=False, callbacks=[], enable_progress_bar=False)
+    net = build_net(cfg, t)
+    trainer = instantiate(cfg.trainer, logger=False, callbacks=[], enable_progress_bar=False)
+    assert type(net).__name__ == cfg.model.net._target_.rsplit(".", 1)[-1] and t.name == cfg.task.name
+    assert first_conv(net).in_channels == t.channels
+    assert trainer.max_steps == cfg.trainer.max_steps
 
 
 @pytest.mark.parametrize("trainer", sorted(p.stem for p in (CONF / "trainer").glob("*.yaml")))
@@ -89,9 +97,13 @@ def test_trainer_configs_compose(trainer):
 
 @pytest.mark.parametrize("name", ["eval", "restore"])
 def test_entry_point_configs_compose(name):
+    """Defaults: a σ=25 grey denoiser for the weights given; restore keeps the input's size."""
     extra = ["input=x.png"] if name == "restore" else []
     cfg = compose(name, ["weights=x.pth", "paths.output_dir=/tmp/unused", *extra])
-    build_net(cfg, build_task(cfg))
+    t = build_task(cfg)
+    net = build_net(cfg, t)
+    assert cfg.weights == "x.pth" and (t.name, t.color, t.info["sigma"]) == ("denoise", "grey", 25)
+    assert net(torch.rand(1, 1, 12, 16)).shape == (1, 1, 12, 16)
 
 
 def test_data_root_follows_the_environment(monkeypatch, tmp_path):
