@@ -80,6 +80,16 @@ def test_the_import_graph_has_no_cycles():
     assert cycles(graph) == []
 
 
+#: the commands that only run the library: nothing in the package imports them
+COMMANDS = {"xnet.train", "xnet.evaluate", "xnet.restore", "xnet.export", "xnet.compare", "xnet.zoo"}
+
+
+def test_no_module_imports_a_command():
+    graph = import_graph()
+    assert COMMANDS <= set(graph)
+    assert {m: sorted(targets & COMMANDS) for m, targets in graph.items() if targets & COMMANDS} == {}
+
+
 def test_the_cycle_finder_finds_a_cycle():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
