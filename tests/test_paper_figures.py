@@ -69,7 +69,8 @@ def denoise_case(tmp_path_factory):
 def test_fig7_panels_are_noisy_bm3d_dncnn_xdncnn_clean_with_evaluate_psnrs(denoise_case):
     report, grey = denoise_case["report"], denoise_case["grey"]
     assert [p["label"] for p in report["panels"]] == ["Noisy", "BM3D", "DnCNN-S", "xDnCNN", "Clean"]
-    assert report["noise_seed"] == 1  # image 1 of the set: seed + 1, as xnet.evaluate draws it
+    assert report["panels"][2]["weights"] == str(denoise_case["dncnn"]) and "weights" not in report["panels"][1]
+    assert report["degradation_seed"] == 1  # image 1 of the set: seed + 1, as xnet.evaluate draws it
     shared = ["task=denoise", "task.sigma=30", f"+data.test.path={grey}"]
     expected = [
         evaluate_per_image([*shared, "model=identity"], None)["im1"],

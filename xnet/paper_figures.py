@@ -50,6 +50,7 @@ class Panel:
     label: str
     image: torch.Tensor  # C×H×W in [0, 1]
     psnr: float | None  # the whole image's, as xnet.evaluate scores it; None: no ground truth
+    weights: str | None = None
 
     def title(self) -> str:
         return self.label if self.psnr is None else f"{self.label}\n{self.psnr:.2f} dB"
@@ -147,7 +148,7 @@ def restored_panels(shared: Sequence[str], methods: Sequence[Method], image: str
     item = photo_item(loaded[0], photo) if photo else test_item(loaded[0], image)
     panels = [Panel(names[0], item["input"], score(loaded[0].task, item["input"], item))]
     for method, one in zip(methods, loaded):
-        panels.append(Panel(method_label(method, one.weights), *restore(one, item)))
+        panels.append(Panel(method_label(method, one.weights), *restore(one, item), one.weights))
     if item["target"] is not None:
         panels.append(Panel(names[1], item["target"], None))
     return panels, item
@@ -201,9 +202,9 @@ def draw_panels(panels: Sequence[Panel], box: Box | None, title: str, path: Path
 
 def write_report(path: Path, figure: str, item: dict[str, Any], box: Box | None, panels: Sequence[Panel], shared: Sequence[str]) -> dict[str, Any]:
     report = {
-        "figure": figure, "png": str(path), "image": item["name"], "dataset": item["dataset"], "noise_seed": item["seed"],
+        "figure": figure, "png": str(path), "image": item["name"], "dataset": item["dataset"], "degradation_seed": item["seed"],
         "box": list(box) if box else None, "overrides": list(shared),
-        "panels": [{"label": p.label, "psnr": p.psnr} for p in panels],
+        "panels": [{"label": p.label, "psnr": p.psnr, **({"weights": p.weights} if p.weights else {})} for p in panels],
     }
     write_json(path.with_suffix(".json"), report)
     return report
@@ -256,10 +257,10 @@ def fig9(args: argparse.Namespace, overrides: Sequence[str]) -> dict[str, Any]:
         maps, out = capture(loaded.restorer.eval(), item["input"], args.layer)  # eval: BN running statistics
         maps.stats = density(maps, args.threshold)
         psnr = score(loaded.task, out, item)
-        label = f"{method_label(method, loaded.weights)} ×{args.scale} {psnr:.2f} dB"
+        label = f"{method_label(method, loaded.weights)}, {psnr:.2f} dB"
         shown = LayerMaps(maps.kind, *(torch.from_numpy(crop(t.permute(1, 2, 0).numpy(), args.box)).permute(2, 0, 1) for t in (maps.z, maps.g, maps.x)), maps.stats)
         rows.append((label, maps, panels(shown, args.channels)))
-        nets.append({"label": method_label(method, loaded.weights), "kind": maps.kind, "psnr": psnr, "channels": int(maps.z.shape[0]), **maps.stats})
+        nets.append({"label": method_label(method, loaded.weights), "weights": loaded.weights, "kind": maps.kind, "psnr": psnr, "channels": int(maps.z.shape[0]), **maps.stats})
     draw_figure(rows, args.layer, args.threshold, args.out)
     report = {"figure": "fig9", "png": str(args.out), "image": item["name"], "dataset": item["dataset"], "layer": args.layer,
               "box": list(args.box) if args.box else None, "overrides": shared, "nets": nets}
@@ -288,7 +289,7 @@ def parser() -> argparse.ArgumentParser:
     f8.add_argument("--derainnet", required=True, help="DerainNet weights")
     f8.add_argument("--xdncnn", required=True, help="xDnCNN (RGB, de-raining) weights")
     f8.add_argument("--test-set", default="rain_sample", help="a data/test config with rainy/clean pairs")
-    f8.add_argument("--image", default="norain-2", help="a pair of the test set (file stem)")
+    f8.add_argument("--image", default="norain-4", help="a pair of the test set (file stem)")
     f8.add_argument("--rainy", help="a rainy photo with no ground truth, instead of a test pair")
     f9 = sub.add_parser("fig9", parents=[common], help="SR: SRCNN vs xSRCNNf activations at a layer")
     f9.add_argument("--srcnn", required=True, help="SRCNN weights for this scale")
