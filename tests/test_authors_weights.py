@@ -101,7 +101,7 @@ def test_authors_layout_maps_onto_xdncnn_exactly():
     with pytest.raises(ValueError, match="modules with weights"):
         from_authors_layout(state, XDnCNN(num_blocks=3, width=8))
     with pytest.raises(ValueError, match="does not fit"):
-        from_authors_layout(state, XNet(4, width=8, xunit_kernel=7))
+        from_authors_layout(state, XNet(4, width=8, xunit={"kernel_size": 7}))
 
 
 def test_every_conv_without_a_following_bn_has_a_bias():

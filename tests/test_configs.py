@@ -66,7 +66,7 @@ def test_xunit_variants_reach_every_unit(variant, model):
 
     units = [m for m in net.modules() if isinstance(m, XUnit)]
     assert units
-    for key, value in (cfg.xunit or {}).items():
+    for key, value in cfg.model.net.xunit.items():  # the variant merged into the model's XUnitConfig
         if key == "gate":
             assert all(u.gate_kind == value for u in units)
         elif key in ("pre_norm", "post_norm"):

@@ -142,4 +142,4 @@ def test_a_users_config_dir_adds_options_to_the_installed_configs(installed, tmp
     res = run_installed(installed, [str(installed / "bin" / "xnet-train"), "--config-dir", str(tmp_path / "my_conf"), "model=tiny_xnet",
                                     "--cfg", "job", "--package", "model"], tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
-    assert "name: tiny_xnet" in res.stdout and "depth: 2" in res.stdout and "xunit_kernel" in res.stdout  # merged over conf's xnet
+    assert "name: tiny_xnet" in res.stdout and "depth: 2" in res.stdout and "kernel_size: 9" in res.stdout  # merged over conf's xnet

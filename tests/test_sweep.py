@@ -11,15 +11,15 @@ from omegaconf import OmegaConf
 
 from conftest import CONF, REPO
 from xnet.archs.params import count_paper_params
-from xnet.budget import activation_params
+from xnet.budget import activation_params, net_params
 from xnet.sweep_plots import make
 
 TINY = [
-    "arch_width=8", "trainer.max_steps=6", "trainer.val_check_interval=6", "trainer.log_every_n_steps=2",
+    "model.net.width=8", "trainer.max_steps=6", "trainer.val_check_interval=6", "trainer.log_every_n_steps=2",
     "trainer.enable_progress_bar=false", "data.batch_size=4", "data.patch_size=32", "data.samples_per_epoch=24",
     "data.val_limit=1", "data.test.limit=1", "module.log_images=0", "threads=1", "hydra/launcher=basic",
     "data/train=sample",  # the embedded photo, not Train400: decoding 400 images takes seconds per job
-    "hydra.sweep.subdir=${hydra.job.num}_${arch}",  # the default names every override: too long a path
+    "hydra.sweep.subdir=${hydra.job.num}",  # the default names every override: too long a path
 ]
 
 
@@ -41,6 +41,25 @@ def sweep_points(cfg, key="arch"):
     return str(cfg.hydra.sweeper.params[key]).split(",")
 
 
+def grid(cfg):
+    """Every point of the sweep's product grid, as ``{key: value}`` (ranges and lists expanded as Hydra does)."""
+    import itertools
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = cfg.hydra.sweeper.params
+    parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
+    axes = [[int(v) for v in o.sweep_string_iterator()] for o in parsed]
+    return [dict(zip(params, point)) for point in itertools.product(*axes)]
+
+
+def net_at(cfg, point):
+    cfg = cfg.copy()
+    for key, value in point.items():
+        OmegaConf.update(cfg, key, value)
+    return instantiate(cfg.model.net, _convert_="all")
+
+
 def net_of(cfg, arch):
     cfg = cfg.copy()
     OmegaConf.set_struct(cfg, False)
@@ -48,18 +67,27 @@ def net_of(cfg, arch):
     return instantiate(cfg.model.net, _convert_="all")
 
 
-@pytest.mark.parametrize("experiment", ["fig3", "fig3_quick"])
-def test_fig3_points_build(experiment):
-    cfg = compose("train", [f"experiment={experiment}", "paths.output_dir=/tmp/unused"])
-    points = sweep_points(cfg)
-    assert len(points) == len(set(points)) and set(points) <= set(cfg.archs)
-    counts = {p: count_paper_params(net_of(cfg, p)) for p in points}
-    assert counts["xnet_d3_r9"] == 49_024 and counts["convnet_d9"] == 260_096
-    fams = {p.split("_")[0] for p in points}
-    assert fams == {"convnet", "xnet"}
-    if experiment == "fig3":
-        assert {int(p.rsplit("_r", 1)[1]) for p in points if p.startswith("xnet")} == {1, 3, 5, 7, 9}
-        assert (cfg.data.batch_size, cfg.data.patch_size, cfg.optim.lr) == (64, 80, 1e-3)
+@pytest.mark.parametrize("quick", [False, True])
+def test_fig3_is_a_product_grid_of_depth_and_xunit_kernel(quick):
+    """xNets: depth × r; ConvNets: depth; every point builds with the paper's count."""
+    suffix = "_quick" if quick else ""
+    xnets = compose("train", [f"experiment=fig3{suffix}", "paths.output_dir=/tmp/unused"])
+    convnets = compose("train", [f"experiment=fig3{suffix}_convnet", "paths.output_dir=/tmp/unused"])
+    assert (xnets.model.name, convnets.model.name) == ("xnet", "convnet") and xnets.name == convnets.name
+    x_points, c_points = grid(xnets), grid(convnets)
+    depths = {p["model.net.depth"] for p in x_points}
+    kernels = {p["model.net.xunit.kernel_size"] for p in x_points}
+    assert len(x_points) == len(depths) * len(kernels) and set(c_points[0]) == {"model.net.depth"}
+    counts = {("xnet", p["model.net.depth"], p["model.net.xunit.kernel_size"]): count_paper_params(net_at(xnets, p)) for p in x_points}
+    counts |= {("convnet", p["model.net.depth"], None): count_paper_params(net_at(convnets, p)) for p in c_points}
+    assert counts[("xnet", 3, 9)] == 49_024 and counts[("convnet", 9, None)] == 260_096  # the paper's headline pair
+    assert counts[("xnet", 2, 1)] == net_params(2, 64, 1)[0] and counts[("convnet", 3, None)] == net_params(3, 64, None)[0]
+    if quick:
+        assert (depths, kernels, [p["model.net.depth"] for p in c_points]) == ({2, 3, 4}, {1, 5, 9}, [3, 5, 7, 9])
+        assert xnets.trainer.max_steps == convnets.trainer.max_steps == 1000
+    else:
+        assert (depths, kernels, [p["model.net.depth"] for p in c_points]) == ({2, 3, 4, 5, 6}, {1, 3, 5, 7, 9}, list(range(2, 10)))
+        assert (xnets.data.batch_size, xnets.data.patch_size, xnets.optim.lr) == (64, 80, 1e-3) == (convnets.data.batch_size, convnets.data.patch_size, convnets.optim.lr)
 
 
 @pytest.mark.parametrize("experiment", ["fig4", "fig4_quick"])
@@ -95,17 +123,17 @@ def test_optuna_search_composes():
     cfg = compose("train", ["hparams_search=optuna", "paths.output_dir=/tmp/unused"])
     sw = cfg.hydra.sweeper
     assert "optuna" in sw._target_.lower() and sw.direction == "maximize"
-    assert set(sw.params) == {"optim.lr", "model.net.xunit_kernel", "model.net.depth"}
+    assert set(sw.params) == {"optim.lr", "model.net.xunit.kernel_size", "model.net.depth"}
     assert cfg.model.name == "xnet" and str(cfg.hydra.mode) in ("MULTIRUN", "RunMode.MULTIRUN")
 
 
 def test_tiny_fig3_multirun_gives_csv_and_plot(data_dir, tmp_path):
     """2 models × 2 depths of fig3_quick, shrunk to seconds; then xnet.sweep_plots on the sweep dir."""
     sweep = tmp_path / "sweep"
-    points = "convnet_d3,convnet_d5,xnet_d2_r9,xnet_d3_r9"
-    res = run_multirun(["experiment=fig3_quick", f"arch={points}", *TINY, f"hydra.sweep.dir={sweep}"])
-    assert res.returncode == 0, res.stderr[-3000:]
-    runs = sorted(sweep.glob("*/metrics.json"))
+    for experiment, points in (("fig3_quick_convnet", ["model.net.depth=3,5"]), ("fig3_quick", ["model.net.depth=2,3", "model.net.xunit.kernel_size=9"])):
+        res = run_multirun([f"experiment={experiment}", *points, *TINY, f"hydra.sweep.dir={sweep / experiment}"])
+        assert res.returncode == 0, res.stderr[-3000:]
+    runs = sorted(sweep.glob("*/*/metrics.json"))
     assert len(runs) == 4  # one run dir and metrics.json per job
     for m in runs:
         data = json.loads(m.read_text())
@@ -121,7 +149,7 @@ def test_tiny_fig3_multirun_gives_csv_and_plot(data_dir, tmp_path):
 def test_a_failed_job_does_not_stop_the_sweep(data_dir, tmp_path):
     """A diverging job (absurd learning rate) is recorded as failed; the other job still runs."""
     sweep = tmp_path / "sweep"
-    res = run_multirun(["experiment=fig3_quick", "arch=xnet_d2_r9", "optim.lr=1e30,1e-3", *TINY, f"hydra.sweep.dir={sweep}"])
+    res = run_multirun(["experiment=fig3_quick", "model.net.depth=2", "model.net.xunit.kernel_size=9", "optim.lr=1e30,1e-3", *TINY, f"hydra.sweep.dir={sweep}"])
     assert res.returncode == 0, res.stderr[-3000:]
     rows = {r["run_dir"].split("_")[0]: r for r in make("table", sweep)[0]}
     assert len(rows) == 2

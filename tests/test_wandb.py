@@ -21,7 +21,7 @@ from wandb_offline import offline_runs
 from xnet.utils.hydra_job import JobInfo, job_dirname, run_name
 
 SWEEP_TINY = [
-    "arch_width=8", "trainer.max_steps=4", "trainer.val_check_interval=4", "trainer.log_every_n_steps=2",
+    "model.net.width=8", "trainer.max_steps=4", "trainer.val_check_interval=4", "trainer.log_every_n_steps=2",
     "trainer.enable_progress_bar=false", "data.batch_size=4", "data.patch_size=32", "data.samples_per_epoch=16",
     "data.val_limit=1", "data.test.limit=2", "module.log_images=1", "threads=1", "data/train=sample",
 ]
@@ -54,7 +54,7 @@ def job_dirs(sweep: Path) -> list[Path]:
 
 def test_a_multirun_gives_one_named_grouped_run_per_job_with_config_table_and_paper_gap(data_dir, tmp_path):
     sweep = tmp_path / "sweep"
-    multirun(tmp_path, ["experiment=fig3_quick", "arch=convnet_d3,xnet_d2_r9", "logger=wandb", "paper_psnr=29.21",
+    multirun(tmp_path, ["experiment=fig3_quick", "model.net.depth=2,3", "model.net.xunit.kernel_size=9", "logger=wandb", "paper_psnr=29.21",
                         "hydra/launcher=basic", *SWEEP_TINY, f"hydra.sweep.dir={sweep}"])
     jobs = job_dirs(sweep)
     assert len(jobs) == 2 and not list(sweep.glob("*/*/metrics.json"))  # flat: data/train=... made no sub-folder
@@ -63,15 +63,15 @@ def test_a_multirun_gives_one_named_grouped_run_per_job_with_config_table_and_pa
         (run,) = offline_runs(job)  # exactly one W&B run in each job's run dir
         assert json.loads((job / "wandb_run.json").read_text())["id"] == run.id
         runs[run.name] = run
-    assert set(runs) == {"convnet d3", "xnet d2 r9"}  # named by the sweep axis, not "fig3_quick"
+    assert set(runs) == {"depth=2 kernel_size=9", "depth=3 kernel_size=9"}  # named by the sweep axes, not "fig3_quick"
     assert len({r.id for r in runs.values()}) == 2
-    xnet = runs["xnet d2 r9"]
+    xnet = runs["depth=3 kernel_size=9"]
     assert xnet.group == "fig3_quick" and xnet.job_type == "train" and {"denoise", "xnet", "train", "multirun"} <= set(xnet.tags)
     net = xnet.config["model"]["net"]
-    assert (net["depth"], net["width"], net["xunit_kernel"]) == (2, 8, 9)
+    assert (net["depth"], net["width"], net["xunit"]["kernel_size"]) == (3, 8, 9)
     assert xnet.config["choices"]["xunit"] == "paper" and xnet.config["choices"]["recipe"] == "paper"
     assert xnet.config["task"]["sigma"] == 25 and xnet.config["data"]["batch_size"] == 4 and xnet.config["seed"] == 0
-    assert xnet.config["trainer"]["max_steps"] == 4 and "arch=xnet_d2_r9" in xnet.config["overrides"]
+    assert xnet.config["trainer"]["max_steps"] == 4 and "model.net.depth=3" in xnet.config["overrides"]
     metrics = json.loads((sweep / [j.name for j in jobs if j.name.startswith("1_")][0] / "metrics.json").read_text())
     assert xnet.summary["test/psnr"] == pytest.approx(metrics["test/psnr"]) and xnet.summary["params_paper"] == metrics["params_paper"]
     assert xnet.summary["paper/psnr"] == 29.21 and xnet.summary["paper/gap"] == pytest.approx(metrics["test/psnr"] - 29.21)
@@ -87,7 +87,7 @@ def test_joblib_workers_give_one_run_per_job_in_flat_folders(data_dir, tmp_path)
     """Pooled workers run several jobs each: every job still gets its own W&B run (and the run-dir
     resolver is registered in the workers)."""
     sweep = tmp_path / "sweep"
-    multirun(tmp_path, ["experiment=fig3_quick", "arch=convnet_d3,xnet_d2_r9,xnet_d2_r1", "logger=wandb", "data/test=bsd68_first8",
+    multirun(tmp_path, ["experiment=fig3_quick", "model.net.depth=2", "model.net.xunit.kernel_size=1,5,9", "logger=wandb", "data/test=bsd68_first8",
                         "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *SWEEP_TINY, "test_after_fit=false", f"hydra.sweep.dir={sweep}"])
     jobs = job_dirs(sweep)
     assert len(jobs) == 3 and all(j.name.split("_", 1)[0] in "012" for j in jobs)

@@ -21,20 +21,27 @@ different depths for a fraction of a point), then the distance to the budget.
 from __future__ import annotations
 
 import argparse
+import functools
+import itertools
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from omegaconf import OmegaConf
 from torch import nn
 
-KERNEL = 3  # the 3×3 convolutions of the Fig 3/4 nets
+#: the conf/model families the budget is spent on: a ReLU net (0 % in activations) and the xNet
+MODELS = ("convnet", "xnet")
 
 
-def convnet_params(depth: int, width: int, channels: int = 1, kernel_size: int = KERNEL) -> int:
-    """ConvNet: Conv+ReLU, (depth-2) × [Conv+BN+ReLU], Conv (paper convention)."""
-    k2 = kernel_size * kernel_size
-    return 2 * channels * width * k2 + (depth - 2) * (width * width * k2 + 2 * width)
+@functools.lru_cache(maxsize=None)
+def family_config(model: str) -> dict:
+    """``xnet/conf/model/<model>.yaml``: the one definition of a family (its ``net`` node, layout
+    switches and kernel sizes)."""
+    from xnet.conf import CONF_DIR
+
+    return OmegaConf.to_container(OmegaConf.load(CONF_DIR / "model" / f"{model}.yaml"))  # type: ignore[return-value]
 
 
 def xunit_params(width: int, xunit_kernel: int, pre_norm: bool = True, post_norm: bool = True, depthwise: bool = True) -> int:
@@ -42,14 +49,15 @@ def xunit_params(width: int, xunit_kernel: int, pre_norm: bool = True, post_norm
     return width * ((xunit_kernel * xunit_kernel if depthwise else 0) + 2 * pre_norm + 2 * post_norm)
 
 
-def xnet_params(
-    depth: int, width: int, xunit_kernel: int, channels: int = 1, kernel_size: int = KERNEL, block_norm: bool = True
+def net_params(
+    depth: int, width: int, xunit_kernel: int | None, channels: int = 1, kernel_size: int = 3, block_norm: bool = True
 ) -> tuple[int, int]:
-    """xNet: Conv+xUnit, (depth-2) × [BN, Conv, xUnit], Conv (the authors' layout; ``block_norm=False``
-    without the block BN). Returns ``(total, activation params)``."""
+    """``(total, activation params)`` of Conv+act, (depth-2) × [Conv, BN, act], Conv: a ConvNet
+    (``xunit_kernel=None``: ReLUs) or an xNet with r×r xUnits (the authors' layout, whose BN comes
+    before each inner conv: the same count; ``block_norm=False`` without it)."""
     k2 = kernel_size * kernel_size
     convs = 2 * channels * width * k2 + (depth - 2) * (width * width * k2 + 2 * width * block_norm)
-    act = (depth - 1) * xunit_params(width, xunit_kernel)
+    act = 0 if xunit_kernel is None else (depth - 1) * xunit_params(width, xunit_kernel)
     return convs + act, act
 
 
@@ -63,12 +71,12 @@ def activation_params(net: nn.Module) -> int:
 
 @dataclass(frozen=True)
 class Arch:
-    """One architecture of the Fig 3/4 families."""
+    """One architecture: a conf/model family at some depth, width and xUnit kernel."""
 
-    family: str  # "convnet" or "xnet"
+    model: str  # the xnet/conf/model option
     depth: int
     width: int
-    xunit_kernel: int | None
+    xunit_kernel: int | None  # None: the family has no xUnits
     params: int
     act_params: int
     target_share: float | None = None
@@ -81,64 +89,50 @@ class Arch:
     @property
     def key(self) -> str:
         """A short, override-friendly name: ``convnet_d5_w60`` / ``xnet_d4_w57_r15``."""
-        base = f"{self.family}_d{self.depth}_w{self.width}"
+        base = f"{self.model}_d{self.depth}_w{self.width}"
         return base if self.xunit_kernel is None else f"{base}_r{self.xunit_kernel}"
 
-    def net_config(self, channels: str | int = "${task.channels}") -> dict:
-        """The ``model.net`` node (a Hydra ``_target_`` config)."""
-        if self.family == "convnet":
-            return {"_target_": "xnet.archs.plain.ConvNet", "depth": self.depth, "width": self.width, "kernel_size": KERNEL, "channels": channels}
-        return {
-            "_target_": "xnet.archs.plain.XNet",
-            "depth": self.depth,
-            "width": self.width,
-            "kernel_size": KERNEL,
-            "xunit_kernel": self.xunit_kernel,
-            "channels": channels,
-            "xunit": "${xunit}",
-        }
+    def net_overrides(self) -> dict:
+        """What this point sets in its family's ``model.net``."""
+        xunit = {} if self.xunit_kernel is None else {"xunit": {"kernel_size": self.xunit_kernel}}
+        return {"depth": self.depth, "width": self.width, **xunit}
 
     def model_config(self) -> dict:
-        """A whole ``model`` node, as ``xnet/conf/model/{convnet,xnet}.yaml`` write it."""
-        return {"name": self.family, "tasks": ["denoise", "derain"], "net": self.net_config()}
+        """The whole ``model`` node: the family's config with this point's depth, width and r."""
+        merged = OmegaConf.merge(family_config(self.model), {"net": self.net_overrides()})
+        return OmegaConf.to_container(merged)  # type: ignore[return-value]
 
     def build(self, channels: int = 1) -> nn.Module:
-        from xnet.archs.plain import ConvNet, XNet
+        from hydra.utils import instantiate
 
-        if self.family == "convnet":
-            return ConvNet(self.depth, self.width, KERNEL, channels)
-        return XNet(self.depth, self.width, KERNEL, self.xunit_kernel, channels)
+        return instantiate({**self.model_config()["net"], "channels": channels}, _convert_="all")
 
     def overrides(self) -> str:
         """Command-line overrides selecting this architecture with the stock model configs."""
-        ov = f"model={self.family} model.net.depth={self.depth} model.net.width={self.width}"
-        return ov if self.xunit_kernel is None else f"{ov} model.net.xunit_kernel={self.xunit_kernel}"
+        ov = f"model={self.model} model.net.depth={self.depth} model.net.width={self.width}"
+        return ov if self.xunit_kernel is None else f"{ov} model.net.xunit.kernel_size={self.xunit_kernel}"
 
 
 def candidates(
     total: int,
-    family: str,
+    model: str,
     tol: float = 0.01,
     depths: Iterable[int] = range(2, 21),
     widths: Iterable[int] = range(4, 257),
     kernels: Iterable[int] = range(1, 32, 2),
     channels: int = 1,
 ) -> list[Arch]:
-    """Every architecture of ``family`` whose count is within ``tol`` (relative) of ``total``."""
-    out = []
+    """Every architecture of ``model`` whose count is within ``tol`` (relative) of ``total``; the
+    xUnit kernels are searched where the family's config has an ``xunit`` node."""
+    net = family_config(model)["net"]
+    rs = list(kernels) if "xunit" in net else [None]
+    layout = {"kernel_size": net["kernel_size"], "block_norm": net.get("block_norm", True)}
     lo, hi = total * (1 - tol), total * (1 + tol)
-    widths, kernels = list(widths), list(kernels)
-    for d in depths:
-        for w in widths:
-            if family == "convnet":
-                n = convnet_params(d, w, channels)
-                if lo <= n <= hi:
-                    out.append(Arch("convnet", d, w, None, n, 0))
-                continue
-            for r in kernels:
-                n, a = xnet_params(d, w, r, channels)
-                if lo <= n <= hi:
-                    out.append(Arch("xnet", d, w, r, n, a))
+    out = []
+    for d, w, r in itertools.product(depths, list(widths), rs):
+        n, a = net_params(d, w, r, channels, **layout)
+        if lo <= n <= hi:
+            out.append(Arch(model, d, w, r, n, a))
     return out
 
 
@@ -154,14 +148,17 @@ def solve(
     channels: int = 1,
     prefer_width: int | None = None,
     width_weight: float = 0.25,
+    models: Sequence[str] = MODELS,
 ) -> Arch:
-    """The architecture for one target share (percent). Share 0 is a ConvNet, anything else an xNet.
-    ``prefer_width`` (the paper's cross-section: 64 channels) costs ``width_weight`` percentage points
-    per channel away from it."""
-    family = "convnet" if share <= 0 else "xnet"
-    pool = candidates(total, family, tol, depths, widths, kernels, channels)
+    """The architecture for one target share (percent): share 0 is a net without activation
+    parameters, anything else one with xUnits. ``prefer_width`` (the paper's cross-section: 64
+    channels) costs ``width_weight`` percentage points per channel away from it."""
+    depths, widths, kernels = list(depths), list(widths), list(kernels)
+    found = (a for m in models for a in candidates(total, m, tol, depths, widths, kernels, channels))
+    pool = [a for a in found if (a.act_params == 0) == (share <= 0)]
     if not pool:
-        raise ValueError(f"no {family} within {100 * tol:g}% of {total:,} parameters in the search space")
+        kind = "net without xUnits" if share <= 0 else "net with xUnits"
+        raise ValueError(f"no {kind} within {100 * tol:g}% of {total:,} parameters in the search space")
 
     def cost(a: Arch) -> tuple[float, int, int]:
         depth_pen = depth_weight * abs(a.depth - prefer_depth) if prefer_depth is not None else 0.0
@@ -176,17 +173,11 @@ def solve_all(total: int, shares: Sequence[float], **kw) -> list[Arch]:
     return [solve(total, s, **kw) for s in shares]
 
 
-def exact_archs(total: int, width: int, depths: Iterable[int] = range(2, 21), kernels: Iterable[int] = range(1, 32, 2), channels: int = 1) -> list[Arch]:
-    """Every xNet of ``width`` channels whose count is exactly ``total`` (e.g. the paper's Fig 4
-    budget: 4 layers, 64 channels, r = 11 → 99,136), as points of their own share."""
-    out = []
-    for d in depths:
-        for r in kernels:
-            n, a = xnet_params(d, width, r, channels)
-            if n == total:
-                arch = Arch("xnet", d, width, r, n, a)
-                out.append(Arch(**{**asdict(arch), "target_share": round(arch.share, 2)}))
-    return out
+def exact_archs(total: int, width: int, depths: Iterable[int] = range(2, 21), kernels: Iterable[int] = range(1, 32, 2), channels: int = 1, models: Sequence[str] = MODELS) -> list[Arch]:
+    """Every net with xUnits of ``width`` channels whose count is exactly ``total`` (e.g. the paper's
+    Fig 4 budget: 4 layers, 64 channels, r = 11 → 99,136), as points of their own share."""
+    found = (a for m in models for a in candidates(total, m, 0.0, depths, [width], kernels, channels))
+    return [Arch(**{**asdict(a), "target_share": round(a.share, 2)}) for a in found if a.act_params and a.params == total]
 
 
 def with_exact(archs: Sequence[Arch], exact: Sequence[Arch]) -> list[Arch]:
@@ -207,13 +198,13 @@ def check(arch: Arch, channels: int = 1) -> int:
 
 
 def table(archs: Sequence[Arch], total: int) -> str:
-    head = f"{'target %':>8} {'share %':>8} {'family':<8} {'depth':>5} {'width':>5} {'r':>3} {'params':>9} {'vs budget':>9}  key (* exact)"
+    head = f"{'target %':>8} {'share %':>8} {'model':<8} {'depth':>5} {'width':>5} {'r':>3} {'params':>9} {'vs budget':>9}  key (* exact)"
     lines = [head, "-" * len(head)]
     for a in archs:
         r = "-" if a.xunit_kernel is None else str(a.xunit_kernel)
         dev = 100.0 * (a.params - total) / total
         lines.append(
-            f"{a.target_share:>8g} {a.share:>8.2f} {a.family:<8} {a.depth:>5} {a.width:>5} {r:>3} {a.params:>9,} {dev:>+8.2f}%  {a.key}{' *' if a.params == total else ''}"
+            f"{a.target_share:>8g} {a.share:>8.2f} {a.model:<8} {a.depth:>5} {a.width:>5} {r:>3} {a.params:>9,} {dev:>+8.2f}%  {a.key}{' *' if a.params == total else ''}"
         )
     return "\n".join(lines)
 

@@ -37,7 +37,7 @@ def test_convention_excludes_biases_and_prelu():
 
 def test_fig3_headline_architectures():
     """A 3-layer xNet (r=9) has under a third of a 9-layer ConvNet's parameters."""
-    assert count_paper_params(XNet(3, xunit_kernel=9)) * 3 < count_paper_params(ConvNet(9))
+    assert count_paper_params(XNet(3, xunit={"kernel_size": 9})) * 3 < count_paper_params(ConvNet(9))
 
 
 @pytest.mark.parametrize("make,shape,out", [
@@ -46,7 +46,7 @@ def test_fig3_headline_architectures():
     (lambda: XSRCNN(), (1, 1, 21, 21), (1, 1, 21, 21)),
     (lambda: SRResNet(scale=2, num_blocks=2), (1, 3, 10, 12), (1, 3, 20, 24)),
     (lambda: XSRResNet(scale=3, num_blocks=2), (1, 3, 10, 12), (1, 3, 30, 36)),
-    (lambda: XNet(4, xunit_kernel=5), (1, 1, 16, 16), (1, 1, 16, 16)),
+    (lambda: XNet(4, xunit={"kernel_size": 5}), (1, 1, 16, 16), (1, 1, 16, 16)),
     (lambda: DerainNet(width=8), (1, 3, 21, 19), (1, 3, 21, 19)),
 ])
 def test_forward_shapes(make, shape, out):

@@ -185,7 +185,7 @@ def test_state_dict_round_trip() -> None:
 
 @pytest.mark.skipif(shutil.which("c++") is None and shutil.which("gcc") is None, reason="inductor needs a C++ compiler")
 def test_fuse_compile_option() -> None:
-    model = randomise(Restorer(XDnCNN(num_blocks=1, width=4, xunit_kernel=3), residual=True))
+    model = randomise(Restorer(XDnCNN(num_blocks=1, width=4, xunit={"kernel_size": 3}), residual=True))
     fused = fuse(model, compile=True)
     x = _inputs((1, 1, 8, 8))
     assert fused.compiled is not None

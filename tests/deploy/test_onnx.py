@@ -23,7 +23,7 @@ TOL = 1e-4
 
 @pytest.mark.parametrize("fused", [False, True], ids=["plain", "fused"])
 def test_xdncnn_dynamic_hw(tmp_path: Path, fused: bool) -> None:
-    model = randomise(Restorer(XDnCNN(num_blocks=1, width=6, xunit_kernel=5), residual=True))
+    model = randomise(Restorer(XDnCNN(num_blocks=1, width=6, xunit={"kernel_size": 5}), residual=True))
     module = fuse(model) if fused else model
     path = export_onnx(module, tmp_path / "sub" / "xdncnn.onnx", torch.rand(1, 1, 20, 18))
     assert isinstance(path, Path) and path.is_file()
@@ -41,6 +41,6 @@ def test_xsrresnet_fused(tmp_path: Path) -> None:
 
 
 def test_static_shape(tmp_path: Path) -> None:
-    model = randomise(XDnCNN(num_blocks=1, width=4, xunit_kernel=3))
+    model = randomise(XDnCNN(num_blocks=1, width=4, xunit={"kernel_size": 3}))
     path = export_onnx(model, tmp_path / "static.onnx", torch.rand(1, 1, 9, 9), dynamic_hw=False)
     assert onnx_parity(model, path, torch.rand(1, 1, 9, 9)) <= TOL

@@ -145,8 +145,8 @@ def test_saves_only_the_input() -> None:
 
 def test_xdncnn_training_step_identical() -> None:
     torch.manual_seed(0)
-    plain = XDnCNN(num_blocks=2, width=6, xunit_kernel=3)
-    lean = XDnCNN(num_blocks=2, width=6, xunit_kernel=3, xunit={"memory_lean": True})
+    plain = XDnCNN(num_blocks=2, width=6, xunit={"kernel_size": 3})
+    lean = XDnCNN(num_blocks=2, width=6, xunit={"kernel_size": 3, "memory_lean": True})
     lean.load_state_dict(plain.state_dict())
     assert all(m.memory_lean for m in lean.modules() if isinstance(m, XUnit))
     x = torch.randn(3, 1, 12, 12)

@@ -61,7 +61,7 @@ _INTERPRETED = textwrap.dedent(
         ref = fused.forward_reference(x16.float())
     out["bf16_dtype"] = str(y16.dtype)
     out["bf16_rel"] = ((y16.float() - ref).abs().max() / ref.abs().max()).item()
-    model = randomise(Restorer(XDnCNN(num_blocks=1, width=16, xunit_kernel=3), residual=True))
+    model = randomise(Restorer(XDnCNN(num_blocks=1, width=16, xunit={"kernel_size": 3}), residual=True))
     x = torch.rand(1, 1, 7, 10)
     out["model"] = max_abs_diff(model, fuse(model, gpu_kernel="triton"), x, clip=None)
     print("RESULT" + json.dumps(out))

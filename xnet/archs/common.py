@@ -1,12 +1,12 @@
 """Building blocks shared by the families, and the residual-learning wrapper."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from dataclasses import asdict
 
 import torch
 from torch import nn
 
-from xnet.archs.xunit import XUnit
+from xnet.archs.xunit import XUnit, XUnitConfig
 
 
 def conv(in_ch: int, out_ch: int, kernel_size: int, bias: bool = False, padding_mode: str = "zeros") -> nn.Conv2d:
@@ -15,9 +15,8 @@ def conv(in_ch: int, out_ch: int, kernel_size: int, bias: bool = False, padding_
     return nn.Conv2d(in_ch, out_ch, kernel_size, padding=kernel_size // 2, bias=bias, padding_mode=padding_mode)
 
 
-def make_xunit(channels: int, xunit: Mapping[str, Any] | None) -> XUnit:
-    """An xUnit with per-model switches (``kernel_size``, ``pre_norm``, ``gate``, ...)."""
-    return XUnit(channels, **dict(xunit or {}))
+def make_xunit(channels: int, xunit: XUnitConfig) -> XUnit:
+    return XUnit(channels, **asdict(xunit))
 
 
 def check_depth(depth: int) -> None:
@@ -30,7 +29,7 @@ def xunit_layers(
     depth: int,
     width: int,
     kernel_size: int,
-    xunit: Mapping[str, Any],
+    xunit: XUnitConfig,
     block_norm: bool = True,
 ) -> list[nn.Module]:
     """The authors' xNet/xDnCNN layout: Conv+xUnit, (depth-2) × [BN, Conv, xUnit], Conv.

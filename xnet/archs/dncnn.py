@@ -6,6 +6,7 @@ from typing import Any, Mapping
 from torch import nn
 
 from xnet.archs.common import conv, xunit_layers
+from xnet.archs.xunit import XUnitConfig
 
 
 class DnCNN(nn.Sequential):
@@ -44,8 +45,6 @@ class XDnCNN(nn.Sequential):
         num_blocks: int = 7,
         width: int = 64,
         kernel_size: int = 3,
-        xunit_kernel: int = 9,
-        xunit: Mapping[str, Any] | None = None,
+        xunit: XUnitConfig | Mapping[str, Any] | None = None,
     ) -> None:
-        opts = {"kernel_size": xunit_kernel, **dict(xunit or {})}
-        super().__init__(*xunit_layers(channels, num_blocks + 2, width, kernel_size, opts))
+        super().__init__(*xunit_layers(channels, num_blocks + 2, width, kernel_size, XUnitConfig.of(xunit)))

@@ -10,6 +10,7 @@ from typing import Any, Mapping
 from torch import nn
 
 from xnet.archs.common import check_depth, xunit_layers
+from xnet.archs.xunit import XUnitConfig
 from xnet.archs.dncnn import DnCNN
 
 
@@ -34,10 +35,8 @@ class XNet(nn.Sequential):
         depth: int,
         width: int = 64,
         kernel_size: int = 3,
-        xunit_kernel: int = 9,
         channels: int = 1,
-        xunit: Mapping[str, Any] | None = None,
+        xunit: XUnitConfig | Mapping[str, Any] | None = None,
         block_norm: bool = True,
     ) -> None:
-        opts = {"kernel_size": xunit_kernel, **dict(xunit or {})}
-        super().__init__(*xunit_layers(channels, depth, width, kernel_size, opts, block_norm))
+        super().__init__(*xunit_layers(channels, depth, width, kernel_size, XUnitConfig.of(xunit), block_norm))

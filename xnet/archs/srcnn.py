@@ -11,6 +11,7 @@ from typing import Any, Mapping, Sequence
 from torch import nn
 
 from xnet.archs.common import conv, make_xunit
+from xnet.archs.xunit import XUnitConfig
 
 
 class SRCNN(nn.Sequential):
@@ -47,18 +48,17 @@ class XSRCNN(nn.Sequential):
         channels: int = 1,
         widths: Sequence[int] = (64, 32),
         kernel_sizes: Sequence[int] = (9, 3, 5),
-        xunit_kernel: int = 9,
-        xunit: Mapping[str, Any] | None = None,
+        xunit: XUnitConfig | Mapping[str, Any] | None = None,
         padding_mode: str = "zeros",
     ) -> None:
         w1, w2 = widths
         k1, k2, k3 = kernel_sizes
-        opts = {"kernel_size": xunit_kernel, **dict(xunit or {})}
+        unit = XUnitConfig.of(xunit)
         pad = padding_mode  # the main convs only: the xUnit's depthwise conv keeps zero padding
         super().__init__(
             conv(channels, w1, k1, bias=True, padding_mode=pad),
-            make_xunit(w1, opts),
+            make_xunit(w1, unit),
             conv(w1, w2, k2, bias=True, padding_mode=pad),
-            make_xunit(w2, opts),
+            make_xunit(w2, unit),
             conv(w2, channels, k3, bias=True, padding_mode=pad),
         )

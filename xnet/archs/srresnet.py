@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from xnet.archs.common import conv, make_xunit
+from xnet.archs.xunit import XUnitConfig
 
 
 class ResidualBlock(nn.Module):
@@ -48,7 +49,7 @@ class SRResNet(nn.Module):
         scale: int = 4,
         num_blocks: int = 16,
         width: int = 64,
-        xunit: Mapping[str, Any] | None = None,
+        xunit: XUnitConfig | None = None,
     ) -> None:
         super().__init__()
         self.scale = scale
@@ -59,7 +60,7 @@ class SRResNet(nn.Module):
         self.tail = conv(width, channels, 9, bias=True)
 
     @staticmethod
-    def _activation(width: int, xunit: Mapping[str, Any] | None) -> nn.Module:
+    def _activation(width: int, xunit: XUnitConfig | None) -> nn.Module:
         return nn.PReLU(width) if xunit is None else make_xunit(width, xunit)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -78,8 +79,6 @@ class XSRResNet(SRResNet):
         scale: int = 4,
         num_blocks: int = 10,
         width: int = 64,
-        xunit_kernel: int = 9,
-        xunit: Mapping[str, Any] | None = None,
+        xunit: XUnitConfig | Mapping[str, Any] | None = None,
     ) -> None:
-        opts = {"kernel_size": xunit_kernel, "pre_norm": False, **dict(xunit or {})}
-        super().__init__(channels, scale, num_blocks, width, xunit=opts)
+        super().__init__(channels, scale, num_blocks, width, xunit=XUnitConfig.of(xunit, pre_norm=False))

@@ -4,6 +4,9 @@ Every component is a switch so that the design variants of the paper's Fig 6 are
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
+from typing import Any, Mapping
+
 import torch
 from torch import nn
 
@@ -12,7 +15,34 @@ from xnet.ops.dispatch import Call, Impl, choose_impl
 from xnet.ops.gate import GATES, gate
 from xnet.ops.xunit_autograd import xunit_lean
 
-__all__ = ["DepthwiseConv2d", "GATES", "XUnit", "gate"]
+__all__ = ["DepthwiseConv2d", "GATES", "XUnit", "XUnitConfig", "gate"]
+
+
+@dataclass(frozen=True)
+class XUnitConfig:
+    """The switches of a model's xUnits (``model.net.xunit`` in the configs; the fields are
+    :class:`XUnit`'s arguments after ``channels``). Fig 6's variants are values of it."""
+
+    kernel_size: int = 9
+    pre_norm: bool = True
+    relu: bool = True
+    depthwise: bool = True
+    post_norm: bool = True
+    gate: str = "gaussian"
+    bias: bool | None = None
+    memory_lean: bool = False
+
+    @classmethod
+    def of(cls, xunit: "XUnitConfig | Mapping[str, Any] | None", **defaults: Any) -> "XUnitConfig":
+        """``xunit`` (a config node, as Hydra passes it) over the model's own ``defaults``."""
+        if isinstance(xunit, XUnitConfig):
+            return xunit
+        values = {**defaults, **dict(xunit or {})}
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValueError(f"unknown xUnit option(s) {unknown}; the options are {known}")
+        return cls(**values)
 
 
 class XUnit(nn.Module):

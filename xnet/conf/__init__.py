@@ -3,7 +3,7 @@
 ``hydra.searchpath=[file://DIR]``: its groups and files sit beside these."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,3 +20,13 @@ def compose_config(config_name: str, overrides: Sequence[str] = ()) -> Any:
         return compose(config_name, list(overrides))
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(config_name, list(overrides))
+
+
+def current_net_config(net: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``model.net`` node (plain data) in today's form: configs written before
+    :class:`~xnet.archs.xunit.XUnitConfig` — older checkpoints, zoo entries and run dirs — had
+    ``xunit_kernel: r`` beside ``xunit: {...}``."""
+    net = dict(net)
+    if "xunit_kernel" in net:
+        net["xunit"] = {"kernel_size": net.pop("xunit_kernel"), **dict(net.get("xunit") or {})}
+    return net

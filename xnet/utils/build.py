@@ -11,6 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from xnet.conf import current_net_config
 from xnet.data.io import reset_warnings
 from xnet.tasks import Task
 from xnet.utils.errors import ConfigError, find_user_error
@@ -41,7 +42,10 @@ def build_net(cfg: DictConfig, task: Task | None = None) -> nn.Module:
     """The architecture of ``cfg.model``, after checking that it is made for ``cfg.task``."""
     task = task or build_task(cfg)
     task.check_model(cfg.model.name, cfg.model.get("tasks"))
-    net = instantiate_config(cfg.model.net, f"model={cfg.model.name} (model.net)")
+    node = cfg.model.net
+    if "xunit_kernel" in node:
+        node = OmegaConf.create(current_net_config(OmegaConf.to_container(node, resolve=True)))
+    net = instantiate_config(node, f"model={cfg.model.name} (model.net)")
     in_ch = _input_channels(net)
     if in_ch is not None and in_ch != task.channels:
         raise ConfigError(
