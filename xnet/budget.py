@@ -2,10 +2,11 @@
 
 The paper fixes the total at 99,136 parameters and plots PSNR against the share of them spent in
 the activations (xUnits: first BN + depthwise r×r conv + second BN). A ConvNet (ReLU, no activation
-parameters) is the 0 % end; xNets of different depth / width / xUnit kernel fill the rest.
+parameters) is the 0 % end; xNets of different depth / width / xUnit kernel fill the rest. Each
+point is its family's own ``xnet/conf/model/<name>.yaml`` with depth, width and r set.
 
 Counting follows :func:`xnet.archs.params.count_paper_params` (conv weights and BN affine pairs, no
-conv biases). The closed forms below equal that count on the instantiated model (see
+conv biases). The closed form :func:`net_params` equals that count on the instantiated model (see
 ``tests/test_budget.py``); :func:`check` instantiates and compares.
 
     python -m xnet.budget --total 99136 --shares 0 10 20 30 40 50
