@@ -165,3 +165,17 @@ def test_fig9_draws_layer_2_of_srcnn_and_xsrcnnf(tmp_path):
     for net, model, w in zip(report["nets"], ("srcnn", "xsrcnn_f"), (srcnn, xsrcnn)):
         assert net["psnr"] == pytest.approx(evaluate_per_image([*base, f"model={model}"], w)["im1"], abs=1e-4)
     assert out.is_file() and json.loads(out.with_suffix(".json").read_text())["layer"] == 2
+
+
+def test_grey_png_is_lossless_and_keeps_colour_images(tmp_path):
+    grey = np.repeat((np.arange(64 * 48) % 256).astype(np.uint8).reshape(48, 64, 1), 3, axis=-1)
+    Image.fromarray(grey).save(tmp_path / "g.png")
+    pf.grey_png(tmp_path / "g.png")
+    with Image.open(tmp_path / "g.png") as im:
+        assert im.mode == "L" and np.array_equal(np.asarray(im), grey[..., 0])
+    colour = grey.copy()
+    colour[0, 0] = (255, 0, 0)
+    Image.fromarray(colour).save(tmp_path / "c.png")
+    pf.grey_png(tmp_path / "c.png")
+    with Image.open(tmp_path / "c.png") as im:
+        assert im.mode == "RGB" and np.array_equal(np.asarray(im), colour)

@@ -200,6 +200,18 @@ def draw_panels(panels: Sequence[Panel], box: Box | None, title: str, path: Path
     return [p.title() for p in panels]
 
 
+def grey_png(path: Path) -> Path:
+    """Rewrite an opaque PNG whose pixels are all grey as 8-bit grey (lossless, a third of the size)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        rgba = np.asarray(im.convert("RGBA"))
+    if (rgba[..., 3] == 255).all() and (rgba[..., 0] == rgba[..., 1]).all() and (rgba[..., 1] == rgba[..., 2]).all():
+        with atomic_path(path) as tmp:
+            Image.fromarray(rgba[..., 0], "L").save(tmp, format="png", optimize=True)
+    return path
+
+
 def write_report(path: Path, figure: str, item: dict[str, Any], box: Box | None, panels: Sequence[Panel], shared: Sequence[str]) -> dict[str, Any]:
     report = {
         "figure": figure, "png": str(path), "image": item["name"], "dataset": item["dataset"], "degradation_seed": item["seed"],
@@ -261,7 +273,7 @@ def fig9(args: argparse.Namespace, overrides: Sequence[str]) -> dict[str, Any]:
         shown = LayerMaps(maps.kind, *(torch.from_numpy(crop(t.permute(1, 2, 0).numpy(), args.box)).permute(2, 0, 1) for t in (maps.z, maps.g, maps.x)), maps.stats)
         rows.append((label, maps, panels(shown, args.channels)))
         nets.append({"label": method_label(method, loaded.weights), "weights": loaded.weights, "kind": maps.kind, "psnr": psnr, "channels": int(maps.z.shape[0]), **maps.stats})
-    draw_figure(rows, args.layer, args.threshold, args.out)
+    grey_png(draw_figure(rows, args.layer, args.threshold, args.out))
     report = {"figure": "fig9", "png": str(args.out), "image": item["name"], "dataset": item["dataset"], "layer": args.layer,
               "box": list(args.box) if args.box else None, "overrides": shared, "nets": nets}
     write_json(args.out.with_suffix(".json"), report)
