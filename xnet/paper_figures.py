@@ -16,7 +16,7 @@ rounded to uint8 — and titled with that image's PSNR, the number ``xnet.evalua
 panels show the crop ``--box top,left,height,width``. Weights are whatever ``weights=`` takes (a
 ``.ckpt``, ``.pth``, the authors' ``.pkl``, ``.safetensors``, a zoo name); a panel from an xnet
 checkpoint says how many steps it was trained (``DerainNet (500 steps)``). Trailing ``key=value``
-arguments are eval overrides for every panel (``data/test=set12``, ``seed=1``, ``data.test.path=DIR``).
+arguments are eval overrides for every panel (``data/test=set12``, ``seed=1``, ``+data.test.path=DIR``).
 """
 from __future__ import annotations
 
@@ -105,7 +105,7 @@ def image_index(source: Any, name: str) -> int:
     raise ConfigError(f"--image {name}: not in {getattr(source, 'name', 'the test set')} (it holds {shown})")
 
 
-def test_item(loaded: Any, name: str) -> dict[str, Any]:
+def benchmark_item(loaded: Any, name: str) -> dict[str, Any]:
     """Image ``name`` of the config's test set, degraded as ``xnet.evaluate`` degrades it."""
     from xnet.data.datasets import EvalDataset
     from xnet.utils.build import instantiate_config
@@ -145,7 +145,7 @@ def restored_panels(shared: Sequence[str], methods: Sequence[Method], image: str
                     names: tuple[str, str]) -> tuple[list[Panel], dict[str, Any]]:
     """``[input, *methods, target]`` panels of one image (no target panel for a photo)."""
     loaded = [open_method(shared, m) for m in methods]
-    item = photo_item(loaded[0], photo) if photo else test_item(loaded[0], image)
+    item = photo_item(loaded[0], photo) if photo else benchmark_item(loaded[0], image)
     panels = [Panel(names[0], item["input"], score(loaded[0].task, item["input"], item))]
     for method, one in zip(methods, loaded):
         panels.append(Panel(method_label(method, one.weights), *restore(one, item), one.weights))
@@ -256,26 +256,31 @@ def fig8(args: argparse.Namespace, overrides: Sequence[str]) -> dict[str, Any]:
     return write_report(args.out, "fig8", item, args.box, panels, shared)
 
 
+def layer_maps(shared: Sequence[str], method: Method, args: argparse.Namespace) -> tuple[tuple, dict[str, Any], dict[str, Any]]:
+    """One net's row of Fig 9 (label, maps, grids of the ``--box`` crop), its numbers and the image."""
+    from xnet.activation_maps import LayerMaps, capture, density, panels
+
+    loaded = open_method(shared, method)
+    item = benchmark_item(loaded, args.image)
+    maps, out = capture(loaded.restorer.eval(), item["input"], args.layer)  # eval: BN running statistics
+    maps.stats = density(maps, args.threshold)  # over the whole image
+    psnr = score(loaded.task, out, item)
+    label = method_label(method, loaded.weights)
+    shown = LayerMaps(maps.kind, *(torch.from_numpy(crop(t.permute(1, 2, 0).numpy(), args.box)).permute(2, 0, 1) for t in (maps.z, maps.g, maps.x)))
+    numbers = {"label": label, "weights": loaded.weights, "kind": maps.kind, "psnr": psnr, "channels": int(maps.z.shape[0]), **maps.stats}
+    return (f"{label}, {psnr:.2f} dB", maps, panels(shown, args.channels)), numbers, item
+
+
 def fig9(args: argparse.Namespace, overrides: Sequence[str]) -> dict[str, Any]:
     """Feature maps, weight maps and activations at ``args.layer`` of SRCNN and xSRCNNf."""
-    from xnet.activation_maps import LayerMaps, capture, density, draw_figure, panels
+    from xnet.activation_maps import draw_figure
 
     shared = ["task=sr", f"task.scale={args.scale}", f"data/test={args.test_set}", *overrides]
     methods = [Method("SRCNN", ("model=srcnn", f"weights={args.srcnn}")), Method("xSRCNNf", ("model=xsrcnn_f", f"weights={args.xsrcnn}"))]
-    rows, nets, item = [], [], None
-    for method in methods:
-        loaded = open_method(shared, method)
-        item = test_item(loaded, args.image)
-        maps, out = capture(loaded.restorer.eval(), item["input"], args.layer)  # eval: BN running statistics
-        maps.stats = density(maps, args.threshold)
-        psnr = score(loaded.task, out, item)
-        label = f"{method_label(method, loaded.weights)}, {psnr:.2f} dB"
-        shown = LayerMaps(maps.kind, *(torch.from_numpy(crop(t.permute(1, 2, 0).numpy(), args.box)).permute(2, 0, 1) for t in (maps.z, maps.g, maps.x)), maps.stats)
-        rows.append((label, maps, panels(shown, args.channels)))
-        nets.append({"label": method_label(method, loaded.weights), "weights": loaded.weights, "kind": maps.kind, "psnr": psnr, "channels": int(maps.z.shape[0]), **maps.stats})
+    rows, nets, items = zip(*(layer_maps(shared, m, args) for m in methods))
     grey_png(draw_figure(rows, args.layer, args.threshold, args.out))
-    report = {"figure": "fig9", "png": str(args.out), "image": item["name"], "dataset": item["dataset"], "layer": args.layer,
-              "box": list(args.box) if args.box else None, "overrides": shared, "nets": nets}
+    report = {"figure": "fig9", "png": str(args.out), "image": items[0]["name"], "dataset": items[0]["dataset"], "layer": args.layer,
+              "box": list(args.box) if args.box else None, "overrides": shared, "nets": list(nets)}
     write_json(args.out.with_suffix(".json"), report)
     return report
 
@@ -291,7 +296,7 @@ def parser() -> argparse.ArgumentParser:
     common.add_argument("--out", type=Path, help="the PNG to write (a .json of the numbers goes beside it)")
     common.add_argument("--box", help="crop shown: top,left,height,width (default: the whole image)")
     common.add_argument("--note", default="", help="a line added to the title (e.g. what the weights are)")
-    common.add_argument("overrides", nargs="*", help="eval overrides for every panel: data/test=set12 seed=1 data.test.path=DIR")
+    common.add_argument("overrides", nargs="*", help="eval overrides for every panel: data/test=set12 seed=1 +data.test.path=DIR")
     f7 = sub.add_parser("fig7", parents=[common], help="denoising: noisy, BM3D, DnCNN-S, xDnCNN, clean")
     f7.add_argument("--sigma", type=float, default=50.0)
     f7.add_argument("--dncnn", required=True, help="DnCNN-S weights for this σ")
