@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -29,7 +30,7 @@ def records(path: Path) -> Iterator[Any]:
             continue
         _crc, size, kind = struct.unpack("<IHB", data[pos:pos + HEADER])
         pos += HEADER
-        if size == 0 and kind == 0:
+        if (size == 0 and kind == 0) or pos + size > len(data):  # the end, or a record still being written
             break
         chunk += data[pos:pos + size]
         pos += size
@@ -65,7 +66,18 @@ class OfflineRun:
         return sorted((self.folder / "files").glob(pattern))
 
 
-def read_run(folder: Path) -> OfflineRun:
+def read_run(folder: Path, wait_s: float = 20.0) -> OfflineRun:
+    """The run as its store holds it once complete: W&B's writer is another process (wandb-core), which
+    may still be flushing when ``finish()`` has returned on a loaded machine, so wait for the exit record."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        run = _read_store(folder)
+        if run.exit_code is not None or time.monotonic() > deadline:
+            return run
+        time.sleep(0.2)
+
+
+def _read_store(folder: Path) -> OfflineRun:
     (store,) = folder.glob("run-*.wandb")
     run = OfflineRun(folder)
     for r in records(store):
