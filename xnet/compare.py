@@ -25,7 +25,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from xnet.conf import CONF_DIR
+from xnet.conf import compose_config
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +53,6 @@ def evaluate_side(shared: list[str], side: DictConfig, name: str) -> dict[str, A
         return json.loads(Path(str(side.metrics)).read_text())
     if not side.get("weights") and not side.get("model"):
         raise ValueError(f"{name}: give {name}.weights=PATH|ZOO_NAME, {name}.model=NAME (bm3d, identity) or {name}.metrics=metrics.json")
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
     from hydra.utils import instantiate
 
     from xnet.inference import evaluate_module, inference_module, load_restorer, pick_device
@@ -63,11 +61,7 @@ def evaluate_side(shared: list[str], side: DictConfig, name: str) -> dict[str, A
     if side.get("model"):  # the side's own model replaces the shared one and its options
         shared = [o for o in shared if not o.lstrip("+~").startswith(("model=", "model."))]
     overrides = [*shared, *side_overrides(side), "paths.output_dir=."]
-    if GlobalHydra.instance().is_initialized():
-        cfg = compose("eval", overrides)
-    else:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose("eval", overrides)
+    cfg = compose_config("eval", overrides)
     task = build_task(cfg)
     loaded = load_restorer(cfg, task)
     source = instantiate(cfg.data.test, _convert_="all")

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from xnet.conf import CONF_DIR
+from xnet.conf import compose_config
 from xnet.utils.atomic import atomic_path, write_json
 from xnet.utils.errors import ConfigError, exit_on_user_error
 
@@ -59,17 +59,10 @@ class Panel:
 # --- restorers -----------------------------------------------------------------------------------
 def compose_eval(overrides: Sequence[str]) -> DictConfig:
     """The ``xnet.evaluate`` config for ``overrides`` (outside a Hydra app)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
     from hydra.errors import ConfigCompositionException, OverrideParseException
 
-    overrides = [*overrides, "paths.output_dir=."]
     try:
-        if GlobalHydra.instance().is_initialized():
-            return compose("eval", overrides)
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return compose("eval", overrides)
+        return compose_config("eval", [*overrides, "paths.output_dir=."])
     except (ConfigCompositionException, OverrideParseException) as e:  # a bad override: the user's to fix
         raise ConfigError(" ".join(str(e).split())) from e
 
