@@ -179,7 +179,8 @@ def panels(m: LayerMaps, channels: int) -> dict[str, np.ndarray]:
     }
 
 
-def draw_figure(items: Sequence[tuple[str, LayerMaps, dict[str, np.ndarray]]], layer: int, threshold: float, path: Path) -> Path:
+def draw_figure(items: Sequence[tuple[str, LayerMaps, dict[str, np.ndarray]]], layer: int, threshold: float, path: Path,
+                title: str | None = None) -> Path:
     """Rows: nets; columns: feature maps z, weight maps g, products x (Fig 5 of the paper)."""
     import matplotlib
 
@@ -199,7 +200,7 @@ def draw_figure(items: Sequence[tuple[str, LayerMaps, dict[str, np.ndarray]]], l
             ax.imshow(pics[key], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
             ax.set_xticks([]), ax.set_yticks([])
             ax.set_title(f"{label}: {titles[key]}" + (f"\n{note}" if key == "g" else ""), fontsize=9)
-    fig.suptitle(f"activation layer {layer}", fontsize=11)
+    fig.suptitle(title or f"activation layer {layer}", fontsize=11)
     fig.tight_layout(h_pad=2.0)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format=path.suffix.lstrip(".") or "png")

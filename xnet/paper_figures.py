@@ -271,7 +271,8 @@ def fig9(args: argparse.Namespace, overrides: Sequence[str]) -> dict[str, Any]:
     shared = ["task=sr", f"task.scale={args.scale}", f"data/test={args.test_set}", *overrides]
     methods = [Method("SRCNN", ("model=srcnn", f"weights={args.srcnn}")), Method("xSRCNNf", ("model=xsrcnn_f", f"weights={args.xsrcnn}"))]
     rows, nets, items = zip(*(layer_maps(shared, m, args) for m in methods))
-    grey_png(draw_figure(rows, args.layer, args.threshold, args.out))
+    title = f"activation layer {args.layer}: {items[0]['dataset']} {items[0]['name']} ×{args.scale}"
+    grey_png(draw_figure(rows, args.layer, args.threshold, args.out, title=title))
     report = {"figure": "fig9", "png": str(args.out), "image": items[0]["name"], "dataset": items[0]["dataset"], "layer": args.layer,
               "box": list(args.box) if args.box else None, "overrides": shared, "nets": list(nets)}
     write_json(args.out.with_suffix(".json"), report)
