@@ -64,3 +64,19 @@ def test_cpu_dry_run_packs_states_and_results_and_ingests(tmp_path):
     report2 = json.loads((out / "report.json").read_text())
     assert "train:tiny_done" not in report2["steps"]
     assert report2["steps"]["train:tiny_long"]["step"] > long["step"]
+
+
+def test_the_committed_queue_composes():
+    """Every entry of runs/queue.yaml composes as the GPU queue trains and scores it: a typo'd key
+    there would only show on a GPU, costing the slot."""
+    from xnet.conf import compose_config
+
+    queue = yaml.safe_load((REPO / "runs" / "queue.yaml").read_text())
+    assert queue and len({e["name"] for e in queue}) == len(queue)
+    for entry in queue:
+        cfg = compose_config("train", [*entry["overrides"], "trainer=gpu", "ckpt_path=last_if_any", "logger=csv", "test_after_fit=false"])
+        assert cfg.trainer.accelerator == "gpu", entry["name"]
+        for test_set in entry.get("test_sets", []):
+            ev = compose_config("eval", [*entry.get("eval", []), "weights=x.pt", f"data/test={test_set}", "device=cuda", "fuse=false"])
+            for key in ("name", "sigma", "scale", "color"):  # scored on the task it was trained for
+                assert ev.task.get(key) == cfg.task.get(key), (entry["name"], test_set, key)
