@@ -111,9 +111,10 @@ static inline void finish(const Params& q, const v16* acc, int n, int64_t c, con
 }
 
 // One output row, channels [c, c + VEC): depthwise conv over the R u rows, then the gate. `pf` (or
-// null): the x row the next u row will read, prefetched into L2 a block at a time. A block's x lines
-// lie 4 apart (C = 64) and a 4 KB page holds 16 of them, too few for the hardware prefetcher, so
-// without this the u pass stalls on every line; here the loads overlap the FMAs.
+// null): the x row the next u row will read, prefetched into L1 a block at a time (into L2 only, it
+// lost at 2 threads). A block's x lines lie 4 apart (C = 64) and a 4 KB page holds 16 of them, too
+// few for the hardware prefetcher, so without this the u pass stalls on every line; here the loads
+// overlap the FMAs.
 template <int R>
 static void xunit_row_t(const Params& q, const float* const* urows, int64_t c, const float* xrow, float* yrow, const float* pf) {
     const v16 b = ld(q.bias + c);
