@@ -260,8 +260,11 @@ int xunit_band(const float* x, float* y, int64_t s, int64_t e, const float* halo
     const int64_t R = q.R, P = R / 2, row = q.W * q.C, pp = padded_px(q) * VEC;
     const int64_t nb = q.C / VEC;
     // one ring of R u rows per channel block, plus a zero row
-    float* ring = static_cast<float*>(std::calloc((size_t)((nb * R + 1) * pp), sizeof(float)));
+    // 64-byte aligned: each u vector is one cache line (calloc only promises 16 bytes)
+    const size_t ring_bytes = (size_t)((nb * R + 1) * pp) * sizeof(float);  // pp is a multiple of 16
+    float* ring = static_cast<float*>(std::aligned_alloc(64, ring_bytes));
     if (!ring) return 1;
+    std::memset(ring, 0, ring_bytes);
     const float* zero = ring + nb * R * pp;  // stays zero
     const float** urows = static_cast<const float**>(std::malloc(sizeof(float*) * (size_t)R));
     int64_t* next = static_cast<int64_t*>(std::malloc(sizeof(int64_t) * (size_t)nb));  // next own u row, per block
