@@ -4,7 +4,7 @@
 For a 5-layer xNet and a 5-layer ConvNet (grey denoising σ=25, Train400, 48×48 crops): the paper's
 recipe (Adam 1e-3, ×0.1 at 80 % of the steps) for ``--steps`` steps, and the fast recipes
 (``fast_cosine``: warm-up + cosine to 1e-5; ``fast_wsd``: warm-up, held, linear decay over the last
-20 %; ``recipe=fast`` is the winner, fast_wsd at 2e-3)
+20 %; ``recipe=fast`` is the winner: fast_wsd at 2e-3 with Adam β2 = 0.99, ``--fast-recipes fast``)
 for a third of them, at each ``--fast-lr``. Validation on Set12 every
 ``--val-every`` steps (the curve), test on BSD68 once at the end. Writes a CSV of every validation
 point, a summary JSON (per model: the paper recipe's final PSNR, each fast run's final PSNR and the
