@@ -247,6 +247,26 @@ void xunit_u_rows(const float* x, float* out, int64_t r_begin, int64_t r_end, co
             if (j >= 0 && j < q->H) make_u_row(*q, x + j * row, c, out + ((c / VEC) * n + (j - r_begin)) * pp);
 }
 
+// This thread's u ring buffer, at least `bytes` long, kept between calls: a fresh 1 MB buffer per band
+// and layer cost page faults (and their zeroing) on every call. 64-byte aligned, so each u vector is
+// one cache line (calloc promises 16 bytes; a vector off a 64-byte boundary spans two lines).
+struct RingBuffer {
+    float* p = nullptr;
+    size_t bytes = 0;
+    ~RingBuffer() { std::free(p); }
+};
+
+static float* thread_ring(size_t bytes) {
+    static thread_local RingBuffer buf;
+    if (buf.bytes < bytes) {
+        std::free(buf.p);
+        buf.bytes = (bytes + 63) / 64 * 64;
+        buf.p = static_cast<float*>(std::aligned_alloc(64, buf.bytes));
+        if (!buf.p) buf.bytes = 0;
+    }
+    return buf.p;
+}
+
 // Output rows [s, e), channels [c_begin, c_end) (whole 16-channel blocks) of one image. Channel groups
 // share nothing (a block is one cache line per pixel), so threads may split the channels as well as the
 // rows. u rows [s - P, s) come from `halo_top` and [e, e + P) from
@@ -260,15 +280,14 @@ int xunit_band(const float* x, float* y, int64_t s, int64_t e, const float* halo
     const int64_t R = q.R, P = R / 2, row = q.W * q.C, pp = padded_px(q) * VEC;
     const int64_t nb = q.C / VEC;
     // one ring of R u rows per channel block, plus a zero row
-    // 64-byte aligned: each u vector is one cache line (calloc only promises 16 bytes)
     const size_t ring_bytes = (size_t)((nb * R + 1) * pp) * sizeof(float);  // pp is a multiple of 16
-    float* ring = static_cast<float*>(std::aligned_alloc(64, ring_bytes));
+    float* ring = thread_ring(ring_bytes);
     if (!ring) return 1;
-    std::memset(ring, 0, ring_bytes);
+    std::memset(ring, 0, ring_bytes);  // the padding columns and the zero row must read as zero
     const float* zero = ring + nb * R * pp;  // stays zero
     const float** urows = static_cast<const float**>(std::malloc(sizeof(float*) * (size_t)R));
     int64_t* next = static_cast<int64_t*>(std::malloc(sizeof(int64_t) * (size_t)nb));  // next own u row, per block
-    if (!urows || !next) { std::free(ring); std::free(urows); std::free(next); return 1; }
+    if (!urows || !next) { std::free(urows); std::free(next); return 1; }
     for (int64_t b = 0; b < nb; ++b) next[b] = s;  // next own u row to compute, per block
     // Row chunks × channel blocks: a chunk's x rows stay in cache across the channel-block passes.
     for (int64_t s1 = s; s1 < e; s1 += SUB) {
@@ -297,7 +316,6 @@ int xunit_band(const float* x, float* y, int64_t s, int64_t e, const float* halo
     }
     std::free(next);
     std::free(urows);
-    std::free(ring);
     return 0;
 }
 
