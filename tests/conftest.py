@@ -9,7 +9,7 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
-CONF = REPO / "xnet" / "conf"  # the Hydra configs (package data)
+CONF = REPO / "conf"  # the Hydra configs (installed as the package data xnet.conf)
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 os.environ.setdefault("WANDB_MODE", "disabled")
@@ -58,7 +58,7 @@ def data_dir() -> Path:
 
 
 def compose(config_name: str = "train", overrides: list[str] | None = None):
-    """Compose a config from ``xnet/conf/`` as the entry points do (no run dir, no logging set-up)."""
+    """Compose a config from ``conf/`` as the entry points do (no run dir, no logging set-up)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 

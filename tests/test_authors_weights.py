@@ -11,7 +11,7 @@ from xnet.archs.dncnn import DnCNN, XDnCNN
 from xnet.archs.plain import XNet
 from xnet.archs.srcnn import XSRCNN
 from xnet.evaluate import evaluate
-from xnet.weights import from_authors_layout, load_weights
+from xnet.deploy.weights import from_authors_layout, load_weights
 
 AUTHORS = REPO.parent / "shared" / "reference" / "authors_xunit"
 XDNCNN = AUTHORS / "xdncnn_res_f64k3k9_s25.pkl"

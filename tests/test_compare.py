@@ -16,7 +16,7 @@ from xnet.archs.dncnn import DnCNN
 from omegaconf import OmegaConf
 
 from xnet.compare import per_image, positional_to_overrides, side_label, side_overrides
-from xnet.weights import save_weights
+from xnet.deploy.weights import save_weights
 
 
 def tiny_nets(tmp_path: Path) -> tuple[Path, Path]:

@@ -12,7 +12,7 @@ from conftest import compose
 from xnet.archs.dncnn import DnCNN
 from xnet.archs.srcnn import SRCNN
 from xnet.convert import convert, main
-from xnet.weights import load_weights
+from xnet.deploy.weights import load_weights
 
 scipy_io = pytest.importorskip("scipy.io")
 from scipy.ndimage import correlate  # noqa: E402

@@ -7,7 +7,7 @@ import torch
 
 from conftest import REPO, compose
 from xnet.evaluate import evaluate
-from xnet.weights import adapt_keys, load_weights, read_state_dict, save_weights
+from xnet.deploy.weights import adapt_keys, load_weights, read_state_dict, save_weights
 
 REFERENCE = REPO.parent / "shared" / "reference" / "dncnn_s_retrain"
 

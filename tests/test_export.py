@@ -28,7 +28,7 @@ def test_onnx_export_matches_torch(tmp_path, tiny_run):
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     x = torch.rand(1, 1, 37, 50)  # another size than the export example: height/width are dynamic
     (y,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
-    from xnet.inference import load_restorer
+    from xnet.deploy.inference import load_restorer
 
     cfg = compose("eval", ["experiment=demo", f"weights={ckpt}", "paths.output_dir=/tmp/unused"])
     restorer = load_restorer(cfg).restorer

@@ -69,7 +69,7 @@ def test_cpu_dry_run_packs_states_and_results_and_ingests(tmp_path):
 def test_the_committed_queue_composes():
     """Every entry of runs/queue.yaml composes as the GPU queue trains and scores it: a typo'd key
     there would only show on a GPU, costing the slot."""
-    from xnet.conf import compose_config
+    from xnet.utils.config import compose_config
 
     queue = yaml.safe_load((REPO / "runs" / "queue.yaml").read_text())
     assert queue and len({e["name"] for e in queue}) == len(queue)

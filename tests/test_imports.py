@@ -1,5 +1,5 @@
 """The package's import graph has no cycles — also counting imports inside functions, which are
-often a loop dodged rather than removed — and every module imports."""
+often a loop dodged rather than removed —, its arrows point down the layers, and every module imports."""
 from __future__ import annotations
 
 import ast
@@ -76,7 +76,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_the_import_graph_has_no_cycles():
     graph = import_graph()
-    assert "xnet.archs.xunit" in graph and "xnet.ops.gate" in graph["xnet.archs.xunit"]  # the graph is real
+    assert "xnet.archs.xunit" in graph and "xnet.kernels.gate" in graph["xnet.archs.xunit"]  # the graph is real
     assert cycles(graph) == []
 
 
@@ -88,6 +88,47 @@ def test_no_module_imports_a_command():
     graph = import_graph()
     assert COMMANDS <= set(graph)
     assert {m: sorted(targets & COMMANDS) for m, targets in graph.items() if targets & COMMANDS} == {}
+
+
+#: the layers, bottom first: a module may import its own layer and those below, never one above
+LAYERS = (
+    ("xnet.protocol",),                  # tasks, degradations, image I/O, colour, rounding, metrics, errors
+    ("xnet.utils",),                     # config, build, Hydra jobs, memory, precision, progress, validation
+    ("xnet.kernels",),                   # the xUnit's kernels and their wrappers
+    ("xnet.archs",),                     # pure nn.Modules
+    ("xnet.data",),                      # sources, training pairs, the data module
+    ("xnet.lit", "xnet.deploy"),         # training; fused inference, weights, the scoring loop
+    ("xnet.figures", "xnet.benchmark"),  # the paper's figures, speed and memory
+)
+
+
+def layer(module: str) -> int:
+    """The layer of ``module``; anything outside the packages above is a command (the top)."""
+    for i, packages in enumerate(LAYERS):
+        if any(module == p or module.startswith(f"{p}.") for p in packages):
+            return i
+    return len(LAYERS)
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    return sorted((m, t) for m, targets in graph.items() for t in targets if layer(t) > layer(m))
+
+
+def test_imports_point_down_the_layers():
+    graph = import_graph()
+    assert "xnet.protocol.tasks" in graph and "xnet.kernels.dispatch" in graph["xnet.archs.xunit"]
+    assert upward_imports(graph) == []
+
+
+def test_the_protocol_imports_nothing_else_of_xnet():
+    graph = import_graph()
+    assert {m: sorted(t for t in targets if not t.startswith("xnet.protocol"))
+            for m, targets in graph.items() if m.startswith("xnet.protocol")} == {m: [] for m in graph if m.startswith("xnet.protocol")}
+
+
+def test_the_layer_check_finds_an_upward_import():
+    assert upward_imports({"xnet.protocol.tasks": {"xnet.data.device"}, "xnet.train": {"xnet.lit.module"}}) == [
+        ("xnet.protocol.tasks", "xnet.data.device")]
 
 
 def test_the_cycle_finder_finds_a_cycle():

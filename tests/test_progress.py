@@ -30,7 +30,7 @@ def test_evaluate_says_what_it_scores_and_shows_a_bar(tmp_path, tiny_run, forced
     from xnet.evaluate import evaluate
 
     ckpt = tiny_run[0] / "checkpoints" / "last.ckpt"
-    with caplog.at_level(logging.INFO, logger="xnet.inference"):
+    with caplog.at_level(logging.INFO, logger="xnet.deploy.inference"):
         report = evaluate(compose("eval", [f"paths.output_dir={tmp_path}", "experiment=demo", f"weights={ckpt}", "data/test=sample"]))
     n = report["images"]
     assert f"scoring {report['dataset']}: {n} images" in caplog.text

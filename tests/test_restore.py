@@ -12,14 +12,14 @@ from PIL import Image
 
 from conftest import REPO, compose
 from xnet.restore import RestoreFailed, restore
-from xnet.utils.errors import ConfigError, OutputError, WeightsError
+from xnet.protocol.errors import ConfigError, OutputError, WeightsError
 
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     """The demo xDnCNN with random weights and BN statistics (no training needed to test I/O)."""
     from xnet.utils.build import build_net, build_task
-    from xnet.weights import save_weights
+    from xnet.deploy.weights import save_weights
 
     torch.manual_seed(0)
     cfg = compose("restore", ["experiment=demo", "weights=x", "input=x", "paths.output_dir=/tmp/unused"])
@@ -120,7 +120,7 @@ def test_a_full_disk_names_the_output_file(tmp_path, weights, monkeypatch):
 
 
 def test_big_images_run_in_tiles_with_the_untiled_output(tmp_path, weights, monkeypatch):
-    from xnet.tiling import Tiler
+    from xnet.deploy.tiling import Tiler
 
     photo = np.random.default_rng(1).integers(0, 255, (150, 170), dtype=np.uint8)
     (tmp_path / "in").mkdir()

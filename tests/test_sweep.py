@@ -11,8 +11,8 @@ from omegaconf import OmegaConf
 
 from conftest import CONF, REPO
 from xnet.archs.params import count_paper_params
-from xnet.budget import activation_params, net_params
-from xnet.sweep_plots import make
+from xnet.figures.budget import activation_params, net_params
+from xnet.figures.sweep_plots import make
 
 TINY = [
     "model.net.width=8", "trainer.max_steps=6", "trainer.val_check_interval=6", "trainer.log_every_n_steps=2",
@@ -128,7 +128,7 @@ def test_optuna_search_composes():
 
 
 def test_tiny_fig3_multirun_gives_csv_and_plot(data_dir, tmp_path):
-    """2 models × 2 depths of fig3_quick, shrunk to seconds; then xnet.sweep_plots on the sweep dir."""
+    """2 models × 2 depths of fig3_quick, shrunk to seconds; then xnet.figures.sweep_plots on the sweep dir."""
     sweep = tmp_path / "sweep"
     for experiment, points in (("fig3_quick_convnet", ["model.net.depth=3,5"]), ("fig3_quick", ["model.net.depth=2,3", "model.net.xunit.kernel_size=9"])):
         res = run_multirun([f"experiment={experiment}", *points, *TINY, f"hydra.sweep.dir={sweep / experiment}"])

@@ -8,11 +8,11 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import CONF, TINY, compose, run_train
-from xnet.data.degradations import GaussianNoise
+from xnet.protocol.degradations import GaussianNoise
 from xnet.evaluate import evaluate
 from xnet.lit.module import NonFiniteLossError
 from xnet.train import optimized_value
-from xnet.utils.errors import ConfigError
+from xnet.protocol.errors import ConfigError
 
 SEARCHED = OmegaConf.load(CONF / "hparams_search" / "optuna.yaml").optimized_metric  # what the Optuna search maximises
 
@@ -177,7 +177,7 @@ def test_compile_option_compiles_in_place_and_keeps_the_checkpoint_layout():
     dict keeps the eager key names, so checkpoints load anywhere."""
     from xnet.archs.dncnn import XDnCNN
     from xnet.lit.module import RestorationModule
-    from xnet.tasks import Task
+    from xnet.protocol.tasks import Task
 
     task = Task("denoise", "grey", GaussianNoise(25), residual=True)
     eager = RestorationModule(XDnCNN(num_blocks=1, width=16), task)

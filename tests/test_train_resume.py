@@ -10,7 +10,7 @@ import torch
 
 from conftest import REPO, TINY, run_train
 from xnet.train import resolve_ckpt_path
-from xnet.utils.errors import ConfigError
+from xnet.protocol.errors import ConfigError
 
 
 def test_resume_with_nothing_to_resume_names_the_folder(tmp_path):

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from xnet.archs.dncnn import DnCNN
-from xnet.utils.errors import WeightsError
-from xnet.weights import read_state_dict, save_weights
+from xnet.protocol.errors import WeightsError
+from xnet.deploy.weights import read_state_dict, save_weights
 
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".pth"])

@@ -3,7 +3,7 @@
 ``python -m xnet.compare A B data/test=bsd68 task.sigma=50``  (A, B: weights files or zoo names)
 ``python -m xnet.compare a.weights=xdncnn_s50 b.model=bm3d data/test=bsd68 task.sigma=50``
 
-Each side is ``weights`` (a file or a zoo name), ``model`` (a ``xnet/conf/model`` name: the architecture
+Each side is ``weights`` (a file or a zoo name), ``model`` (a ``conf/model`` name: the architecture
 of a plain state dict, or a restorer that needs no weights, ``bm3d``/``identity``), ``overrides``
 (more eval overrides for that side only, quoted as Hydra wants a value holding ``=``:
 ``'b.overrides=["model.net.bn_merged=true"]'``) or ``metrics`` (the ``metrics.json`` of an earlier
@@ -25,7 +25,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from xnet.conf import compose_config
+from xnet.utils.config import CONFIG_PATH, compose_config
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def evaluate_side(shared: list[str], side: DictConfig, name: str) -> dict[str, A
         raise ValueError(f"{name}: give {name}.weights=PATH|ZOO_NAME, {name}.model=NAME (bm3d, identity) or {name}.metrics=metrics.json")
     from hydra.utils import instantiate
 
-    from xnet.inference import evaluate_module, inference_module, load_restorer, pick_device
+    from xnet.deploy.inference import evaluate_module, inference_module, load_restorer, pick_device
     from xnet.utils.build import build_task
 
     if side.get("model"):  # the side's own model replaces the shared one and its options
@@ -163,7 +163,7 @@ def positional_to_overrides(argv: list[str]) -> list[str]:
     return out
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="compare")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="compare")
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 

@@ -4,7 +4,7 @@ or converted once with ``python -m xnet.convert SRC DST.safetensors``).
 Formats (``--layout``; ``auto`` tells them apart by file type and content):
 
 ``srcnn_mat`` (the official SRCNN MATLAB release), ``matconvnet`` (a MatConvNet ``simplenn`` net: the
-    official DnCNN models) — read by :mod:`xnet.matlab_weights`, whose docstring says exactly what
+    official DnCNN models) — read by :mod:`xnet.deploy.matlab_weights`, whose docstring says exactly what
     layout is assumed.
 
 ``kair`` — KAIR's DnCNN ``.pth`` (``model.<i>.weight/bias``, the BNs merged into the convs): the
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from xnet.matlab_weights import load_mat, read_mat
-from xnet.weights import read_state_dict, save_state_dict
+from xnet.deploy.matlab_weights import load_mat, read_mat
+from xnet.deploy.weights import read_state_dict, save_state_dict
 
 LAYOUTS = ("auto", "srcnn_mat", "matconvnet", "kair")
 

@@ -1,4 +1,4 @@
-"""Score weights on a test set with the published protocol (written once, in :mod:`xnet.inference`).
+"""Score weights on a test set with the published protocol (written once, in :mod:`xnet.deploy.inference`).
 
 ``python -m xnet.evaluate task=denoise model=dncnn weights=PATH data/test=bsd68 task.sigma=25``
 
@@ -6,7 +6,7 @@ Denoising: unclipped float noise with seed (seed + image index), output clipped 
 uint8, PSNR per image with no border crop, the set's figure is the mean of per-image PSNRs.
 SR: Y (BT.601 studio range), ``scale`` px shaved. Prints a per-image table and writes
 ``metrics.json`` in the run dir. Same weights, same config → bit-identical numbers. Images above
-``tiling.max_pixels`` run in tiles with the same output (:mod:`xnet.tiling`); benchmark sets run whole.
+``tiling.max_pixels`` run in tiles with the same output (:mod:`xnet.deploy.tiling`); benchmark sets run whole.
 """
 from __future__ import annotations
 
@@ -18,12 +18,13 @@ import hydra
 from omegaconf import DictConfig
 
 from xnet.archs.params import param_summary
-from xnet.inference import evaluate_module, inference_module, load_restorer, pick_device
-from xnet.tiling import Tiler
-from xnet.utils.atomic import write_json
+from xnet.deploy.inference import evaluate_module, inference_module, load_restorer, pick_device
+from xnet.deploy.tiling import Tiler
+from xnet.protocol.atomic import write_json
 from xnet.utils.build import instantiate_config, setup_runtime, to_container
-from xnet.utils.errors import exit_on_user_error
+from xnet.protocol.errors import exit_on_user_error
 from xnet.utils.validate import validate
+from xnet.utils.config import CONFIG_PATH
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     return result
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="eval")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="eval")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     evaluate(cfg)

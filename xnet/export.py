@@ -13,12 +13,13 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from xnet.inference import inference_module, load_restorer
-from xnet.utils.atomic import atomic_path
+from xnet.deploy.inference import inference_module, load_restorer
+from xnet.protocol.atomic import atomic_path
 from xnet.utils.build import setup_runtime
-from xnet.utils.errors import ConfigError, exit_on_user_error
+from xnet.protocol.errors import ConfigError, exit_on_user_error
 from xnet.utils.validate import validate
-from xnet.weights import save_weights
+from xnet.deploy.weights import save_weights
+from xnet.utils.config import CONFIG_PATH
 
 log = logging.getLogger(__name__)
 FORMATS = ("onnx", "safetensors", "pth")
@@ -62,7 +63,7 @@ def check_onnx(cfg: DictConfig, model: torch.nn.Module, path: Path, example: tor
                 raise RuntimeError(f"{cfg.output}: ONNX output differs from torch by {diff:.2e}")
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="export")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="export")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     export(cfg)

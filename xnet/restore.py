@@ -7,7 +7,7 @@ Nothing the user has is overwritten: an input file never is, an output folder eq
 the input folder needs a ``suffix``, two inputs never map to one output name (``01.jpg`` and
 ``01.png`` → ``01_jpg.png``, ``01_png.png``), and existing files in ``output`` are kept unless
 ``overwrite=true``. Every file of a folder is tried; the failures are listed at the end (exit 2).
-Big images run in tiles (:mod:`xnet.tiling`).
+Big images run in tiles (:mod:`xnet.deploy.tiling`).
 """
 from __future__ import annotations
 
@@ -20,15 +20,16 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from xnet.data.io import list_images, load_image, save_image, to_tensor
-from xnet.ops.quantize import quantize_uint8
-from xnet.inference import check_finite_output, inference_module, load_restorer, pick_device
-from xnet.tasks import Task
-from xnet.tiling import Tiler
+from xnet.protocol.io import list_images, load_image, save_image, to_tensor
+from xnet.protocol.quantize import quantize_uint8
+from xnet.deploy.inference import check_finite_output, inference_module, load_restorer, pick_device
+from xnet.protocol.tasks import Task
+from xnet.deploy.tiling import Tiler
 from xnet.utils.build import setup_runtime
-from xnet.utils.errors import ConfigError, UserError, exit_on_user_error
+from xnet.protocol.errors import ConfigError, UserError, exit_on_user_error
 from xnet.utils.progress import progress
 from xnet.utils.validate import validate
+from xnet.utils.config import CONFIG_PATH
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ def net_input(task: Task, x: torch.Tensor) -> torch.Tensor:
     """A real degraded image → the net's input (SRCNN family: bicubic up-sampling first)."""
     scale = getattr(task.degradation, "scale", 1)
     if scale > 1 and getattr(task.degradation, "upsample", False):
-        from xnet.ops.imresize import imresize
+        from xnet.protocol.imresize import imresize
 
         x = quantize_uint8(imresize(x, scale=scale))
     return x
@@ -57,7 +58,7 @@ def restore_tensor(model: nn.Module, task: Task, x: torch.Tensor, device: torch.
     tiler = tiler or Tiler.for_model(model)
     run = lambda t: tiler(model, t[None], device)[0]  # noqa: E731
     if task.color == "y" and x.shape[0] == 3:
-        from xnet.ops.color import rgb_to_ycbcr, ycbcr_to_rgb
+        from xnet.protocol.color import rgb_to_ycbcr, ycbcr_to_rgb
 
         ycc = rgb_to_ycbcr(x)
         return ycbcr_to_rgb(torch.cat([run(ycc[:1]), ycc[1:]], dim=0)).clamp(0, 1)
@@ -142,7 +143,7 @@ def restore_file(f: Path, outputs: list[Path], model: nn.Module, task: Task, dev
     return save_image(y, outputs[0])
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="restore")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="restore")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     restore(cfg)

@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from xnet.utils.errors import ConfigError, exit_on_user_error
+from xnet.protocol.errors import ConfigError, exit_on_user_error
 from xnet.utils.hydra_job import job_info
+from xnet.utils.config import CONFIG_PATH
 
 # Lightning, torch and the models are imported where they are used: `--help`, tab completion and
 # config errors answer without them (≈0.5 s instead of ≈6 s).
@@ -135,7 +136,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 def finish(cfg: DictConfig, trainer: L.Trainer, module: RestorationModule, task: Any, output_dir: Path) -> dict[str, Any]:
     """After fit: the test set (rank 0), then the summary in ``metrics.json`` and every logger."""
     from xnet.lit.tracking import results_loggers
-    from xnet.utils.atomic import write_json
+    from xnet.protocol.atomic import write_json
     from xnet.utils.build import to_container
 
     if not trainer.is_global_zero:  # other DDP ranks: rank 0 tests and writes the results
@@ -172,7 +173,7 @@ def best_checkpoint(trainer: L.Trainer) -> str:
 def test_best(cfg: DictConfig, module: RestorationModule, task: Any, best: str) -> dict[str, Any]:
     """The test set's report (per-image scores and means) with the best checkpoint's weights, loaded
     as ``xnet.evaluate`` loads them (the final weights when there is no best checkpoint)."""
-    from xnet.inference import evaluate_module, load_run
+    from xnet.deploy.inference import evaluate_module, load_run
     from xnet.utils.build import instantiate_config
 
     restorer = load_run(best).restorer if best else module.restorer
@@ -196,8 +197,8 @@ def keep_previous_logs(output_dir: Path) -> None:
 
 
 def record_failure(cfg: DictConfig, error: BaseException) -> dict[str, Any]:
-    """A failed sweep job leaves a metrics.json saying so, for the collectors (xnet.sweep_plots)."""
-    from xnet.utils.atomic import write_json
+    """A failed sweep job leaves a metrics.json saying so, for the collectors (xnet.figures.sweep_plots)."""
+    from xnet.protocol.atomic import write_json
     from xnet.utils.build import to_container
 
     try:
@@ -221,7 +222,7 @@ def optimized_value(summary: dict[str, Any], metric: str | None) -> float | None
     return float(summary[metric])
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float | None:
     """Returns the value of ``optimized_metric`` (what an Optuna sweep maximises, see

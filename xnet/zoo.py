@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from xnet.weights import sha256, zoo_index, zoo_root
+from xnet.deploy.weights import sha256, zoo_index, zoo_root
 
 
 def _recipe(optim: dict[str, Any]) -> str:
@@ -64,9 +64,9 @@ def add(name: str, ckpt: Path, metrics: list[Path], zoo_dir: Path | None = None,
     from omegaconf import OmegaConf
 
     from xnet.archs.params import param_summary
-    from xnet.inference import load_run
-    from xnet.utils.atomic import write_json, write_text
-    from xnet.weights import save_weights
+    from xnet.deploy.inference import load_run
+    from xnet.protocol.atomic import write_json, write_text
+    from xnet.deploy.weights import save_weights
 
     run = load_run(ckpt)
     net, config = run.restorer.net, OmegaConf.to_container(run.cfg)

@@ -5,8 +5,8 @@ import numpy as np
 import torch
 
 from xnet.data.datamodule import RestorationDataModule
-from xnet.data.degradations import GaussianNoise
-from xnet.tasks import Task
+from xnet.protocol.degradations import GaussianNoise
+from xnet.protocol.tasks import Task
 
 
 def first_crop(rank: int, world_size: int) -> torch.Tensor:

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from conftest import compose, run_train
-from xnet.data.io import ImageError, load_image
+from xnet.protocol.io import ImageError, load_image
 from xnet.data.sources import DDNPairs
 
 

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from xnet.data.degradations import GaussianNoise, Identity
+from xnet.protocol.degradations import GaussianNoise, Identity
 from xnet.data.device import DevicePatchSampler, DrawTokens, PackedImages, is_draw_token
-from xnet.tasks import Task
+from xnet.protocol.tasks import Task
 
 
 def grey_task(degradation=None, color="grey") -> Task:

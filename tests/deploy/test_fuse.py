@@ -15,7 +15,7 @@ from xnet.archs.plain import ConvNet, XNet
 from xnet.archs.srcnn import SRCNN, XSRCNN
 from xnet.archs.srresnet import SRResNet, XSRResNet
 from xnet.archs.xunit import GATES, XUnit
-from xnet.ops.dispatch import Impl
+from xnet.kernels.dispatch import Impl
 
 from helpers_xunit import VARIANTS, randomise, single_thread  # noqa: F401 - single_thread: autouse fixture
 
@@ -230,7 +230,7 @@ def test_native_kernel_matches_reference(
 @needs_native
 def test_native_kernel_without_openmp_runs_the_same_tasks_on_python_threads(monkeypatch) -> None:
     """The fallback for a compiler without OpenMP: the tasks on Python threads, same result."""
-    from xnet.ops.xunit_native import native_kernel
+    from xnet.kernels.xunit_native import native_kernel
 
     unit = randomise(XUnit(32, kernel_size=5))
     fused = FusedXUnit.from_xunit(unit).eval()

@@ -9,7 +9,7 @@ import torch
 from conftest import TINY, compose, run_train
 from xnet.lit import checkpoint_io
 from xnet.lit.checkpoint_io import AtomicCheckpointIO
-from xnet.utils.errors import OutputError
+from xnet.protocol.errors import OutputError
 
 
 def test_the_trainer_of_a_run_saves_through_the_atomic_writer():

@@ -6,7 +6,7 @@ from omegaconf import open_dict
 
 from conftest import CONF
 from xnet.archs.xunit import XUnit
-from xnet.conf import current_net_config
+from xnet.utils.config import current_net_config
 from xnet.utils.build import build_net
 
 OLD_XDNCNN = {"_target_": "xnet.archs.dncnn.XDnCNN", "channels": 1, "num_blocks": 1, "width": 4, "xunit_kernel": 5, "xunit": {"gate": "tanh"}}

@@ -3,7 +3,7 @@ error, a ZeroDivisionError or a silent ``images=-1`` later."""
 import pytest
 
 from conftest import CONF, TINY, compose, run_train
-from xnet.utils.errors import ConfigError
+from xnet.protocol.errors import ConfigError
 from xnet.utils.validate import problems, validate
 
 

@@ -10,10 +10,10 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from xnet.ops.depthwise import DepthwiseConv2d
-from xnet.ops.dispatch import Call, Impl, choose_impl
-from xnet.ops.gate import GATES, gate
-from xnet.ops.xunit_autograd import xunit_lean
+from xnet.kernels.depthwise import DepthwiseConv2d
+from xnet.kernels.dispatch import Call, Impl, choose_impl
+from xnet.kernels.gate import GATES, gate
+from xnet.kernels.xunit_autograd import xunit_lean
 
 __all__ = ["DepthwiseConv2d", "GATES", "XUnit", "XUnitConfig", "gate"]
 
@@ -59,7 +59,7 @@ class XUnit(nn.Module):
         bias: bias in the depthwise conv; the paper's parameter convention does not count it, and a
             following BN makes it redundant, so it is on only when ``post_norm`` is off.
         memory_lean: when gradients are needed, save only the input for backward and recompute
-            the gate there (:mod:`xnet.ops.xunit_autograd`); same values and gradients, BN running
+            the gate there (:mod:`xnet.kernels.xunit_autograd`); same values and gradients, BN running
             statistics updated once per forward. Off: the plain autograd graph.
     """
 

@@ -12,10 +12,10 @@ from xnet.benchmark.measure import interleaved_times, median_ms
 from xnet.benchmark.settings import Settings
 from xnet.data.datamodule import collate_patches
 from xnet.data.datasets import PatchDataset
-from xnet.data.degradations import GaussianNoise
+from xnet.protocol.degradations import GaussianNoise
 from xnet.data.device import DevicePatchSampler, PackedImages
-from xnet.ops import depthwise_triton as dt
-from xnet.tasks import Task
+from xnet.kernels import depthwise_triton as dt
+from xnet.protocol.tasks import Task
 
 
 def depthwise_kernels(device: torch.device, settings: Settings) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from torch import nn
 
 from xnet.archs.common import Restorer
 from xnet.archs.xunit import XUnit
-from xnet.conf import compose_config
+from xnet.utils.config import compose_config
 from xnet.utils.build import build_net, build_task
 
 

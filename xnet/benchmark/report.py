@@ -13,7 +13,7 @@ import torch
 
 from xnet.benchmark.models import Family
 from xnet.benchmark.training import TRAIN_MODES, TRAIN_MODES_CUDA, baseline_mode
-from xnet.utils.atomic import write_text
+from xnet.protocol.atomic import write_text
 
 Ratio = tuple[str, float]
 

@@ -15,11 +15,11 @@ from xnet.archs.xunit import XUnit
 from xnet.benchmark.measure import interleaved_times, median_ms, saved_tensor_bytes, step_peak_mb, sync
 from xnet.benchmark.models import Family, synthetic_image, upscale
 from xnet.benchmark.settings import Settings
-from xnet.ops import depthwise
+from xnet.kernels import depthwise
 from xnet.utils.memory import release_freed_memory
 
 TRAIN_MODES = ("plain", "lean")
-#: CUDA modes; nchw / triton: the xUnits' depthwise convs in NCHW / by xnet.ops.depthwise_triton
+#: CUDA modes; nchw / triton: the xUnits' depthwise convs in NCHW / by xnet.kernels.depthwise_triton
 TRAIN_MODES_CUDA = ("bf16", "lean_bf16", "nchw_bf16", "triton_bf16", "triton_lean_bf16")
 XUNIT_ONLY_MODES = ("lean", "nchw", "triton")  # prefixes of modes that change nothing but the xUnits
 _LAYOUT_OF_MODE = {"nchw": "nchw", "triton": "triton"}

@@ -9,7 +9,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Subset
 
 from xnet.data.datasets import EvalDataset, PatchDataset
 from xnet.data.device import DevicePatchSampler, DrawTokens, PackedImages, is_draw_token
-from xnet.tasks import Task
+from xnet.protocol.tasks import Task
 
 LOADERS = ("device", "workers")
 

@@ -6,8 +6,8 @@ from typing import Any, Sequence
 import torch
 from torch.utils.data import Dataset
 
-from xnet.tasks import Task
-from xnet.utils.errors import ConfigError
+from xnet.protocol.tasks import Task
+from xnet.protocol.errors import ConfigError
 
 
 def random_flip(tensors: Sequence[torch.Tensor], hflip: bool, vflip: bool) -> list[torch.Tensor]:

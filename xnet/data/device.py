@@ -18,8 +18,8 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from xnet.tasks import Task
-from xnet.utils.errors import ConfigError
+from xnet.protocol.tasks import Task
+from xnet.protocol.errors import ConfigError
 
 AUGMENTS = ("none", "flips", "dihedral")
 

@@ -13,8 +13,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from xnet.data.catalog import dataset_dir, manifest_files
-from xnet.data.io import IMAGE_EXTENSIONS, ImageError, list_images, load_image
-from xnet.utils.errors import UserError
+from xnet.protocol.io import IMAGE_EXTENSIONS, ImageError, list_images, load_image
+from xnet.protocol.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class ImageFolder(ImageSource):
     Args:
         name: registered set (``BSD68``, ``Train400``, ...) looked up under ``root``.
         root: the data root; ``path`` instead points at any folder.
-        mode: ``L``, ``RGB`` or ``keep`` (see :func:`xnet.data.io.load_image`).
+        mode: ``L``, ``RGB`` or ``keep`` (see :func:`xnet.protocol.io.load_image`).
         min_size: images with a side below this are skipped with a warning naming them
             (a training crop cannot come from them); none left is an error.
         limit: keep the first ``limit`` images (sorted by name) — for quick runs.

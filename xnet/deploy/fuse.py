@@ -4,7 +4,7 @@
 pairs become one conv, a BN after an xUnit is composed into its output multiply (``x·g·s + t``),
 any other BN becomes a per-channel affine, and each :class:`~xnet.archs.xunit.XUnit` becomes a
 :class:`FusedXUnit`, whose kernel (native CPU, Triton, tiled torch ops or the out-of-place
-reference) :func:`xnet.ops.dispatch.choose_impl` picks per call. Exact up to float rounding
+reference) :func:`xnet.kernels.dispatch.choose_impl` picks per call. Exact up to float rounding
 (``tests/deploy/test_fuse.py``); the README's Speed section says how fast.
 """
 from __future__ import annotations
@@ -18,10 +18,10 @@ import torch
 from torch import nn
 
 from xnet.archs.xunit import GATES, XUnit
-from xnet.ops.dispatch import Call, Impl, choose_impl
-from xnet.ops.xunit_gate import FusedTerms, fused_xunit_reference, fused_xunit_tiled
-from xnet.ops.xunit_native import fused_xunit_native, native_kernel
-from xnet.ops.xunit_triton import fused_xunit_triton
+from xnet.kernels.dispatch import Call, Impl, choose_impl
+from xnet.kernels.xunit_gate import FusedTerms, fused_xunit_reference, fused_xunit_tiled
+from xnet.kernels.xunit_native import fused_xunit_native, native_kernel
+from xnet.kernels.xunit_triton import fused_xunit_triton
 
 __all__ = [
     "ChannelAffine",
@@ -175,10 +175,10 @@ class FusedXUnit(nn.Module):
     conv carries the folded second BN) or, without a depthwise conv, ``d = u·mid_scale + mid_shift``.
     Every optional term is ``None`` when absent. All tensors are buffers (``state_dict`` round-trips).
 
-    The module holds the tensors; :meth:`choose` asks :func:`xnet.ops.dispatch.choose_impl` which
-    op runs them: the Triton kernel (:mod:`xnet.ops.xunit_triton`), the native CPU kernel
-    (:mod:`xnet.ops.xunit_native`), torch ops on row tiles of about ``tile_bytes`` per thread
-    (:func:`xnet.ops.xunit_gate.fused_xunit_tiled`) or, under autograd, tracing, compiling or
+    The module holds the tensors; :meth:`choose` asks :func:`xnet.kernels.dispatch.choose_impl` which
+    op runs them: the Triton kernel (:mod:`xnet.kernels.xunit_triton`), the native CPU kernel
+    (:mod:`xnet.kernels.xunit_native`), torch ops on row tiles of about ``tile_bytes`` per thread
+    (:func:`xnet.kernels.xunit_gate.fused_xunit_tiled`) or, under autograd, tracing, compiling or
     export, :meth:`forward_reference`. With ``inplace`` the output overwrites the input (CPU paths).
     """
 
@@ -281,7 +281,7 @@ class FusedXUnit(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def terms(self) -> FusedTerms:
-        """This unit's folded tensors, as the ops in :mod:`xnet.ops.xunit_gate` take them."""
+        """This unit's folded tensors, as the ops in :mod:`xnet.kernels.xunit_gate` take them."""
         return FusedTerms(
             self.kernel_size,
             self.gate_kind,
@@ -312,7 +312,7 @@ class FusedXUnit(nn.Module):
         return fused_xunit_reference(x, self.terms())
 
     def choose(self, x: torch.Tensor, terms: FusedTerms | None = None, **ready: Any) -> Impl:
-        """How this unit runs on ``x`` (:func:`xnet.ops.dispatch.choose_impl`, which ``ready``
+        """How this unit runs on ``x`` (:func:`xnet.kernels.dispatch.choose_impl`, which ``ready``
         goes to; ``cpu_kernel`` is the choice for CPU input, ``gpu_kernel`` for CUDA input and,
         when ``triton``, for any)."""
         terms = self.terms() if terms is None else terms
@@ -477,7 +477,7 @@ def fuse(
             see :func:`native_kernel`), falling back to torch ops; ``native``: require it;
             ``torch``: torch ops only.
         gpu_kernel: ``auto`` (default): eager CUDA inference runs each xUnit as one Triton kernel
-            (:mod:`xnet.ops.xunit_triton`) when Triton imports, else torch ops; ``triton``:
+            (:mod:`xnet.kernels.xunit_triton`) when Triton imports, else torch ops; ``triton``:
             require it; ``torch``: torch ops only.
     """
     if cpu_kernel not in {"auto", "native", "torch"}:

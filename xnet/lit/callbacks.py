@@ -13,7 +13,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from xnet.utils.atomic import write_json
+from xnet.protocol.atomic import write_json
 
 
 class WallClock(Callback):

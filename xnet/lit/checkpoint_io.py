@@ -4,7 +4,7 @@ Lightning's default writer stages the file in the system temp dir and moves it i
 the run dir is on another filesystem the move is a copy, and a run killed during it (or a full
 disk) left a truncated ``last.ckpt`` that every later ``ckpt_path=last`` failed on. Here the
 checkpoint goes to a temporary file beside its target, is fsynced, then renamed
-(:func:`xnet.utils.atomic.atomic_write`): a checkpoint file is complete or absent, a failed save
+(:func:`xnet.protocol.atomic.atomic_write`): a checkpoint file is complete or absent, a failed save
 leaves the previous file and no temporary one.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from xnet.utils.atomic import atomic_write
+from xnet.protocol.atomic import atomic_write
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

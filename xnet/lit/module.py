@@ -14,10 +14,10 @@ from torchmetrics import MeanMetric
 
 from xnet.archs.common import Restorer
 from xnet.archs.params import param_summary
-from xnet.data.io import save_image
-from xnet.metrics import image_metrics
+from xnet.protocol.io import save_image
+from xnet.protocol.metrics import image_metrics
 from xnet.lit.schedules import lr_factor
-from xnet.tasks import Task
+from xnet.protocol.tasks import Task
 from xnet.utils.precision import exact_float32
 
 log = logging.getLogger(__name__)

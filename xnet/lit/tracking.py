@@ -20,7 +20,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
-from xnet.utils.atomic import write_json
+from xnet.protocol.atomic import write_json
 from xnet.utils.build import build_list, to_container
 from xnet.utils.hydra_job import JobInfo, job_info, run_name
 

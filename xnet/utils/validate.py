@@ -1,5 +1,5 @@
 """Check config values up front, in one place, before anything is built or read: a bad value is one
-:class:`~xnet.utils.errors.ConfigError` naming the key and the value, not a torch error (or a
+:class:`~xnet.protocol.errors.ConfigError` naming the key and the value, not a torch error (or a
 ZeroDivisionError) deep inside a run.
 
 ``validate(cfg, "train" | "evaluate" | "restore" | "export")``; keys a config does not have are
@@ -12,7 +12,7 @@ from typing import Any, Iterable
 
 from omegaconf import DictConfig, OmegaConf
 
-from xnet.utils.errors import ConfigError
+from xnet.protocol.errors import ConfigError
 
 __all__ = ["Rule", "validate", "problems"]
 

@@ -1,0 +1,68 @@
+"""User errors print one line and exit 2; bugs keep their traceback; a sweep still records a failed
+job and goes on."""
+import json
+import subprocess
+import sys
+
+import pytest
+from hydra.errors import InstantiationException
+
+from conftest import REPO
+from xnet.protocol.errors import USER_ERROR_EXIT, ConfigError, exit_on_user_error, find_user_error
+
+
+def cli(module, *args, tmp_path):
+    return subprocess.run([sys.executable, "-m", module, *args, f"hydra.run.dir={tmp_path / 'run'}"], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_a_user_error_is_one_line_on_stderr_and_status_2(capsys):
+    @exit_on_user_error
+    def main():
+        raise ConfigError("data.patch_size=0: must be >= 1")
+
+    with pytest.raises(SystemExit) as info:
+        main()
+    assert info.value.code == USER_ERROR_EXIT == 2
+    assert capsys.readouterr().err == "error: data.patch_size=0: must be >= 1\n"
+
+
+def test_a_bug_keeps_its_traceback():
+    @exit_on_user_error
+    def main():
+        raise KeyError("a bug")
+
+    with pytest.raises(KeyError):
+        main()
+
+
+def test_hydra_s_wrapper_is_looked_through():
+    cause = FileNotFoundError("image folder not found: /nope")
+    wrapped = InstantiationException("Error in call to target 'xnet.data.sources.ImageFolder'")
+    wrapped.__cause__ = cause
+    assert find_user_error(wrapped) is cause
+    assert find_user_error(RuntimeError("x")) is None
+
+
+@pytest.mark.parametrize("module, args, message", [
+    ("xnet.evaluate", ["weights=no_such_model", "data/test=sample"], "error: weights=no_such_model: no such file, and not a zoo name"),
+    ("xnet.evaluate", ["data/test=sample"], "error: weights: no value given (add weights=... to the command)"),
+    ("xnet.train", ["experiment=demo", "data.patch_size=0"], "error: data.patch_size=0: must be >= 1"),
+    ("xnet.export", ["weights=x.pth", "format=tflite"], "error: format=tflite: choose one of ('onnx', 'safetensors', 'pth')"),
+])
+def test_the_entry_points_print_one_line_and_exit_2(tmp_path, module, args, message):
+    res = cli(module, *args, tmp_path=tmp_path)
+    assert res.returncode == 2, res.stderr[-3000:]
+    assert "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines()[-1].startswith(message), res.stderr[-1000:]
+
+
+def test_a_sweep_records_a_bad_job_and_goes_on(tmp_path):
+    sweep = tmp_path / "sweep"
+    res = subprocess.run([sys.executable, "-m", "xnet.train", "-m", "experiment=demo", "debug=tiny", "trainer.max_steps=2", "trainer.val_check_interval=2",
+                          "trainer.enable_progress_bar=false", "test_after_fit=false", "threads=1", "sweep_continue_on_error=true",
+                          "data.val_limit=0,1", f"hydra.sweep.dir={sweep}"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    jobs = {p.parent.name.split("_")[0]: json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")}
+    assert jobs["0"]["status"] == "failed" and jobs["0"]["error"] == "ConfigError: data.val_limit=0: must be >= 1"
+    assert jobs["1"]["status"] == "ok" and jobs["1"]["step"] == 2

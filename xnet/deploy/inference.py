@@ -1,0 +1,171 @@
+"""Weights → a restorer, and the published protocol that scores it; every entry point uses these.
+
+:func:`load_restorer` is the one weights → network loader (a file or a zoo name; the architecture
+stored with the weights wins over ``model=``), :func:`load_run` rebuilds a training checkpoint from
+the run config it stores. :func:`score_image` is the protocol for one image (degraded input →
+output → target → PSNR/SSIM), :func:`evaluate_module` its mean over a test set.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+from torch import nn
+
+from xnet.archs.common import Restorer
+from xnet.data.datasets import EvalDataset
+from xnet.protocol.io import save_image
+from xnet.protocol.tasks import Task
+from xnet.deploy.tiling import Tiler
+from xnet.utils.build import build_net, build_task
+from xnet.utils.config import current_targets
+from xnet.protocol.errors import ConfigError, WeightsError
+from xnet.utils.precision import exact_float32
+from xnet.utils.progress import progress
+from xnet.deploy.weights import load_weights, read_state_dict, resolve_weights, zoo_model_config
+
+log = logging.getLogger(__name__)
+
+StateAndExtra = tuple[dict[str, torch.Tensor], dict[str, Any]]  # what read_state_dict returns
+
+
+# --- loading --------------------------------------------------------------------------------------
+@dataclass
+class LoadedRestorer:
+    """Weights loaded into their architecture. ``cfg`` is the run config with the architecture the
+    weights carry in place of ``model=`` (what ``metrics.json`` records); ``weights`` is ``None`` for
+    a classical restorer; ``extra`` is what an xnet checkpoint stores beside the weights."""
+
+    cfg: DictConfig
+    task: Task
+    restorer: Restorer
+    weights: str | None
+    extra: dict[str, Any]
+
+
+def load_restorer(cfg: DictConfig, task: Task | None = None) -> LoadedRestorer:
+    """Build the net and load ``cfg.weights`` (a file or a zoo name) into it.
+
+    xnet checkpoints and zoo entries carry their config: that architecture is used (it is what
+    the weights are), so ``model=`` only matters for plain state dicts. The task is built from the
+    resulting config unless given (an SR model's input colour comes from its config).
+    """
+    if cfg.model.get("classical"):  # BM3D, the input (xnet.archs.classical): no weights, the output is the image
+        task = task or build_task(cfg)
+        return LoadedRestorer(cfg, task, Restorer(build_net(cfg, task), residual=False), None, {})
+    path = resolve_weights(str(cfg.weights))
+    loaded = read_state_dict(path)  # read once: the stored config and the weights
+    stored = (stored_run_config(loaded) or {}).get("model") if path.suffix == ".ckpt" else zoo_model_config(path)
+    cfg = with_stored_model(cfg, stored)
+    return into_net(cfg, task or build_task(cfg), path, loaded)
+
+
+def load_run(path: str | Path) -> LoadedRestorer:
+    """A checkpoint saved by ``xnet.train``, rebuilt with the whole run config it stores: the task and
+    the net are the ones it was trained as."""
+    path = Path(path)
+    loaded = read_state_dict(path)
+    stored = stored_run_config(loaded)
+    if stored is None:
+        raise WeightsError(f"{path}: not an xnet training checkpoint (no run config stored in it); use a checkpoint saved by xnet.train")
+    cfg = OmegaConf.create(stored)
+    return into_net(cfg, build_task(cfg), path, loaded)
+
+
+def stored_run_config(loaded: StateAndExtra) -> dict[str, Any] | None:
+    """The resolved run config an xnet checkpoint stores (``checkpoint["xnet"]["config"]``), its
+    ``_target_``s brought up to date (:func:`~xnet.utils.config.current_targets`)."""
+    config = (loaded[1].get("xnet") or {}).get("config")
+    return None if config is None else current_targets(config)
+
+
+def with_stored_model(cfg: DictConfig, stored: dict[str, Any] | None) -> DictConfig:
+    """``cfg`` with its ``model`` node *replaced* by the architecture stored with the weights: a
+    merge would keep keys of ``model=`` that the stored one lacks (``depth`` in an xDnCNN)."""
+    if not stored:
+        return cfg
+    if stored.get("name") != cfg.model.name:
+        log.info("using the architecture stored with the weights, '%s' (model=%s ignored)", stored.get("name"), cfg.model.name)
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        cfg.model = stored
+    return cfg
+
+
+def into_net(cfg: DictConfig, task: Task, path: Path, loaded: StateAndExtra) -> LoadedRestorer:
+    net = build_net(cfg, task)
+    extra = load_weights(net, path, loaded)
+    return LoadedRestorer(cfg, task, Restorer(net, residual=task.residual), str(path), extra.get("xnet", {}))
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def inference_module(restorer: Restorer, fuse: bool) -> nn.Module:
+    """The fast inference form (BN folded, xUnit gates fused) with ``fuse``, else eval mode; both
+    give the same numbers."""
+    restorer = restorer.eval()
+    if not fuse:
+        return restorer
+    from xnet.deploy.fuse import fuse as fuse_module  # the fused kernels load only when asked for
+
+    return fuse_module(restorer)
+
+
+# --- the protocol ---------------------------------------------------------------------------------
+def check_finite_output(out: torch.Tensor, what: str) -> None:
+    """NaN/inf in an output would be written as black pixels and scored as a number: refuse."""
+    if not torch.isfinite(out).all():
+        raise WeightsError(f"{what}: the restored output holds NaN/inf values — the weights or the input are broken")
+
+
+@torch.inference_mode()
+def score_image(restorer: nn.Module, task: Task, item: dict[str, Any], device: torch.device | str, tiler: Tiler) -> tuple[torch.Tensor, dict[str, float]]:
+    """One test image (an :class:`EvalDataset` item): its degraded input → the restored output →
+    PSNR/SSIM against its target in the task's metric space. Returns ``(output, scores)``."""
+    with exact_float32(torch.device(device).type):
+        output = tiler(restorer, item["input"][None], device)[0]
+    check_finite_output(output, f"image {item['name']}")
+    scores = task.scores(output, item["target"], item["grey_source"])
+    return output, {k: float(v) for k, v in scores.items()}
+
+
+@torch.inference_mode()
+def evaluate_module(
+    restorer: nn.Module,
+    task: Task,
+    source: Any,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    limit: int | None = None,
+    image_dir: Path | None = None,
+    tiler: Tiler | None = None,
+) -> dict[str, Any]:
+    """Per-image PSNR/SSIM of ``restorer`` on ``source`` (image ``i`` degraded with seed ``seed + i``);
+    the means are over images. Images above ``tiler.max_pixels`` run in tiles (:mod:`xnet.deploy.tiling`;
+    default: the restorer's own radius)."""
+    restorer = restorer.to(device).eval()
+    tiler = tiler or Tiler.for_model(restorer)
+    dataset = EvalDataset(source, task, seed)
+    name = getattr(source, "name", type(source).__name__)
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    if n < 1:  # a mean over no images is not a figure
+        raise ConfigError(f"{name}: no images to score (limit={limit})")
+    log.info("scoring %s: %d images", name, n)
+    rows = []
+    for i in progress(range(n), desc=name, unit="img"):
+        item = dataset[i]
+        output, scores = score_image(restorer, task, item, device, tiler)
+        rows.append({"image": item["name"], **scores})
+        if image_dir is not None:
+            save_image(output, image_dir / f"{item['name']}.png")
+    metrics = [k for k in rows[0] if k != "image"]  # psnr, ssim (+ psnr_y, ssim_y where the task asks)
+    return {"dataset": name, "images": n, **{k: sum(r[k] for r in rows) / n for k in metrics}, "per_image": rows}
