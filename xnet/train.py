@@ -99,6 +99,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     or not, so the next job of a multirun gets its own."""
     import lightning as L
 
+    from xnet.archs.init import initialise
     from xnet.lit.module import RestorationModule
     from xnet.lit.tracking import finish_runs, run_config
     from xnet.utils.build import build_net, build_task, instantiate_config, setup_runtime, to_container
@@ -109,7 +110,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     task = build_task(cfg)
-    net = build_net(cfg, task)
+    net = initialise(build_net(cfg, task), cfg.init)
     module = RestorationModule(net, task, **to_container(cfg.optim), **to_container(cfg.module), config=to_container(cfg))
     datamodule = instantiate_config(cfg.data, "data", task=task)
     trainer = build_trainer(cfg)

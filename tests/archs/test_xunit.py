@@ -72,3 +72,47 @@ def test_bad_switches_are_refused():
         XUnit(4, gate="relu")
     with pytest.raises(ValueError, match="odd"):
         XUnit(4, kernel_size=4)
+
+
+def test_xunit_defaults_are_xunitconfigs():
+    from dataclasses import fields
+
+    from xnet.archs.xunit import XUnitConfig
+
+    unit = XUnit(8)
+    assert unit.kernel_size == XUnitConfig.kernel_size == 9 and unit.gate_kind == "gaussian" and unit.combine == "product"
+    assert {f.name for f in fields(XUnitConfig)} >= {"kernel_size", "pre_norm", "relu", "depthwise", "post_norm", "gate", "combine"}
+    with pytest.raises(ValueError, match="combine"):
+        XUnit(4, combine="sum")
+
+
+def test_frelu_is_the_funnel_max_of_x_and_bn_of_a_depthwise_conv():
+    """conf/xunit/frelu.yaml: y = max(x, BN(DW3×3(x))) (Ma et al. 2020)."""
+    from omegaconf import OmegaConf
+
+    from conftest import CONF
+    from xnet.archs.xunit import XUnitConfig
+
+    cfg = XUnitConfig.of(OmegaConf.to_container(OmegaConf.load(CONF / "xunit" / "frelu.yaml")))
+    unit = XUnit(4, cfg).double()
+    randomise_bn(unit)
+    unit.eval()
+    x = torch.randn(2, 4, 9, 7, dtype=torch.float64)
+    bn = unit.post_norm
+    dw = torch.nn.functional.conv2d(x, unit.depthwise.weight, padding=1, groups=4)
+    t = (dw - bn.running_mean[:, None, None]) / torch.sqrt(bn.running_var + bn.eps)[:, None, None] * bn.weight[:, None, None] + bn.bias[:, None, None]
+    torch.testing.assert_close(unit(x), torch.maximum(x, t), rtol=1e-12, atol=1e-12)
+    assert unit.depthwise.bias is None and unit.kernel_size == 3
+    assert sum(p.numel() for p in unit.parameters()) == 4 * 9 + 2 * 4  # DW 3×3 + the BN's affine
+
+
+def test_silu_variant_is_pointwise_silu_with_no_parameters():
+    from omegaconf import OmegaConf
+
+    from conftest import CONF
+    from xnet.archs.xunit import XUnitConfig
+
+    unit = XUnit(4, XUnitConfig.of(OmegaConf.to_container(OmegaConf.load(CONF / "xunit" / "silu.yaml"))))
+    x = torch.randn(2, 4, 5, 5)
+    torch.testing.assert_close(unit(x), torch.nn.functional.silu(x))
+    assert sum(p.numel() for p in unit.parameters()) == 0

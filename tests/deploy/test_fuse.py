@@ -263,3 +263,15 @@ def test_native_kernel_not_applicable_falls_back() -> None:
         fused(x)
     with pytest.raises(ValueError):
         fuse(unit, cpu_kernel="fast")
+
+
+def test_an_xnet_with_frelu_fuses_around_its_funnels_and_keeps_its_output() -> None:
+    """FReLU (combine="max") has no fused kernel: fuse() folds the BNs around it and leaves each funnel as trained."""
+    torch.manual_seed(0)
+    frelu = dict(kernel_size=3, pre_norm=False, relu=False, post_norm=True, gate="identity", combine="max")
+    net = randomise(Restorer(XNet(depth=4, width=16, kernel_size=3, channels=1, xunit=frelu), residual=True))
+    fused = fuse(net)
+    assert max_abs_diff(net, fused, _inputs((1, 1, 19, 23)), clip=None) <= TOL
+    kept = [m for m in fused.modules() if isinstance(m, XUnit)]
+    assert len(kept) == 3 and all(m.combine == "max" for m in kept)
+    assert not any(isinstance(m, FusedXUnit) for m in fused.modules())

@@ -1,8 +1,6 @@
 """Building blocks shared by the families, and the residual-learning wrapper."""
 from __future__ import annotations
 
-from dataclasses import asdict
-
 import torch
 from torch import nn
 
@@ -16,7 +14,7 @@ def conv(in_ch: int, out_ch: int, kernel_size: int, bias: bool = False, padding_
 
 
 def make_xunit(channels: int, xunit: XUnitConfig) -> XUnit:
-    return XUnit(channels, **asdict(xunit))
+    return XUnit(channels, xunit)
 
 
 def check_depth(depth: int) -> None:

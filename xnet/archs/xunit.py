@@ -15,13 +15,31 @@ from xnet.kernels.dispatch import Call, Impl, choose_impl
 from xnet.kernels.gate import GATES, gate
 from xnet.kernels.xunit_autograd import xunit_lean
 
-__all__ = ["DepthwiseConv2d", "GATES", "XUnit", "XUnitConfig", "gate"]
+__all__ = ["COMBINES", "DepthwiseConv2d", "GATES", "XUnit", "XUnitConfig", "gate"]
+
+#: how the unit's input and its weight map ``g`` make the output
+COMBINES = ("product", "max")
 
 
 @dataclass(frozen=True)
 class XUnitConfig:
-    """The switches of a model's xUnits (``model.net.xunit`` in the configs; the fields are
-    :class:`XUnit`'s arguments after ``channels``). Fig 6's variants are values of it."""
+    """The switches of a model's xUnits (``model.net.xunit`` in the configs) and the one place their
+    defaults live. Fig 6's variants, FReLU and the pointwise SiLU are values of it (``conf/xunit/``).
+
+    Args:
+        kernel_size: r, the depthwise kernel size (paper default 9).
+        pre_norm: BatchNorm on the input before the ReLU (first BN).
+        relu: ReLU before the depthwise convolution.
+        depthwise: the r×r depthwise convolution (off: ``d`` is a pointwise function of x).
+        post_norm: BatchNorm after the depthwise convolution (second BN).
+        gate: ``gaussian`` (paper), ``sigmoid``, ``tanh`` or ``identity``.
+        combine: ``product`` — the xUnit, ``y = x · g``; ``max`` — FReLU's funnel, ``y = max(x, g)``.
+        bias: bias in the depthwise conv; the paper's parameter convention does not count it, and a
+            following BN makes it redundant, so it is on only when ``post_norm`` is off.
+        memory_lean: when gradients are needed, save only the input for backward and recompute
+            the gate there (:mod:`xnet.kernels.xunit_autograd`); same values and gradients, BN running
+            statistics updated once per forward. Off: the plain autograd graph.
+    """
 
     kernel_size: int = 9
     pre_norm: bool = True
@@ -29,8 +47,17 @@ class XUnitConfig:
     depthwise: bool = True
     post_norm: bool = True
     gate: str = "gaussian"
+    combine: str = "product"
     bias: bool | None = None
     memory_lean: bool = False
+
+    def __post_init__(self) -> None:
+        if self.gate not in GATES:
+            raise ValueError(f"unknown xUnit gate {self.gate!r}; choose one of {GATES}")
+        if self.combine not in COMBINES:
+            raise ValueError(f"unknown xUnit combine {self.combine!r}; choose one of {COMBINES}")
+        if self.kernel_size % 2 != 1 or self.kernel_size < 1:
+            raise ValueError(f"xUnit kernel_size must be odd and positive, got {self.kernel_size}")
 
     @classmethod
     def of(cls, xunit: "XUnitConfig | Mapping[str, Any] | None", **defaults: Any) -> "XUnitConfig":
@@ -46,49 +73,22 @@ class XUnitConfig:
 
 
 class XUnit(nn.Module):
-    """Spatial activation replacing the ReLU that follows a convolution.
+    """Spatial activation replacing the ReLU that follows a convolution: ``XUnit(channels, config)`` or
+    ``XUnit(channels, kernel_size=3, ...)`` with :class:`XUnitConfig`'s fields (its defaults otherwise)."""
 
-    Args:
-        channels: number of feature channels (the unit is per channel, depthwise).
-        kernel_size: r, the depthwise kernel size (paper default 9).
-        pre_norm: BatchNorm on the input before the ReLU (first BN).
-        relu: ReLU before the depthwise convolution.
-        depthwise: the r×r depthwise convolution (off: ``d`` is a pointwise function of x).
-        post_norm: BatchNorm after the depthwise convolution (second BN).
-        gate: ``gaussian`` (paper), ``sigmoid``, ``tanh`` or ``identity``.
-        bias: bias in the depthwise conv; the paper's parameter convention does not count it, and a
-            following BN makes it redundant, so it is on only when ``post_norm`` is off.
-        memory_lean: when gradients are needed, save only the input for backward and recompute
-            the gate there (:mod:`xnet.kernels.xunit_autograd`); same values and gradients, BN running
-            statistics updated once per forward. Off: the plain autograd graph.
-    """
-
-    def __init__(
-        self,
-        channels: int,
-        kernel_size: int = 9,
-        pre_norm: bool = True,
-        relu: bool = True,
-        depthwise: bool = True,
-        post_norm: bool = True,
-        gate: str = "gaussian",
-        bias: bool | None = None,
-        memory_lean: bool = False,
-    ) -> None:
+    def __init__(self, channels: int, config: XUnitConfig | None = None, **options: Any) -> None:
         super().__init__()
-        if gate not in GATES:
-            raise ValueError(f"unknown xUnit gate {gate!r}; choose one of {GATES}")
-        if kernel_size % 2 != 1 or kernel_size < 1:
-            raise ValueError(f"xUnit kernel_size must be odd and positive, got {kernel_size}")
+        config = config if config is not None else XUnitConfig(**options)
         self.channels = channels
-        self.kernel_size = kernel_size
-        self.gate_kind = gate
-        self.pre_norm = nn.BatchNorm2d(channels) if pre_norm else nn.Identity()
-        self.relu = nn.ReLU() if relu else nn.Identity()
-        use_bias = (not post_norm) if bias is None else bias
-        self.depthwise = DepthwiseConv2d(channels, kernel_size, bias=use_bias) if depthwise else nn.Identity()
-        self.post_norm = nn.BatchNorm2d(channels) if post_norm else nn.Identity()
-        self.memory_lean = memory_lean
+        self.kernel_size = config.kernel_size
+        self.gate_kind = config.gate
+        self.combine = config.combine
+        self.pre_norm = nn.BatchNorm2d(channels) if config.pre_norm else nn.Identity()
+        self.relu = nn.ReLU() if config.relu else nn.Identity()
+        use_bias = (not config.post_norm) if config.bias is None else config.bias
+        self.depthwise = DepthwiseConv2d(channels, config.kernel_size, bias=use_bias) if config.depthwise else nn.Identity()
+        self.post_norm = nn.BatchNorm2d(channels) if config.post_norm else nn.Identity()
+        self.memory_lean = config.memory_lean
 
     def weight_map(self, x: torch.Tensor) -> torch.Tensor:
         """The gate ``g`` (Fig 5's weight maps)."""
@@ -96,6 +96,8 @@ class XUnit(nn.Module):
         return gate(d, self.gate_kind)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.combine == "max":  # FReLU: no fused or lean path computes the funnel
+            return torch.maximum(x, self.weight_map(x))
         needs_grad = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
         call = Call.of("xunit", x, needs_grad=needs_grad, choice="lean" if self.memory_lean else "auto")
         if choose_impl(call) is Impl.LEAN:
@@ -103,5 +105,5 @@ class XUnit(nn.Module):
         return x * self.weight_map(x)
 
     def extra_repr(self) -> str:
-        extra = ", memory_lean=True" if self.memory_lean else ""
+        extra = (f", combine={self.combine}" if self.combine != "product" else "") + (", memory_lean=True" if self.memory_lean else "")
         return f"channels={self.channels}, kernel_size={self.kernel_size}, gate={self.gate_kind}{extra}"

@@ -397,8 +397,8 @@ def _fuse_sequence(mods: list[nn.Module], tile_bytes: int) -> list[nn.Module]:
 
 
 def _fuse_module(m: nn.Module, tile_bytes: int) -> nn.Module:
-    if isinstance(m, XUnit):
-        return FusedXUnit.from_xunit(m, tile_bytes=tile_bytes)
+    if isinstance(m, XUnit):  # FReLU's funnel (combine="max") has no fused kernel: it runs as trained
+        return FusedXUnit.from_xunit(m, tile_bytes=tile_bytes) if m.combine == "product" else m
     if isinstance(m, _BN):
         return ChannelAffine.from_bn(m)
     if isinstance(m, nn.Sequential):

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -204,3 +205,15 @@ also when resumed), and write ``profile.json`` to ``dirpath``:
             import torch
 
             torch.cuda.synchronize(pl_module.device)
+
+
+class GradNormLog(Callback):
+    """``train/grad_norm``: the L2 norm of all gradients at each logged step, before the optimiser uses
+    them (Fig 6's question: do a variant's gradients explode in deeper nets?)."""
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
+        if trainer.global_step % max(1, trainer.log_every_n_steps):
+            return
+        grads = [p.grad.detach() for p in pl_module.parameters() if p.grad is not None]
+        if grads:
+            pl_module.log("train/grad_norm", torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])))
