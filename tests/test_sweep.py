@@ -154,3 +154,23 @@ def test_a_failed_job_does_not_stop_the_sweep(data_dir, tmp_path):
     rows = {r["run_dir"].split("_")[0]: r for r in make("table", sweep)[0]}
     assert len(rows) == 2
     assert rows["0"]["status"] == "failed" and rows["1"]["status"] == "ok"
+
+
+def test_a_sweep_run_again_skips_finished_jobs_and_resumes_interrupted_ones(tmp_path):
+    """The medium tier's fixed sweep dir: the same command again resumes every unfinished job from its last.ckpt
+    and leaves finished ones alone, so a figure can be trained in pieces across sessions."""
+    sweep = tmp_path / "sweep"
+    base = ["experiment=fig3_medium_convnet", "data/test=bsd68_first8", "model.net.depth=2,3", f"hydra.sweep.dir={sweep}", *TINY]
+    jobs = [sweep / "0", sweep / "1"]
+    first = run_multirun([*base, "trainer.max_steps=4", "trainer.val_check_interval=4"])
+    assert first.returncode == 0, first.stderr[-2000:]
+    (jobs[0] / "metrics.json").unlink()  # job 0 was killed after its last checkpoint; job 1 finished a shorter budget
+    second = run_multirun(base)  # max_steps=6
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert [json.loads((j / "metrics.json").read_text())["step"] for j in jobs] == [6, 6]
+    assert all(list((j / "csv").glob("metrics.chunk*.csv")) for j in jobs)  # resumed from step 4: the first log kept
+    stamps = [(j / "metrics.json").stat().st_mtime_ns for j in jobs]
+    third = run_multirun(base)
+    assert third.returncode == 0, third.stderr[-2000:]
+    assert [(j / "metrics.json").stat().st_mtime_ns for j in jobs] == stamps
+    assert (third.stdout + third.stderr).count("already trained to step 6") == 2

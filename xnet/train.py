@@ -9,6 +9,7 @@ tests and writes the results.
 """
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import sys
@@ -65,6 +66,17 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
     return ckpt_path
 
 
+def finished_run(cfg: DictConfig, output_dir: Path) -> dict[str, Any] | None:
+    """The summary of the run this run dir already finished, when ``ckpt_path`` resumes it (``last``,
+    ``last_if_any``): a figure sweep run again skips its finished jobs and resumes the others."""
+    summary_file = output_dir / "metrics.json"
+    if cfg.get("ckpt_path") not in (RESUME_LAST, RESUME_LAST_IF_ANY) or not summary_file.is_file():
+        return None
+    summary = json.loads(summary_file.read_text())
+    finished = summary.get("status") == "ok" and summary.get("step") == cfg.trainer.max_steps
+    return summary if finished else None
+
+
 def build_trainer(cfg: DictConfig) -> L.Trainer:
     """The configured Trainer, saving checkpoints atomically (:class:`AtomicCheckpointIO`)."""
     from xnet.lit.checkpoint_io import AtomicCheckpointIO
@@ -106,9 +118,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from xnet.utils.validate import validate
 
     validate(cfg, "train")
+    output_dir = Path(cfg.paths.output_dir)
+    done = finished_run(cfg, output_dir)
+    if done is not None:
+        log.info("already trained to step %d: %s (its metrics.json is kept)", done["step"], output_dir.resolve())
+        return done
     setup_runtime(cfg)
     L.seed_everything(cfg.seed, workers=True)
-    output_dir = Path(cfg.paths.output_dir)
     task = build_task(cfg)
     net = initialise(build_net(cfg, task), cfg.init)
     module = RestorationModule(net, task, **to_container(cfg.optim), **to_container(cfg.module), config=to_container(cfg))
