@@ -163,7 +163,7 @@ def test_quick_runs_say_so_in_the_image_and_the_papers_table1_points_are_drawn(t
     for d in (3, 5):
         fake_run(tmp_path, f"c{d}", {**CONV, "depth": d}, 27.0 + 0.1 * d, config=quick)
     make("fig3", tmp_path)
-    assert "quick run: 10 training steps of 16 crops of 32²; test: 8 images" in drawn[0]["texts"]
+    assert "quick run: 16 channels; 10 training steps of 16 crops of 32²; test: 8 images" in drawn[0]["texts"]
     assert drawn[0]["stars"] == [(303_616.0, 29.21), (556_032.0, 29.22)]  # σ=25: Table 1's xDnCNN and DnCNN-S
 
 
@@ -180,3 +180,44 @@ def test_table1_points_are_the_table1_experiments():
             cfg = compose("train", [f"experiment=table1_{label.split('-')[0].lower()}_s{sigma}", "paths.output_dir=/tmp/unused"])
             assert cfg.paper_psnr == psnr and cfg.task.sigma == sigma
             assert count_paper_params(instantiate(cfg.model.net, _convert_="all")) == params
+
+
+def test_medium_runs_say_so_and_each_seed_is_drawn_around_their_mean(tmp_path, drawn):
+    medium = {"tier": "medium", "data": {"batch_size": 16, "patch_size": 48}}
+    for d in (3, 5):
+        fake_run(tmp_path, f"c{d}", {**CONV, "depth": d}, 27.0 + 0.1 * d, config={**medium, "seed": 0})
+    fake_run(tmp_path, "c3_seed1", {**CONV, "depth": 3}, 27.5, config={**medium, "seed": 1})
+    rows, _, _ = make("fig3", tmp_path)
+    assert "medium run: 16 channels; 10 training steps of 16 crops of 48²" in drawn[0]["texts"][5]
+    assert "each seed (line: mean)" in drawn[0]["texts"]
+    assert sorted(r["seed"] for r in rows) == [0, 0, 1]
+
+
+def test_expected_points_without_a_run_are_listed_and_drawn_as_missing(tmp_path, drawn):
+    """--expect: the ConvNet sweep of fig3_medium has 6 depths; with 2 trained, 4 rows say `missing`."""
+    for d in (2, 9):
+        fake_run(tmp_path, f"c{d}", {**CONV, "width": 32, "depth": d}, 27.0 + 0.1 * d, config={"seed": 0})
+    fake_run(tmp_path, "c3_seed1", {**CONV, "width": 32, "depth": 3}, 27.4, config={"seed": 1})  # another seed: not the point
+    rows, csv_path, _ = make("fig3", tmp_path, expect=["fig3_medium_convnet"])
+    missing = sorted(r["depth"] for r in rows if r["status"] == "missing")
+    assert missing == [3, 4, 5, 7]
+    assert all(r["params_paper"] for r in rows if r["status"] == "missing")  # placed on the x axis
+    assert "not trained yet" in drawn[0]["texts"]
+    with open(csv_path, newline="") as f:
+        assert sum(rec["status"] == "missing" for rec in csv.DictReader(f)) == 4
+
+
+def test_fig6_draws_gradient_norms_beside_the_figure_and_labels_frelu_and_silu(tmp_path, drawn):
+    for v, opts in (("paper", {}), ("frelu", {"kernel_size": 3, "combine": "max"}), ("silu", {"depthwise": False})):
+        for d in (2, 4):
+            run = fake_run(tmp_path, f"{v}{d}", {**XNET, "depth": d, "xunit": opts}, 26.0 + 0.1 * d, sigma=50, choice=v,
+                           config={"seed": 0})
+            (run / "csv").mkdir()
+            (run / "csv" / "metrics.csv").write_text("step,train/grad_norm,train/loss\n" + "".join(
+                f"{s},{0.1 * d * (s + 1)},0.01\n" for s in range(0, 10, 2)))
+    rows, csv_path, png = make("fig6", tmp_path)
+    assert (tmp_path / "fig6_grad_norm.png").is_file() and len(drawn) == 2
+    labels = drawn[0]["texts"]
+    assert "max(x, CD+BN) (FReLU)" in labels and "x·SG(x) (SiLU, pointwise)" in labels
+    paper4 = next(r for r in rows if r["xunit_variant"] == "paper" and r["depth"] == 4)
+    assert paper4["grad_norm_max"] == pytest.approx(0.4 * 9) and paper4["grad_norm_median"] == pytest.approx(0.4 * 5)

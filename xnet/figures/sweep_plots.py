@@ -4,13 +4,16 @@
     python -m xnet.figures.sweep_plots fig4 multirun/fig4/<time>
     python -m xnet.figures.sweep_plots fig6 multirun/fig6/<time>
     python -m xnet.figures.sweep_plots table <dir>            # the CSV only
+    python -m xnet.figures.sweep_plots fig3 multirun/fig3_medium --expect fig3_medium fig3_medium_convnet  # + missing points
 
 Every ``metrics.json`` under the directory (recursively) is one row: model, depth, width, xUnit
 kernel and variant, parameters (total and in the activations), PSNRs, status. Rows come from the
 resolved config stored in each ``metrics.json``; the xUnit variant is the run's Hydra choice
 (``.hydra/hydra.yaml``) or, failing that, the config group file whose settings match. Failed runs
 (``status: failed`` or a non-finite PSNR) stay in the CSV and are drawn as crosses. Repeated
-points (several seeds or sweeps in one dir) are averaged in the plot.
+points (several seeds) are drawn each and joined at their mean. ``--expect`` names the experiments whose
+sweeps fill the dir: their points that have not finished yet are listed (``status: missing``) and drawn as
+hollow marks, so a figure trained in pieces can be plotted at any time.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ import logging
 import math
 import sys
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -31,8 +35,8 @@ log = logging.getLogger(__name__)
 
 COLUMNS = [
     "model", "depth", "width", "xunit_kernel", "xunit_variant", "params_paper", "act_params", "act_share",
-    "test/psnr", "val/psnr", "test/ssim", "sigma", "residual", "step", "batch_size", "patch_size", "test_dataset", "test_images",
-    "status", "run_dir",
+    "test/psnr", "val/psnr", "test/ssim", "sigma", "residual", "seed", "init", "step", "batch_size", "patch_size",
+    "test_dataset", "test_images", "grad_norm_median", "grad_norm_max", "tier", "status", "run_dir",
 ]
 #: The paper's Table 1 (grey denoising, BSD68): (model, parameters by the paper's count, PSNR by σ) —
 #: drawn on Fig. 3 (PSNR vs parameters) as the published points of fully trained nets.
@@ -87,9 +91,12 @@ def xunit_variant(xunit: dict | None, run_dir: Path | None = None) -> str:
         choice = _hydra_choice(run_dir, "xunit")
         if choice:
             return str(choice)
-    xunit = {k: v for k, v in (xunit or {}).items() if k != "kernel_size"}
+    def switches(opts: dict) -> dict:
+        return {k: v for k, v in opts.items() if k != "kernel_size"}
+
+    xunit = switches(xunit or {})
     for name, opts in _known_variants().items():
-        if opts == xunit:
+        if switches(opts) == xunit:
             return name
     return "custom" if xunit else "paper"
 
@@ -109,9 +116,30 @@ def _net_counts(config: dict) -> tuple[int | None, int | None]:
         return None, None
 
 
+def grad_norm_log(run_dir: Path) -> list[tuple[int, float]]:
+    """``(step, train/grad_norm)`` from a run's CSV logs (every chunk of a resumed run), in step order."""
+    points: dict[int, float] = {}
+    for log_file in sorted(run_dir.glob("csv/metrics*.csv")):
+        with open(log_file, newline="") as f:
+            for rec in csv.DictReader(f):
+                if _finite(rec.get("train/grad_norm")) and rec.get("step"):
+                    points[int(rec["step"])] = float(rec["train/grad_norm"])
+    return sorted(points.items())
+
+
+def grad_norm_stats(run_dir: Path) -> dict[str, float | None]:
+    norms = sorted(v for _, v in grad_norm_log(run_dir))
+    return {"grad_norm_median": norms[len(norms) // 2] if norms else None, "grad_norm_max": norms[-1] if norms else None}
+
+
 def read_row(path: Path) -> dict[str, Any]:
     data = json.loads(path.read_text())
-    config = data.get("config") or {}
+    return row_of(data, data.get("config") or {}, path.parent)
+
+
+def row_of(data: dict[str, Any], config: dict[str, Any], run_dir: Path | None) -> dict[str, Any]:
+    """One CSV row: a run's ``metrics.json`` (``data``) and its resolved ``config``; with no run dir, a point
+    that has not been trained (``data`` says ``status: missing``)."""
     model = config.get("model") or {}
     net = current_net_config(model.get("net") or {})  # older runs: xunit_kernel beside xunit
     task = config.get("task") or {}
@@ -128,7 +156,7 @@ def read_row(path: Path) -> dict[str, Any]:
         "depth": depth,
         "width": net.get("width"),
         "xunit_kernel": (net["xunit"] or {}).get("kernel_size") if has_xunit else None,
-        "xunit_variant": xunit_variant(net.get("xunit"), path.parent) if has_xunit else "relu",
+        "xunit_variant": xunit_variant(net.get("xunit"), run_dir) if has_xunit else "relu",
         "params_paper": params,
         "act_params": act,
         "act_share": (100.0 * act / params) if (act is not None and params) else None,
@@ -137,18 +165,78 @@ def read_row(path: Path) -> dict[str, Any]:
         "test/ssim": _float(data.get("test/ssim")),
         "sigma": data.get("sigma", task.get("sigma")),
         "residual": data.get("residual", task.get("residual")),
+        "seed": config.get("seed"),
+        "init": config.get("init", "torch"),
         "step": data.get("step"),
         "batch_size": (config.get("data") or {}).get("batch_size"),
         "patch_size": (config.get("data") or {}).get("patch_size"),
         "test_dataset": data.get("test/dataset"),
         "test_images": data.get("test/images", ((config.get("data") or {}).get("test") or {}).get("limit")),
-        "quick": bool(config.get("quick")),
+        **(grad_norm_stats(run_dir) if run_dir else {"grad_norm_median": None, "grad_norm_max": None}),
+        "tier": config.get("tier") or ("quick" if config.get("quick") else None),  # older runs: quick: true
         "status": data.get("status", "ok"),
-        "run_dir": str(path.parent),
+        "run_dir": str(run_dir) if run_dir else "",
+        "_dir": run_dir,  # run_dir is shown relative to the sweep dir; this is where its files are
+        "_config": config,
     }
     if row["status"] == "ok" and not (_finite(row["val/psnr"]) or _finite(row["test/psnr"])):
         row["status"] = "failed"
     return row
+
+
+# --- the points a sweep has yet to train --------------------------------------------------------
+#: swept keys read from a row's columns rather than its config (a ConvNet has no xUnit to choose)
+ROW_KEYS = {"xunit": "xunit_variant", "model": "model", "seed": "seed", "init": "init"}
+
+
+def expected_points(experiments: Sequence[str]) -> list[tuple[dict[str, str], dict[str, Any]]]:
+    """Every job the sweeps of ``experiments`` run — their sweeper parameters' product grid — as ``(point,
+    config)``: the swept keys with the experiment's model, seed and init, and that job's resolved config."""
+    import itertools
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    from xnet.utils.config import compose_config
+
+    out = []
+    for experiment in experiments:
+        base = [f"experiment={experiment}", "paths.output_dir=unused"]
+        params = OmegaConf.select(compose_config("train", base, with_hydra=True), "hydra.sweeper.params") or {}
+        parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
+        axes = [[(o.key_or_group, str(v)) for v in o.sweep_string_iterator()] for o in parsed]
+        for combo in itertools.product(*axes):
+            cfg = compose_config("train", [*base, *(f"{k}={v}" for k, v in combo)])
+            config = OmegaConf.to_container(cfg, resolve=True)
+            point = {"model": config["model"]["name"], "seed": str(config["seed"]), "init": str(config.get("init", "torch")),
+                     **dict(combo)}
+            out.append((point, config))
+    return out
+
+
+def _row_value(row: dict[str, Any], key: str) -> Any:
+    if key in ROW_KEYS:
+        return row.get(ROW_KEYS[key])
+    node: Any = row.get("_config") or {}
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def is_point(row: dict[str, Any], point: dict[str, str]) -> bool:
+    """Whether ``row`` is the run of sweep ``point``."""
+    for key, value in point.items():
+        got = _row_value(row, key)
+        if not (key == "xunit" and got == "relu") and str(got) != value:
+            return False
+    return True
+
+
+def missing_rows(rows: Sequence[dict[str, Any]], expected: Sequence[tuple[dict[str, str], dict[str, Any]]]) -> list[dict[str, Any]]:
+    """A ``status: missing`` row for each expected point no run dir holds yet (finished or failed)."""
+    return [row_of({"status": "missing"}, config, None) for point, config in expected if not any(is_point(r, point) for r in rows)]
 
 
 def collect(root: str | Path) -> list[dict[str, Any]]:
@@ -201,20 +289,42 @@ def _metric(row: dict[str, Any], metric: str) -> float | None:
     return float(v) if _finite(v) else None
 
 
-def _mean_points(rows: Iterable[dict[str, Any]], x_key: str, metric: str) -> tuple[list, list, list]:
-    """Average repeated x values; returns (xs, ys, failed xs)."""
-    ok, failed = defaultdict(list), set()
+@dataclass
+class Points:
+    """One curve: the mean PSNR at each x, every seed's own value where there are several, and the xs whose
+    runs failed or have not been trained yet."""
+
+    xs: list
+    ys: list
+    seeds: list[tuple[float, float]]
+    failed: list
+    missing: list
+
+
+def _mean_points(rows: Iterable[dict[str, Any]], x_key: str, metric: str) -> Points:
+    ok, failed, missing = defaultdict(list), set(), set()
     for r in rows:
         x = r.get(x_key)
         if x is None:
             continue
         y = _metric(r, metric) if r["status"] == "ok" else None
-        if y is None:
+        if r["status"] == "missing":
+            missing.add(x)
+        elif y is None:
             failed.add(x)
         else:
             ok[x].append(y)
     xs = sorted(ok)
-    return xs, [sum(ok[x]) / len(ok[x]) for x in xs], sorted(failed - set(ok))
+    seeds = [(x, y) for x in xs if len(ok[x]) > 1 for y in ok[x]]
+    return Points(xs, [sum(ok[x]) / len(ok[x]) for x in xs], seeds, sorted(failed - set(ok)), sorted(missing - set(ok) - failed))
+
+
+def _draw(ax, pts: Points, **style: Any) -> None:
+    """The mean curve, each seed's point (small, faint) where there are several."""
+    ax.plot(pts.xs, pts.ys, **style)
+    if pts.seeds:
+        ax.plot(*zip(*pts.seeds), linestyle="none", marker=style.get("marker", "o"), markersize=3, alpha=0.45,
+                color=style.get("color"))
 
 
 def _axes(ylim: Sequence[float] | None = None):
@@ -232,20 +342,24 @@ def _axes(ylim: Sequence[float] | None = None):
 
 
 def _finish(fig, ax, out: Path, title: str, failed_any: bool, ylim: Sequence[float] | None = None, outside: bool = False,
-            note: str | None = None) -> Path:
+            note: str | None = None, missing_any: bool = False) -> Path:
     if ylim:  # points outside are clipped: say so in the plot
         lo = ylim[0]
         below = [y for line in ax.get_lines() if line.get_marker() != "x" for y in line.get_ydata() if y < lo]
         if below:
             ax.text(0.01, 0.02, f"{len(below)} point(s) below {lo:g} dB not shown", transform=ax.transAxes, fontsize=7, color="0.4")
-    if failed_any:
-        from matplotlib.lines import Line2D
+    from matplotlib.lines import Line2D
 
-        handles, labels = ax.get_legend_handles_labels()
+    handles, labels = ax.get_legend_handles_labels()
+    if failed_any:
         handles.append(Line2D([], [], color="0.3", marker="x", linestyle="none"))
         labels.append("failed / diverged")
-    else:
-        handles, labels = ax.get_legend_handles_labels()
+    if missing_any:
+        handles.append(Line2D([], [], color="0.3", marker="o", markerfacecolor="none", linestyle="none"))
+        labels.append("not trained yet")
+    if any(line.get_alpha() == 0.45 for line in ax.get_lines()):
+        handles.append(Line2D([], [], color="0.3", marker="o", markersize=3, alpha=0.45, linestyle="none"))
+        labels.append("each seed (line: mean)")
     where = dict(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0) if outside else dict(loc="best")
     ax.legend(handles, labels, fontsize=8, frameon=True, **where)
     if outside:
@@ -263,11 +377,14 @@ def _finish(fig, ax, out: Path, title: str, failed_any: bool, ylim: Sequence[flo
     return out
 
 
-def _mark_failed(ax, xs: Sequence[float], color: Any) -> None:
-    if not xs:
-        return
+def _mark_failed(ax, xs: Sequence[float], color: Any, missing: Sequence[float] = ()) -> None:
+    """Failed runs as crosses and untrained points as hollow circles, on the bottom edge."""
     lo = ax.get_ylim()[0]
-    ax.plot(xs, [lo] * len(xs), linestyle="none", marker="x", color=color, markersize=8, clip_on=False)
+    if xs:
+        ax.plot(xs, [lo] * len(xs), linestyle="none", marker="x", color=color, markersize=8, clip_on=False)
+    if missing:
+        ax.plot(missing, [lo] * len(missing), linestyle="none", marker="o", markerfacecolor="none", color=color,
+                markersize=6, clip_on=False)
 
 
 def _title(rows: Sequence[dict[str, Any]], fig: str, metric: str) -> str:
@@ -297,18 +414,21 @@ def _span(values: Iterable[Any], fmt: str = "{:,}") -> str | None:
 
 def budget_note(rows: Sequence[dict[str, Any]]) -> str | None:
     """How the points were trained and tested (steps, crops, test images), written into the
-    figure; runs of a quick experiment (``quick: true``) say they are quick runs."""
+    figure, and the tier of the sweep (``quick run: ...``, ``medium run: ...``)."""
+    rows = [r for r in rows if r["status"] != "missing"]
     steps = _span(int(r["step"]) for r in rows if r.get("step"))
     if steps is None:
         return None
-    note = f"{steps} training steps"
+    width = _span(r.get("width") for r in rows)
+    note = (f"{width} channels; " if width else "") + f"{steps} training steps"
     batch, patch = _span(r.get("batch_size") for r in rows), _span(r.get("patch_size") for r in rows)
     if batch and patch:
         note += f" of {batch} crops of {patch}²"
     dataset, images = _span((r.get("test_dataset") for r in rows), "{}"), _span(r.get("test_images") for r in rows)
     if dataset or images:
         note += f"; test: {images + ' ' if images else ''}{dataset + ' ' if dataset else ''}images"
-    return ("quick run: " if any(r.get("quick") for r in rows) else "") + note
+    tiers = sorted({r["tier"] for r in rows if r.get("tier")})
+    return "".join(f"{tier} run: " for tier in tiers) + note
 
 
 def _thousands(v: float, _pos: Any = None) -> str:
@@ -327,26 +447,28 @@ def plot_fig3(rows: Sequence[dict[str, Any]], out: Path, metric: str = "test/psn
             groups[None if r["xunit_kernel"] is None else int(r["xunit_kernel"])].append(r)
     cmap = plt.get_cmap("viridis")
     kernels = sorted(k for k in groups if k is not None)
-    failed_any = False
+    marks = []
     for k in sorted(groups, key=lambda k: -1 if k is None else k):  # the ConvNet first, then r ascending
-        xs, ys, bad = _mean_points(groups[k], "params_paper", metric)
+        pts = _mean_points(groups[k], "params_paper", metric)
         if k is None:
             style = dict(color="black", marker="s", linestyle="--", label="ConvNet (Conv+BN+ReLU)")
         else:
             c = cmap(0.15 + 0.75 * kernels.index(k) / max(1, len(kernels) - 1))
             style = dict(color=c, marker="o", linestyle="-", label=f"xNet, r = {k}")
-        ax.plot(xs, ys, markersize=5, linewidth=1.4, **style)
+        _draw(ax, pts, markersize=5, linewidth=1.4, **style)
         depth_of = {r["params_paper"]: r["depth"] for r in groups[k]}
-        for x, y in zip(xs, ys):
+        for x, y in zip(pts.xs, pts.ys):
             ax.annotate(f"{depth_of[x]}", (x, y), textcoords="offset points", xytext=(3, 3), fontsize=6, color=style["color"])
-        _mark_failed(ax, bad, style["color"])
-        failed_any |= bool(bad)
+        marks.append((pts, style["color"]))
+    for pts, color in marks:  # after all curves, so the y-limits are final
+        _mark_failed(ax, pts.failed, color, pts.missing)
     _paper_points(ax, rows)
     ax.set_xlabel("number of parameters")
     ax.set_ylabel("PSNR [dB]")
     ax.xaxis.set_major_formatter(plt.FuncFormatter(_thousands))
     ax.text(0.99, 0.02, "labels: number of layers", transform=ax.transAxes, ha="right", va="bottom", fontsize=7, color="0.4")
-    return _finish(fig, ax, out, _title(rows, "fig3", metric), failed_any, ylim, note=budget_note(rows))
+    return _finish(fig, ax, out, _title(rows, "fig3", metric), any(p.failed for p, _ in marks), ylim,
+                   note=budget_note(rows), missing_any=any(p.missing for p, _ in marks))
 
 
 def _paper_points(ax, rows: Sequence[dict[str, Any]]) -> None:
@@ -365,25 +487,27 @@ def _paper_points(ax, rows: Sequence[dict[str, Any]]) -> None:
 def plot_fig4(rows: Sequence[dict[str, Any]], out: Path, metric: str = "test/psnr", ylim: Sequence[float] | None = None) -> Path:
     """x: percentage of parameters in the activations, y: PSNR (fixed total budget)."""
     fig, ax = _axes(ylim)
-    pts = [r for r in rows if r.get("act_share") is not None]
-    pts.sort(key=lambda r: r["act_share"])
-    ok = [(r["act_share"], _metric(r, metric), r) for r in pts if r["status"] == "ok" and _metric(r, metric) is not None]
-    bad = [r["act_share"] for r in pts if not (r["status"] == "ok" and _metric(r, metric) is not None)]
-    if ok:
-        ax.plot([x for x, _, _ in ok], [y for _, y, _ in ok], color="tab:blue", marker="o", linewidth=1.4, label="fixed budget")
-        conv = [(x, y) for x, y, r in ok if r["xunit_kernel"] is None]
-        if conv:
-            ax.plot(*zip(*conv), linestyle="none", marker="s", markersize=8, color="black", label="ConvNet (ReLU)")
-        for x, y, r in ok:
-            lab = f"d{r['depth']} w{r['width']}" + ("" if r["xunit_kernel"] is None else f" r{r['xunit_kernel']}")
-            ax.annotate(lab, (x, y), textcoords="offset points", xytext=(4, -9), fontsize=6, color="0.3")
-    _mark_failed(ax, bad, "tab:red")
-    params = sorted({r["params_paper"] for r in pts if r.get("params_paper")})
+    pts_rows = [r for r in rows if r.get("act_share") is not None]
+    for r in pts_rows:  # one x per architecture: its seeds share it exactly
+        r["act_share"] = round(r["act_share"], 4)
+    pts = _mean_points(pts_rows, "act_share", metric)
+    _draw(ax, pts, color="tab:blue", marker="o", linewidth=1.4, label="fixed budget")
+    conv = [(x, y) for x, y in zip(pts.xs, pts.ys) if x == 0]
+    if conv:
+        ax.plot(*zip(*conv), linestyle="none", marker="s", markersize=8, color="black", label="ConvNet (ReLU)")
+    arch = {r["act_share"]: r for r in pts_rows}
+    for x, y in zip(pts.xs, pts.ys):
+        r = arch[x]
+        lab = f"d{r['depth']} w{r['width']}" + ("" if r["xunit_kernel"] is None else f" r{r['xunit_kernel']}")
+        ax.annotate(lab, (x, y), textcoords="offset points", xytext=(4, -9), fontsize=6, color="0.3")
+    _mark_failed(ax, pts.failed, "tab:red", pts.missing)
+    params = sorted({r["params_paper"] for r in pts_rows if r.get("params_paper")})
     if params:
         ax.text(0.99, 0.02, f"{params[0]:,} – {params[-1]:,} parameters", transform=ax.transAxes, ha="right", va="bottom", fontsize=7, color="0.4")
     ax.set_xlabel("parameters in the activations [%]")
     ax.set_ylabel("PSNR [dB]")
-    return _finish(fig, ax, out, _title(rows, "fig4", metric), bool(bad), ylim, note=budget_note(rows))
+    return _finish(fig, ax, out, _title(rows, "fig4", metric), bool(pts.failed), ylim, note=budget_note(rows),
+                   missing_any=bool(pts.missing))
 
 
 GATE_ABBREVIATIONS = {"gaussian": "GS", "sigmoid": "SG", "tanh": "TH", "identity": None}
@@ -393,57 +517,115 @@ CONVNET_LABEL = "ConvNet (Conv+BN+RL)"
 def variant_label(name: str) -> str:
     """The paper's abbreviation of an xUnit variant (conf/xunit/<name>.yaml over the XUnit
     defaults): BN, RL (ReLU), CD (depthwise conv), BN, then the gate — GS (Gaussian), SG (sigmoid),
-    TH (tanh), nothing for the identity — e.g. ``paper`` → ``BN+RL+CD+BN+GS``."""
+    TH (tanh), nothing for the identity — e.g. ``paper`` → ``BN+RL+CD+BN+GS``; FReLU's funnel is
+    ``max(x, CD+BN)`` and a unit with no spatial part is named as the pointwise function it is."""
     if name == "relu":
         return CONVNET_LABEL
     opts = _known_variants().get(name)
     if opts is None:
         return name
-    o = {"pre_norm": True, "relu": True, "depthwise": True, "post_norm": True, "gate": "gaussian", **opts}
+    o = {"pre_norm": True, "relu": True, "depthwise": True, "post_norm": True, "gate": "gaussian", "combine": "product", **opts}
     parts = [p for p, on in (("BN", o["pre_norm"]), ("RL", o["relu"]), ("CD", o["depthwise"]), ("BN", o["post_norm"])) if on]
     gate = GATE_ABBREVIATIONS.get(o["gate"], o["gate"])
     label = "+".join(parts + ([gate] if gate else []))
+    if o["combine"] == "max":
+        return f"max(x, {label}) (FReLU)"
+    if not o["depthwise"] and not o["pre_norm"] and not o["post_norm"] and not o["relu"]:
+        return {"sigmoid": "x·SG(x) (SiLU, pointwise)"}.get(o["gate"], f"x·{label}(x) (pointwise)")
     return f"{label} (paper's unit)" if name == "paper" else label
 
 
-#: plotting order: the paper's unit, its named alternative, the other variants, the ConvNet
-VARIANT_ORDER = ("paper", "bn_rl_cd", "no_pre_norm", "no_post_norm", "no_norm", "no_relu", "sigmoid", "tanh", "identity", "relu")
+#: plotting order: the paper's unit, its named alternative, the other variants, beyond the paper, the ConvNet
+VARIANT_ORDER = ("paper", "bn_rl_cd", "no_pre_norm", "no_post_norm", "no_norm", "no_relu", "sigmoid", "tanh", "identity",
+                 "frelu", "silu", "relu")
+
+
+def variant_key(row: dict[str, Any]) -> str:
+    """A Fig 6 curve: the variant, and the initialisation where it is not torch's (an ablation)."""
+    v = row["xunit_variant"] or "?"
+    return v if row.get("init", "torch") == "torch" else f"{v}@{row['init']}"
 
 
 def plot_fig6(rows: Sequence[dict[str, Any]], out: Path, metric: str = "test/psnr", ylim: Sequence[float] | None = None) -> Path:
-    """x: number of layers, y: PSNR, one curve per xUnit variant; diverged runs as crosses."""
+    """x: number of layers, y: PSNR, one curve per xUnit variant (and initialisation); diverged runs as crosses.
+    Beside it, ``<out>_grad_norm.png``: the gradient norms over training (:func:`plot_grad_norms`)."""
     import matplotlib.pyplot as plt
 
     fig, ax = _axes(ylim)
     groups: dict[str, list] = defaultdict(list)
     for r in rows:
-        groups[r["xunit_variant"] or "?"].append(r)
-    order = [v for v in VARIANT_ORDER if v in groups] + sorted(set(groups) - set(VARIANT_ORDER))
-    colors = plt.get_cmap("tab10")
-    failed: list[tuple[list, Any]] = []
-    for i, v in enumerate(order):
-        xs, ys, bad = _mean_points(groups[v], "depth", metric)
-        c = colors(i % 10)
+        groups[variant_key(r)].append(r)
+    base = {k: k.split("@")[0] for k in groups}
+    order = sorted(groups, key=lambda k: (VARIANT_ORDER.index(base[k]) if base[k] in VARIANT_ORDER else len(VARIANT_ORDER), k))
+    colors = plt.get_cmap("tab20")
+    marks = []
+    for i, k in enumerate(order):
+        pts = _mean_points(groups[k], "depth", metric)
+        v, init = base[k], k.partition("@")[2]
+        c = "black" if v == "relu" else colors(VARIANT_ORDER.index(v) * 2 % 20 if v in VARIANT_ORDER else i % 20)
         lw, ms = (2.2, 6) if v == "paper" else (1.2, 4)
-        style = dict(color="black", marker="s", linestyle="--") if v == "relu" else dict(color=c, marker="o")
-        ax.plot(xs, ys, linewidth=lw, markersize=ms, label=variant_label(v), **style)
-        failed.append((bad, c))
-    for bad, c in failed:  # after all curves, so the y-limits are final
-        _mark_failed(ax, bad, c)
+        style = dict(color=c, marker="s" if v == "relu" else "o", linestyle=":" if init else ("--" if v == "relu" else "-"))
+        _draw(ax, pts, linewidth=lw, markersize=ms, label=variant_label(v) + (f", init={init}" if init else ""), **style)
+        marks.append((pts, c))
+    for pts, c in marks:  # after all curves, so the y-limits are final
+        _mark_failed(ax, pts.failed, c, pts.missing)
     ax.set_xlabel("number of layers")
     ax.set_ylabel("PSNR [dB]")
     ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
-    return _finish(fig, ax, out, _title(rows, "fig6", metric), any(b for b, _ in failed), ylim, outside=True, note=budget_note(rows))
+    png = _finish(fig, ax, out, _title(rows, "fig6", metric), any(p.failed for p, _ in marks), ylim, outside=True,
+                  note=budget_note(rows), missing_any=any(p.missing for p, _ in marks))
+    plot_grad_norms(rows, out.with_name(f"{out.stem}_grad_norm{out.suffix}"))
+    return png
+
+
+def plot_grad_norms(rows: Sequence[dict[str, Any]], out: Path) -> Path | None:
+    """``train/grad_norm`` over the steps, one panel per depth, one curve per variant (seed 0, torch's init):
+    where a design's gradients grow with depth. Nothing is drawn for runs that logged no gradient norms."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    logged = [r for r in rows if r.get("_dir") and r.get("seed") in (0, None) and r.get("init", "torch") == "torch"]
+    curves = [(r, grad_norm_log(r["_dir"])) for r in logged]
+    curves = [(r, c) for r, c in curves if c]
+    if not curves:
+        return None
+    depths = sorted({r["depth"] for r, _ in curves})
+    fig, axes = plt.subplots(1, len(depths), figsize=(3.6 * len(depths) + 2.8, 3.6), dpi=150, sharey=True, squeeze=False)
+    colors = plt.get_cmap("tab20")
+    for ax, depth in zip(axes[0], depths):
+        for r, c in sorted(((r, c) for r, c in curves if r["depth"] == depth), key=lambda rc: VARIANT_ORDER.index(rc[0]["xunit_variant"])
+                           if rc[0]["xunit_variant"] in VARIANT_ORDER else 99):
+            v = r["xunit_variant"]
+            color = "black" if v == "relu" else colors(VARIANT_ORDER.index(v) * 2 % 20 if v in VARIANT_ORDER else 19)
+            ax.plot([s for s, _ in c], [g for _, g in c], color=color, linewidth=2.0 if v == "paper" else 0.9,
+                    linestyle="--" if v == "relu" else "-", label=variant_label(v))
+        ax.set_yscale("log")
+        ax.set_title(f"{depth} layers", fontsize=9)
+        ax.set_xlabel("step")
+        ax.grid(True, color="0.88", linewidth=0.8)
+    axes[0][0].set_ylabel("gradient norm (L2, all parameters)")
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    fig.suptitle("Fig. 6: gradient norms during training" + (f" — {budget_note(rows)}" if budget_note(rows) else ""), fontsize=9)
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format=out.suffix.lstrip(".") or "png")
+    plt.close(fig)
+    return out
 
 
 PLOTTERS = {"fig3": plot_fig3, "fig4": plot_fig4, "fig6": plot_fig6}
 
 
 def make(figure: str, sweep_dir: str | Path, out: str | Path | None = None, csv_path: str | Path | None = None,
-         metric: str = "test/psnr", ylim: Sequence[float] | None = None) -> tuple[list[dict[str, Any]], Path, Path | None]:
-    """Collect, write the CSV and (for a figure) the PNG. Returns ``(rows, csv, png)``."""
+         metric: str = "test/psnr", ylim: Sequence[float] | None = None,
+         expect: Sequence[str] = ()) -> tuple[list[dict[str, Any]], Path, Path | None]:
+    """Collect (with a ``missing`` row for each point of the ``expect`` experiments' sweeps that has no run yet),
+    write the CSV and (for a figure) the PNG. Returns ``(rows, csv, png)``."""
     sweep_dir = Path(sweep_dir)
     rows = collect(sweep_dir)
+    rows += missing_rows(rows, expected_points(expect)) if expect else []
     if not rows:
         raise FileNotFoundError(f"no metrics.json under {sweep_dir}")
     stem = figure if figure in PLOTTERS else "table"
@@ -462,15 +644,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--csv", type=Path, help="CSV path (default: <sweep_dir>/<figure>.csv)")
     p.add_argument("--metric", default="test/psnr", choices=["test/psnr", "val/psnr"])
     p.add_argument("--ylim", type=float, nargs=2, metavar=("LO", "HI"), help="y range in dB (outliers are counted, not drawn)")
+    p.add_argument("--expect", nargs="+", default=(), metavar="EXPERIMENT",
+                   help="the experiments whose sweeps fill the dir: their untrained points are listed and drawn hollow")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        rows, csv_out, png = make(args.figure, args.sweep_dir, args.out, args.csv, args.metric, args.ylim)
+        rows, csv_out, png = make(args.figure, args.sweep_dir, args.out, args.csv, args.metric, args.ylim, args.expect)
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(format_table(rows, args.metric))
-    print(f"\n{len(rows)} runs, {sum(r['status'] != 'ok' for r in rows)} failed; CSV: {csv_out}" + (f"; PNG: {png}" if png else ""))
+    missing = sum(r["status"] == "missing" for r in rows)
+    failed = sum(r["status"] not in ("ok", "missing") for r in rows)
+    print(f"\n{len(rows) - missing} runs, {failed} failed, {missing} not trained yet; CSV: {csv_out}" + (f"; PNG: {png}" if png else ""))
     return 0
 
 

@@ -24,16 +24,17 @@ def conf_dir() -> Path:
     return Path(str(importlib.resources.files("xnet.conf")))
 
 
-def compose_config(config_name: str, overrides: Sequence[str] = ()) -> Any:
+def compose_config(config_name: str, overrides: Sequence[str] = (), with_hydra: bool = False) -> Any:
     """The config ``config_name`` (``train``, ``eval`` ...) with ``overrides``, composed outside a
-    Hydra app, or inside one (then with its search path)."""
+    Hydra app, or inside one (then with its search path); ``with_hydra`` keeps the ``hydra`` node (the
+    sweeper's parameters live there)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     if GlobalHydra.instance().is_initialized():
-        return compose(config_name, list(overrides))
+        return compose(config_name, list(overrides), return_hydra_config=with_hydra)
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        return compose(config_name, list(overrides))
+        return compose(config_name, list(overrides), return_hydra_config=with_hydra)
 
 
 def current_net_config(net: Mapping[str, Any]) -> dict[str, Any]:
