@@ -159,12 +159,20 @@ def test_small_nets_get_distinct_tick_labels(tmp_path, drawn):
 
 
 def test_quick_runs_say_so_in_the_image_and_the_papers_table1_points_are_drawn(tmp_path, drawn):
-    quick = {"quick": True, "data": {"batch_size": 16, "patch_size": 32, "test": {"limit": 8}}}
-    for d in (3, 5):
-        fake_run(tmp_path, f"c{d}", {**CONV, "depth": d}, 27.0 + 0.1 * d, config=quick)
+    quick = {"quick": True, "data": {"batch_size": 16, "patch_size": 32, "test": {"limit": 8}}}  # an older run's flag
+    for d in (3, 9):
+        fake_run(tmp_path, f"c{d}", {**CONV, "width": 64, "depth": d}, 27.0 + 0.1 * d, config=quick)
     make("fig3", tmp_path)
-    assert "quick run: 16 channels; 10 training steps of 16 crops of 32²; test: 8 images" in drawn[0]["texts"]
+    assert "quick run: 64 channels; 10 training steps of 16 crops of 32²; test: 8 images" in drawn[0]["texts"]
     assert drawn[0]["stars"] == [(303_616.0, 29.21), (556_032.0, 29.22)]  # σ=25: Table 1's xDnCNN and DnCNN-S
+
+
+def test_narrow_nets_name_the_papers_table1_points_instead_of_squashing_the_axis(tmp_path, drawn):
+    for d in (3, 5):  # 16 channels: a few thousand parameters against Table 1's 303,616 and 556,032
+        fake_run(tmp_path, f"c{d}", {**CONV, "depth": d}, 27.0 + 0.1 * d)
+    make("fig3", tmp_path)
+    assert drawn[0]["stars"] == []
+    assert any("xDnCNN 29.21 dB at 303,616" in text for text in drawn[0]["texts"])
 
 
 def test_table1_points_are_the_table1_experiments():
@@ -188,7 +196,7 @@ def test_medium_runs_say_so_and_each_seed_is_drawn_around_their_mean(tmp_path, d
         fake_run(tmp_path, f"c{d}", {**CONV, "depth": d}, 27.0 + 0.1 * d, config={**medium, "seed": 0})
     fake_run(tmp_path, "c3_seed1", {**CONV, "depth": 3}, 27.5, config={**medium, "seed": 1})
     rows, _, _ = make("fig3", tmp_path)
-    assert "medium run: 16 channels; 10 training steps of 16 crops of 48²" in drawn[0]["texts"][5]
+    assert any("medium run: 16 channels; 10 training steps of 16 crops of 48²" in text for text in drawn[0]["texts"])
     assert "each seed (line: mean)" in drawn[0]["texts"]
     assert sorted(r["seed"] for r in rows) == [0, 0, 1]
 
@@ -221,3 +229,19 @@ def test_fig6_draws_gradient_norms_beside_the_figure_and_labels_frelu_and_silu(t
     assert "max(x, CD+BN) (FReLU)" in labels and "x·SG(x) (SiLU, pointwise)" in labels
     paper4 = next(r for r in rows if r["xunit_variant"] == "paper" and r["depth"] == 4)
     assert paper4["grad_norm_max"] == pytest.approx(0.4 * 9) and paper4["grad_norm_median"] == pytest.approx(0.4 * 5)
+
+
+def test_table_leaves_evaluation_runs_out_and_writes_no_file_unasked(tmp_path, capsys):
+    for d in (3, 5):
+        fake_run(tmp_path, f"c{d}", {**CONV, "depth": d}, 27.0 + 0.1 * d)
+    ev = tmp_path / "eval_run"
+    ev.mkdir()
+    (ev / "metrics.json").write_text(json.dumps({"model": "dncnn", "dataset": "BSD68", "psnr": 29.2, "per_image": [],
+                                                  "weights": "w.pth", "config": {}}))
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    assert main(["table", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "2 runs, 0 failed" in out and sorted(p.name for p in tmp_path.rglob("*")) == before
+    assert main(["table", str(tmp_path), "--csv", str(tmp_path / "t.csv")]) == 0
+    with open(tmp_path / "t.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == 2

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 COLUMNS = [
     "model", "depth", "width", "xunit_kernel", "xunit_variant", "params_paper", "act_params", "act_share",
     "test/psnr", "val/psnr", "test/ssim", "sigma", "residual", "seed", "init", "step", "batch_size", "patch_size",
-    "test_dataset", "test_images", "grad_norm_median", "grad_norm_max", "tier", "status", "run_dir",
+    "test_dataset", "test_images", "grad_norm_median", "grad_norm_max", "train_s", "tier", "status", "run_dir",
 ]
 #: The paper's Table 1 (grey denoising, BSD68): (model, parameters by the paper's count, PSNR by σ) —
 #: drawn on Fig. 3 (PSNR vs parameters) as the published points of fully trained nets.
@@ -116,24 +116,34 @@ def _net_counts(config: dict) -> tuple[int | None, int | None]:
         return None, None
 
 
-def grad_norm_log(run_dir: Path) -> list[tuple[int, float]]:
-    """``(step, train/grad_norm)`` from a run's CSV logs (every chunk of a resumed run), in step order."""
+def logged(run_dir: Path, key: str) -> list[tuple[int, float]]:
+    """``(step, value)`` of one logged metric from a run's CSV logs (every chunk of a resumed run), in step order."""
     points: dict[int, float] = {}
     for log_file in sorted(run_dir.glob("csv/metrics*.csv")):
         with open(log_file, newline="") as f:
             for rec in csv.DictReader(f):
-                if _finite(rec.get("train/grad_norm")) and rec.get("step"):
-                    points[int(rec["step"])] = float(rec["train/grad_norm"])
+                if _finite(rec.get(key)) and rec.get("step"):
+                    points[int(rec["step"])] = float(rec[key])
     return sorted(points.items())
 
 
-def grad_norm_stats(run_dir: Path) -> dict[str, float | None]:
+def grad_norm_log(run_dir: Path) -> list[tuple[int, float]]:
+    return logged(run_dir, "train/grad_norm")
+
+
+def log_stats(run_dir: Path) -> dict[str, float | None]:
+    """The gradient norms' median and maximum over training, and the training wall clock (summed over chunks)."""
     norms = sorted(v for _, v in grad_norm_log(run_dir))
-    return {"grad_norm_median": norms[len(norms) // 2] if norms else None, "grad_norm_max": norms[-1] if norms else None}
+    train_s = [v for _, v in logged(run_dir, "time/train_s")]
+    return {"grad_norm_median": norms[len(norms) // 2] if norms else None, "grad_norm_max": norms[-1] if norms else None,
+            "train_s": max(train_s) if train_s else None}
 
 
-def read_row(path: Path) -> dict[str, Any]:
+def read_row(path: Path) -> dict[str, Any] | None:
+    """The row of a training run's ``metrics.json``; None for an evaluation's (``xnet.evaluate`` writes one too)."""
     data = json.loads(path.read_text())
+    if "per_image" in data and "step" not in data:
+        return None
     return row_of(data, data.get("config") or {}, path.parent)
 
 
@@ -172,7 +182,7 @@ def row_of(data: dict[str, Any], config: dict[str, Any], run_dir: Path | None) -
         "patch_size": (config.get("data") or {}).get("patch_size"),
         "test_dataset": data.get("test/dataset"),
         "test_images": data.get("test/images", ((config.get("data") or {}).get("test") or {}).get("limit")),
-        **(grad_norm_stats(run_dir) if run_dir else {"grad_norm_median": None, "grad_norm_max": None}),
+        **(log_stats(run_dir) if run_dir else {"grad_norm_median": None, "grad_norm_max": None, "train_s": None}),
         "tier": config.get("tier") or ("quick" if config.get("quick") else None),  # older runs: quick: true
         "status": data.get("status", "ok"),
         "run_dir": str(run_dir) if run_dir else "",
@@ -243,15 +253,21 @@ def collect(root: str | Path) -> list[dict[str, Any]]:
     """One row per ``metrics.json`` under ``root``; ``run_dir`` relative to ``root``."""
     root = Path(root)
     rows = []
+    evaluations = 0
     for p in find_metrics(root):
         try:
             row = read_row(p)
         except (OSError, ValueError) as e:
             log.warning("skipping %s: %s", p, e)
             continue
+        if row is None:
+            evaluations += 1
+            continue
         row["run_dir"] = str(p.parent.relative_to(root)) if p.parent != root else "."
         rows.append(row)
     rows.sort(key=lambda r: (str(r["model"]), r["xunit_variant"] or "", r["xunit_kernel"] or 0, r["depth"] or 0, r["width"] or 0, r["run_dir"]))
+    if evaluations:
+        log.info("%d evaluation run(s) under %s left out (not training runs)", evaluations, root)
     return rows
 
 
@@ -377,9 +393,10 @@ def _finish(fig, ax, out: Path, title: str, failed_any: bool, ylim: Sequence[flo
     return out
 
 
-def _mark_failed(ax, xs: Sequence[float], color: Any, missing: Sequence[float] = ()) -> None:
-    """Failed runs as crosses and untrained points as hollow circles, on the bottom edge."""
-    lo = ax.get_ylim()[0]
+def _mark_failed(ax, xs: Sequence[float], color: Any, missing: Sequence[float] = (), lo: float | None = None) -> None:
+    """Failed runs as crosses and untrained points as hollow circles, on the bottom edge (``lo``: the one edge
+    every curve's marks share, else the axis's now)."""
+    lo = ax.get_ylim()[0] if lo is None else lo
     if xs:
         ax.plot(xs, [lo] * len(xs), linestyle="none", marker="x", color=color, markersize=8, clip_on=False)
     if missing:
@@ -460,8 +477,10 @@ def plot_fig3(rows: Sequence[dict[str, Any]], out: Path, metric: str = "test/psn
         for x, y in zip(pts.xs, pts.ys):
             ax.annotate(f"{depth_of[x]}", (x, y), textcoords="offset points", xytext=(3, 3), fontsize=6, color=style["color"])
         marks.append((pts, style["color"]))
-    for pts, color in marks:  # after all curves, so the y-limits are final
-        _mark_failed(ax, pts.failed, color, pts.missing)
+    lo = ax.get_ylim()[0]  # after all curves, so the y-limits are final
+    for pts, color in marks:
+        _mark_failed(ax, pts.failed, color, pts.missing, lo)
+    ax.set_ylim(bottom=lo)
     _paper_points(ax, rows)
     ax.set_xlabel("number of parameters")
     ax.set_ylabel("PSNR [dB]")
@@ -478,6 +497,11 @@ def _paper_points(ax, rows: Sequence[dict[str, Any]]) -> None:
         return
     sigma = float(next(iter(sigmas)))
     points = [(name, params, by_sigma[sigma]) for name, params, by_sigma in PAPER_TABLE1 if sigma in by_sigma]
+    largest = max((r["params_paper"] for r in rows if r.get("params_paper")), default=0)
+    if points and largest < min(p for _, p, _ in points) / 3:  # narrow nets (the medium tier): the stars would squash the axis
+        ax.text(0.99, 0.06, "paper, Table 1: " + ", ".join(f"{n} {v:.2f} dB at {p:,}" for n, p, v in points) + " parameters",
+                transform=ax.transAxes, ha="right", va="bottom", fontsize=6, color="crimson")
+        return
     for i, (name, params, psnr) in enumerate(points):
         ax.plot([params], [psnr], linestyle="none", marker="*", markersize=11, color="crimson",
                 label="paper, Table 1 (BSD68, full training)" if i == 0 else None)
@@ -567,8 +591,10 @@ def plot_fig6(rows: Sequence[dict[str, Any]], out: Path, metric: str = "test/psn
         style = dict(color=c, marker="s" if v == "relu" else "o", linestyle=":" if init else ("--" if v == "relu" else "-"))
         _draw(ax, pts, linewidth=lw, markersize=ms, label=variant_label(v) + (f", init={init}" if init else ""), **style)
         marks.append((pts, c))
-    for pts, c in marks:  # after all curves, so the y-limits are final
-        _mark_failed(ax, pts.failed, c, pts.missing)
+    lo = ax.get_ylim()[0]  # after all curves, so the y-limits are final
+    for pts, c in marks:
+        _mark_failed(ax, pts.failed, c, pts.missing, lo)
+    ax.set_ylim(bottom=lo)
     ax.set_xlabel("number of layers")
     ax.set_ylabel("PSNR [dB]")
     ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
@@ -620,16 +646,16 @@ PLOTTERS = {"fig3": plot_fig3, "fig4": plot_fig4, "fig6": plot_fig6}
 
 def make(figure: str, sweep_dir: str | Path, out: str | Path | None = None, csv_path: str | Path | None = None,
          metric: str = "test/psnr", ylim: Sequence[float] | None = None,
-         expect: Sequence[str] = ()) -> tuple[list[dict[str, Any]], Path, Path | None]:
+         expect: Sequence[str] = ()) -> tuple[list[dict[str, Any]], Path | None, Path | None]:
     """Collect (with a ``missing`` row for each point of the ``expect`` experiments' sweeps that has no run yet),
-    write the CSV and (for a figure) the PNG. Returns ``(rows, csv, png)``."""
+    write the CSV and (for a figure) the PNG, by default into the sweep dir; ``table`` writes a CSV only when
+    given ``csv_path``. Returns ``(rows, csv, png)``."""
     sweep_dir = Path(sweep_dir)
     rows = collect(sweep_dir)
     rows += missing_rows(rows, expected_points(expect)) if expect else []
     if not rows:
         raise FileNotFoundError(f"no metrics.json under {sweep_dir}")
-    stem = figure if figure in PLOTTERS else "table"
-    csv_out = write_csv(rows, csv_path or sweep_dir / f"{stem}.csv")
+    csv_out = write_csv(rows, csv_path or sweep_dir / f"{figure}.csv") if figure in PLOTTERS or csv_path else None
     png = None
     if figure in PLOTTERS:
         png = PLOTTERS[figure](rows, Path(out or sweep_dir / f"{figure}.png"), metric, ylim)
@@ -641,7 +667,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("figure", choices=[*FIGURES, "table"])
     p.add_argument("sweep_dir", type=Path, help="a multirun dir (searched recursively for metrics.json)")
     p.add_argument("--out", type=Path, help="PNG path (default: <sweep_dir>/<figure>.png)")
-    p.add_argument("--csv", type=Path, help="CSV path (default: <sweep_dir>/<figure>.csv)")
+    p.add_argument("--csv", type=Path, help="CSV path (default: <sweep_dir>/<figure>.csv; `table`: none)")
     p.add_argument("--metric", default="test/psnr", choices=["test/psnr", "val/psnr"])
     p.add_argument("--ylim", type=float, nargs=2, metavar=("LO", "HI"), help="y range in dB (outliers are counted, not drawn)")
     p.add_argument("--expect", nargs="+", default=(), metavar="EXPERIMENT",
@@ -654,9 +680,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(format_table(rows, args.metric))
+    hours = sum(r.get("train_s") or 0 for r in rows) / 3600
+    if hours:
+        print(f"training wall clock, summed over the runs: {hours:.2f} h")
     missing = sum(r["status"] == "missing" for r in rows)
     failed = sum(r["status"] not in ("ok", "missing") for r in rows)
-    print(f"\n{len(rows) - missing} runs, {failed} failed, {missing} not trained yet; CSV: {csv_out}" + (f"; PNG: {png}" if png else ""))
+    print(f"\n{len(rows) - missing} runs, {failed} failed, {missing} not trained yet" + (f"; CSV: {csv_out}" if csv_out else "")
+          + (f"; PNG: {png}" if png else ""))
     return 0
 
 
