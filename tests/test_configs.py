@@ -148,3 +148,18 @@ def test_recipes_give_the_optimiser_results_recipe_compare_measured(recipe, sche
     opt = opt["optimizer"] if isinstance(opt, dict) else opt[0][0] if isinstance(opt, tuple) else opt
     assert module.hparams.schedule == schedule
     assert opt.defaults["lr"] == pytest.approx(lr) and tuple(opt.defaults["betas"]) == betas
+
+
+@pytest.mark.parametrize("module,app", [("train", "xnet-train"), ("evaluate", "xnet-eval"), ("restore", "xnet-restore"),
+                                        ("export", "xnet-export"), ("compare", "xnet-compare")])
+def test_help_says_what_the_command_does_its_main_keys_and_two_examples(module, app):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", f"xnet.{module}", "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-1000:]
+    first, text = out.stdout.splitlines()[0], out.stdout
+    assert first.startswith(f"{app} (python -m xnet.{module}): ") and "powered by Hydra" not in text
+    examples = text.split("Examples:\n")[1].split("\n\n")[0].splitlines()
+    assert len(examples) == 2 and all(e.strip().startswith(app) for e in examples)
+    assert "Main keys:" in text and "model:" in text  # the config groups are listed

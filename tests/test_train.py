@@ -206,3 +206,12 @@ def test_a_checkpoint_is_never_written_after_an_unchecked_non_finite_loss(tmp_pa
     with pytest.raises(NonFiniteLossError, match="at step 2"):
         run_train(tmp_path, overrides)
     assert not (tmp_path / "checkpoints" / "last.ckpt").exists()  # nothing good had been saved yet, nothing bad was
+
+
+def test_debug_tiny_scores_four_test_images_and_a_full_run_the_whole_set(tmp_path):
+    """debug=tiny: 40 steps then 4 test images (not all 68 of BSD68); without it every test image counts."""
+    tiny = compose("train", ["debug=tiny", "paths.output_dir=/tmp/unused"])
+    assert tiny.test_limit == 4 and compose("train", ["paths.output_dir=/tmp/unused"]).test_limit is None
+    summary = run_train(tmp_path, ["experiment=demo", "debug=tiny", "trainer.enable_progress_bar=false", "data/test=bsd68",
+                                   "trainer.max_steps=2", "trainer.val_check_interval=2"])
+    assert summary["test/images"] == 4 and summary["test/dataset"] == "BSD68"

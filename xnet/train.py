@@ -195,7 +195,7 @@ def test_best(cfg: DictConfig, module: RestorationModule, task: Any, best: str) 
 
     restorer = load_run(best).restorer if best else module.restorer
     test_source = instantiate_config(cfg.data.test, "data.test")
-    return evaluate_module(restorer, task, test_source, seed=cfg.seed, device=module.device)
+    return evaluate_module(restorer, task, test_source, seed=cfg.seed, device=module.device, limit=cfg.get("test_limit"))
 
 
 def paper_gap(paper_psnr: float | None, psnr: float | None) -> dict[str, float]:
