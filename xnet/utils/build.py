@@ -15,6 +15,7 @@ from xnet.utils.config import current_net_config
 from xnet.protocol.io import reset_warnings
 from xnet.protocol.tasks import Task
 from xnet.protocol.errors import ConfigError, find_user_error
+from xnet.utils.logs import quiet_logs
 from xnet.utils.memory import retain_freed_memory
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,9 @@ def to_container(cfg: DictConfig) -> dict[str, Any]:
 
 def setup_runtime(cfg: DictConfig) -> None:
     """Threads, CPU memory reuse (:mod:`xnet.utils.memory`), and W&B that never prompts:
-    offline unless a key is configured. Conversion warnings (:func:`xnet.protocol.io.warn_once`) start afresh."""
+    offline unless a key is configured. Conversion warnings (:func:`xnet.protocol.io.warn_once`) start afresh;
+    logs go through Hydra's handlers once, without third-party noise (:func:`xnet.utils.logs.quiet_logs`)."""
+    quiet_logs()
     reset_warnings()
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
