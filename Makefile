@@ -1,10 +1,10 @@
 # xnet — common commands. `make demo` is the one-line start on a fresh machine.
 PY ?= python
-# torch is installed only when missing (a GPU machine's CUDA torch is kept). Which build: the CPU one by
-# default; a CUDA one with e.g. `make install TORCH_INDEX=https://download.pytorch.org/whl/cu126`
-# (see https://pytorch.org/get-started/locally/ for the index of your CUDA version).
+# torch is installed only when missing (a GPU machine's CUDA torch is kept), from pip's configured index by
+# default; a given index only when asked: the CPU build with TORCH_INDEX=https://download.pytorch.org/whl/cpu, a
+# CUDA one with e.g. TORCH_INDEX=https://download.pytorch.org/whl/cu126 (https://pytorch.org/get-started/locally/).
 TORCH ?= torch==2.13.0
-TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
 DATA ?= $(if $(XNET_DATA),$(XNET_DATA),$(abspath ../shared/data))
 
 .PHONY: install demo train eval test test-fast bench lint clean
@@ -13,7 +13,7 @@ install:  ## torch only if missing (TORCH_INDEX picks the CPU/CUDA build), then 
 	@if $(PY) -c "import torch" 2>/dev/null; then \
 		echo "torch $$($(PY) -c 'import torch; print(torch.__version__)') is installed: kept"; \
 	else \
-		$(PY) -m pip install -q "$(TORCH)" --index-url $(TORCH_INDEX); \
+		$(PY) -m pip install -q "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)); \
 	fi
 	$(PY) -m pip install -q -e ".[dev]"
 
