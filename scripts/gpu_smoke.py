@@ -44,16 +44,20 @@ def relative_error(a, b) -> float:
 
 
 def check_depthwise(torch, device: str, tol: float) -> str:
+    """The depthwise conv on activations of the training precision (bf16 on CUDA, as the layers before it
+    hand them over under autocast; fp32 on CPU) against F.conv2d in fp64."""
     import torch.nn.functional as F
 
     from xnet.kernels.depthwise import DepthwiseConv2d
 
     gen = torch.Generator().manual_seed(0)
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
     conv = DepthwiseConv2d(64, 9).to(device)
-    x = torch.randn(4, 64, 40, 40, generator=gen).to(device).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(4, 64, 40, 40, generator=gen).to(device, dtype).contiguous(memory_format=torch.channels_last)
     x.requires_grad_(True)
-    y = conv(x)
-    grad = torch.randn(y.shape, generator=gen).to(device)
+    with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=device == "cuda"):
+        y = conv(x)
+    grad = torch.randn(y.shape, generator=gen).to(device, y.dtype)
     gx, gw = torch.autograd.grad(y, (x, conv.weight), grad)
     x_ref = x.detach().double().requires_grad_(True)
     w_ref = conv.weight.detach().double().requires_grad_(True)
@@ -61,10 +65,11 @@ def check_depthwise(torch, device: str, tol: float) -> str:
     gx_ref, gw_ref = torch.autograd.grad(y_ref, (x_ref, w_ref), grad.double())
     errors = {"forward": relative_error(y, y_ref), "grad_input": relative_error(gx, gx_ref), "grad_weight": relative_error(gw, gw_ref)}
     bad = {k: v for k, v in errors.items() if not v <= tol}
+    layout = os.environ.get("XNET_CUDA_DEPTHWISE", "cudnn") if device == "cuda" else "cpu"
     if bad:
-        raise AssertionError(f"depthwise {os.environ.get('XNET_CUDA_DEPTHWISE', 'cudnn')} on {device} differs from F.conv2d: "
+        raise AssertionError(f"depthwise ({layout}, {dtype}) differs from F.conv2d: "
                              + ", ".join(f"{k} relative error {v:.2e} > {tol:g}" for k, v in bad.items()))
-    return ", ".join(f"{k} {v:.1e}" for k, v in errors.items())
+    return f"{layout}, {str(dtype).removeprefix('torch.')}: " + ", ".join(f"{k} {v:.1e}" for k, v in errors.items())
 
 
 def check_training_step(torch, device: str) -> str:
