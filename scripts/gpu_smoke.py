@@ -33,9 +33,21 @@ def environment(torch) -> dict:
 
     cuda = torch.cuda.is_available()
     return {"python": platform.python_version(), "torch": torch.__version__, "lightning": ver("lightning"),
-            "torchmetrics": ver("torchmetrics"), "triton": ver("triton"), "cuda": torch.version.cuda,
+            "torchmetrics": ver("torchmetrics"), "triton": ver("triton"), "triton_key": triton_key(), "cuda": torch.version.cuda,
             "cuda_available": cuda, "gpu": torch.cuda.get_device_name(0) if cuda else None, "cpus": os.cpu_count(),
             "depthwise": os.environ.get("XNET_CUDA_DEPTHWISE", "cudnn")}
+
+
+def triton_key() -> str | None:
+    """A fingerprint of the Triton build (its version, compiler sources and libtriton binary): a kernel cache
+    made elsewhere is only ever hit by a Triton of the same fingerprint."""
+    try:
+        import hashlib
+
+        from triton.runtime.cache import triton_key as key
+    except ImportError:
+        return None
+    return hashlib.sha256(key().encode()).hexdigest()[:16]
 
 
 def relative_error(a, b) -> float:
