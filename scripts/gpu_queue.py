@@ -834,7 +834,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--thread-table", choices=["auto", "yes", "no"], default="auto", help="auto: on CUDA until recorded")
     ap.add_argument("--cost", nargs="*", default=[], metavar="PART=SECONDS", help="override a part of the time split (Costs)")
     ap.add_argument("--bench-families", default="dncnn")
-    ap.add_argument("--bench-args", nargs="*", default=[], help="extra scripts/benchmark.py arguments (e.g. --no-inference)")
+    ap.add_argument("--bench-args", nargs="*", default=["--no-inference"],
+                    help="extra scripts/benchmark.py arguments (default: training only, what the queue chooses by, within its cap)")
     ap.add_argument("--profile-steps", type=int, default=20, help="profile this many steps of the first run (0: off)")
     ap.add_argument("--profile-start", type=int, default=200, help="... from this step")
     ap.add_argument("--fail-fast", action="store_true")
