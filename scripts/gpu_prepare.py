@@ -9,6 +9,7 @@ Prints the sizes and writes ``.gpu_data/PACKED.json``.
 
     python scripts/gpu_prepare.py                 # data root: $XNET_DATA; packs cached in outputs/packs/
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,9 +29,19 @@ CARRIED = (".whl", ".triton_cache")  # carried beside .gpu_data (scripts/gpu_slo
 
 def tree_bytes(repo: Path = REPO) -> int:
     """What travels of the working tree itself: tracked files and untracked ones git does not ignore."""
-    names = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=repo,
-                           capture_output=True, check=True).stdout.decode().split("\0")
-    return sum((repo / n).lstat().st_size for n in set(names) if n and (repo / n).is_file() and not (repo / n).is_symlink())
+    names = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=repo,
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
+    return sum(
+        (repo / n).lstat().st_size for n in set(names) if n and (repo / n).is_file() and not (repo / n).is_symlink()
+    )
 
 
 def folder_bytes(folder: Path) -> int:
@@ -45,7 +56,9 @@ def cached_pack(name: str, data_root: str, cache: Path) -> Path:
 
     spec = DATASETS[resolve_name(name)]
     path = cache / f"{spec.folder}{PACK_SUFFIX}"
-    listed = {e.file: e.sha256 for e in load_manifest(spec.name) or [] if Path(e.file).suffix.lower() in IMAGE_EXTENSIONS}
+    listed = {
+        e.file: e.sha256 for e in load_manifest(spec.name) or [] if Path(e.file).suffix.lower() in IMAGE_EXTENSIONS
+    }
     if path.is_file() and PackedSet(path).sources == listed:
         return path
     print(f"packing {spec.name} from {data_root} ...", flush=True)
@@ -67,13 +80,18 @@ def select(entries: list[dict[str, Any]], free: int, size_of) -> tuple[dict[str,
                 break
         else:
             need = sum(size_of(n) for n in dict.fromkeys(train) if n not in chosen)
-            skipped.append(f"{e['name']}: its training sets need {need / 2**20:.1f} MiB more, {(free - sum(chosen.values())) / 2**20:.1f} free")
+            skipped.append(
+                f"{e['name']}: its training sets need {need / 2**20:.1f} MiB more, "
+                f"{(free - sum(chosen.values())) / 2**20:.1f} free"
+            )
     return chosen, served, skipped
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=os.environ.get("XNET_DATA"), help="the data root holding the sets (default $XNET_DATA)")
+    ap.add_argument(
+        "--data", default=os.environ.get("XNET_DATA"), help="the data root holding the sets (default $XNET_DATA)"
+    )
     ap.add_argument("--queue", type=Path, default=RUNS / "queue.yaml")
     ap.add_argument("--runs", type=Path, default=RUNS)
     ap.add_argument("--cache", type=Path, default=REPO / "outputs" / "packs", help="packs made earlier (git-ignored)")
@@ -87,8 +105,11 @@ def main(argv: list[str] | None = None) -> int:
     args.cache.mkdir(parents=True, exist_ok=True)
     carried = {"working tree": tree_bytes(), **{c: folder_bytes(REPO / c) for c in CARRIED}}
     free = int((args.limit_mib - args.margin_mib) * 2**20) - sum(carried.values())
-    entries = [{"name": e["name"], "sets": entry_sets(e)} for e in load_queue(args.queue)
-               if not read_run_info(args.runs / e["name"]).get("finished")]
+    entries = [
+        {"name": e["name"], "sets": entry_sets(e)}
+        for e in load_queue(args.queue)
+        if not read_run_info(args.runs / e["name"]).get("finished")
+    ]
     sizes: dict[str, int] = {}
 
     def size_of(name: str) -> int:
@@ -104,14 +125,23 @@ def main(argv: list[str] | None = None) -> int:
     for name in chosen:
         shutil.copy2(args.cache / f"{DATASETS[resolve_name(name)].folder}{PACK_SUFFIX}", args.out)
     total = sum(carried.values()) + sum(chosen.values())
-    summary = {"limit_bytes": int(args.limit_mib * 2**20), "carried_bytes": carried, "sets_bytes": chosen, "total_bytes": total,
-               "entries": served, "skipped": skipped}
+    summary = {
+        "limit_bytes": int(args.limit_mib * 2**20),
+        "carried_bytes": carried,
+        "sets_bytes": chosen,
+        "total_bytes": total,
+        "entries": served,
+        "skipped": skipped,
+    }
     (args.out / "PACKED.json").write_text(json.dumps(summary, indent=1) + "\n")
     for what, n in [*carried.items(), *((f".gpu_data/{k}", v) for k, v in chosen.items())]:
         print(f"  {what:36s} {n / 2**20:7.2f} MiB")
     print(f"  {'total carried':36s} {total / 2**20:7.2f} MiB of {args.limit_mib:g} MiB")
     for s in served:
-        print(f"entry {s['name']}: {', '.join(s['sets'])}" + ("" if s["test_sets_carried"] else " (test sets scored at ingest)"))
+        print(
+            f"entry {s['name']}: {', '.join(s['sets'])}"
+            + ("" if s["test_sets_carried"] else " (test sets scored at ingest)")
+        )
     for line in skipped:
         print(f"not carried: {line}")
     return 0

@@ -26,6 +26,7 @@ runs into the zoo (scoring here the test sets that were not carried), and record
 thread table and Triton cache for the next slot. ``scripts/gpu_prepare.py`` packs the data sets the next
 entries need into ``.gpu_data/`` and measures the carry against its 64 MiB.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,8 +56,15 @@ DEFAULT_LAYOUT = "cudnn"  # XNET_CUDA_DEPTHWISE unset: xnet.kernels.depthwise.CU
 
 #: what the CUDA tests, the benchmark and the smoke check run, besides the test files marked cuda and
 #: the xnet modules those import (found by covered_files)
-COVERED = ("xnet/kernels", "xnet/archs", "xnet/benchmark", "xnet/data/device.py", "scripts/benchmark.py",
-           "scripts/gpu_smoke.py", "tests/conftest.py")
+COVERED = (
+    "xnet/kernels",
+    "xnet/archs",
+    "xnet/benchmark",
+    "xnet/data/device.py",
+    "scripts/benchmark.py",
+    "scripts/gpu_smoke.py",
+    "tests/conftest.py",
+)
 
 
 @dataclass(frozen=True)
@@ -78,12 +86,32 @@ class Costs:
 
 
 COSTS = {
-    "cuda": Costs(slot_startup=10, smoke=30, tests=90, bench=90, threads=45, chunk_startup=25, pack=10, score=40, reserve=15,
-                  min_chunk=45),
+    "cuda": Costs(
+        slot_startup=10,
+        smoke=30,
+        tests=90,
+        bench=90,
+        threads=45,
+        chunk_startup=25,
+        pack=10,
+        score=40,
+        reserve=15,
+        min_chunk=45,
+    ),
     # CPU (the dry run; this 2-core machine, shared with other jobs): the plan ~10 s, the smoke check 20-30 s, a tiny
     # run's start and stop 15 s
-    "cpu": Costs(slot_startup=10, smoke=40, tests=60, bench=60, threads=45, chunk_startup=15, pack=5, score=20, reserve=5,
-                 min_chunk=8),
+    "cpu": Costs(
+        slot_startup=10,
+        smoke=40,
+        tests=60,
+        bench=60,
+        threads=45,
+        chunk_startup=15,
+        pack=5,
+        score=20,
+        reserve=5,
+        min_chunk=8,
+    ),
 }
 
 
@@ -140,8 +168,17 @@ def machine_identity(device: str) -> dict[str, str | None]:
     gpu = "cpu"
     if device == "cuda":
         try:
-            gpu = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
-                                 text=True, timeout=20, check=False).stdout.strip().splitlines()[0]
+            gpu = (
+                subprocess.run(
+                    ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                    capture_output=True,
+                    text=True,
+                    timeout=20,
+                    check=False,
+                )
+                .stdout.strip()
+                .splitlines()[0]
+            )
         except (OSError, subprocess.SubprocessError, IndexError):
             gpu = "unknown"
     return {"torch": ver("torch"), "triton": ver("triton"), "gpu": gpu}
@@ -185,7 +222,9 @@ def fastest_tested(bench: dict[str, Any] | None, device: str, tests_ok: bool) ->
     from xnet.kernels.dispatch import CHOICES
 
     runs = step_times(bench, device, "dncnn")
-    times = {lay: runs[f"xDnCNN/{layout_mode(lay)}"] for lay in CHOICES["depthwise"] if f"xDnCNN/{layout_mode(lay)}" in runs}
+    times = {
+        lay: runs[f"xDnCNN/{layout_mode(lay)}"] for lay in CHOICES["depthwise"] if f"xDnCNN/{layout_mode(lay)}" in runs
+    }
     if DEFAULT_LAYOUT not in times or not tests_ok:
         return DEFAULT_LAYOUT, times
     best = min(times, key=times.get)
@@ -197,7 +236,11 @@ def source_sets(node: Any) -> set[str]:
     """Registered set names of the image sources in a config node (as plain containers)."""
     found = set()
     if isinstance(node, dict):
-        if str(node.get("_target_", "")).startswith("xnet.data.sources.") and node.get("name") and node.get("path") is None:
+        if (
+            str(node.get("_target_", "")).startswith("xnet.data.sources.")
+            and node.get("name")
+            and node.get("path") is None
+        ):
             found.add(str(node["name"]))
         for value in node.values():
             found |= source_sets(value)
@@ -216,11 +259,22 @@ def entry_sets(entry: dict[str, Any]) -> dict[str, Any]:
     from xnet.utils.config import compose_config
 
     data = OmegaConf.to_container(compose_config("train", entry["overrides"]).data, resolve=True)
-    test = {name: sorted(source_sets(OmegaConf.to_container(
-        compose_config("eval", [*entry.get("eval", []), "weights=x.pt", f"data/test={name}"]).data.test, resolve=True)))
-        for name in entry.get("test_sets", [])}
-    return {"train": sorted(source_sets({k: v for k, v in data.items() if k != "test"})),
-            "own_test": sorted(source_sets(data.get("test"))), "test": test}
+    test = {
+        name: sorted(
+            source_sets(
+                OmegaConf.to_container(
+                    compose_config("eval", [*entry.get("eval", []), "weights=x.pt", f"data/test={name}"]).data.test,
+                    resolve=True,
+                )
+            )
+        )
+        for name in entry.get("test_sets", [])
+    }
+    return {
+        "train": sorted(source_sets({k: v for k, v in data.items() if k != "test"})),
+        "own_test": sorted(source_sets(data.get("test"))),
+        "test": test,
+    }
 
 
 def missing_sets(names: list[str], root: str | None) -> list[str]:
@@ -254,15 +308,21 @@ def read_run_info(folder: Path) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------ the plan
 def time_split(budget_s: float, costs: Costs, checks_s: float, scoring: bool) -> dict[str, float]:
     """The budget's parts, in the order they are spent; training is what the others leave."""
-    split = {"startup": costs.slot_startup + costs.chunk_startup, "checks": checks_s, "training": 0.0,
-             "packing": costs.pack + (costs.score if scoring else 0.0), "reserve": costs.reserve}
+    split = {
+        "startup": costs.slot_startup + costs.chunk_startup,
+        "checks": checks_s,
+        "training": 0.0,
+        "packing": costs.pack + (costs.score if scoring else 0.0),
+        "reserve": costs.reserve,
+    }
     split["training"] = budget_s - sum(split.values())
     return {k: round(v, 1) for k, v in split.items()}
 
 
 def describe_split(split: dict[str, float], budget_s: float) -> str:
     parts = " + ".join(f"{k} {v:.0f} s" for k, v in split.items())
-    return f"{budget_s / 60:.2f} min = {parts} (training {split['training'] / 60:.2f} min, {split['training'] / budget_s:.0%})"
+    train = split["training"]
+    return f"{budget_s / 60:.2f} min = {parts} (training {train / 60:.2f} min, {train / budget_s:.0%})"
 
 
 def plan_steps(entry: dict[str, Any], step_ms: float | None) -> tuple[int, str]:
@@ -289,26 +349,53 @@ class Plan:
         self.record = read_checks(args.results).get(args.device)
         reason = full_checks_reason(self.record, self.hash, self.identity)
         if args.checks == "auto" and args.device == "cpu":
-            self.checks, self.why = "smoke", "device cpu: no CUDA tests or CUDA benchmark to gate (--checks full runs them)"
+            self.checks, self.why = (
+                "smoke",
+                "device cpu: no CUDA tests or CUDA benchmark to gate (--checks full runs them)",
+            )
         elif args.checks == "auto":
-            self.checks, self.why = ("full", reason) if reason else ("smoke", f"covered files unchanged since the slot that passed them ({self.hash})")
+            self.checks, self.why = (
+                ("full", reason)
+                if reason
+                else ("smoke", f"covered files unchanged since the slot that passed them ({self.hash})")
+            )
         else:
             self.checks, self.why = args.checks, f"--checks {args.checks}" + (f" ({reason})" if reason else "")
         threads_done = (args.results / "benchmark_cpu_threads.json").is_file()
-        self.thread_table = args.thread_table == "yes" or (args.thread_table == "auto" and args.device == "cuda" and not threads_done)
+        self.thread_table = args.thread_table == "yes" or (
+            args.thread_table == "auto" and args.device == "cuda" and not threads_done
+        )
         bench_file = REPO / self.record["benchmark_file"] if self.record and self.record.get("benchmark_file") else None
         self.bench = json.loads(bench_file.read_text()) if bench_file and bench_file.is_file() else None
-        self.bench_source = str(bench_file.relative_to(REPO)) if self.bench else None
+        self.bench_source = _shown(bench_file) if self.bench else None
         tested = reason is None and self.record is not None
-        self.depthwise = self.record.get("depthwise", DEFAULT_LAYOUT) if tested and args.device == "cuda" else DEFAULT_LAYOUT
-        self.depthwise_why = ("tested on this code (results/gpu/checks.json)" if self.depthwise != DEFAULT_LAYOUT
-                              else "the default" + ("" if tested else " until this code passes the CUDA tests"))
-        aux = 2 + (self.checks == "full") + self.thread_table + (args.device == "cuda")  # log, report, bench, threads, Triton
+        self.depthwise = (
+            self.record.get("depthwise", DEFAULT_LAYOUT) if tested and args.device == "cuda" else DEFAULT_LAYOUT
+        )
+        self.depthwise_why = (
+            "tested on this code (results/gpu/checks.json)"
+            if self.depthwise != DEFAULT_LAYOUT
+            else "the default" + ("" if tested else " until this code passes the CUDA tests")
+        )
+        aux = (
+            2 + (self.checks == "full") + self.thread_table + (args.device == "cuda")
+        )  # log, report, bench, threads, Triton
         self.max_runs = OUT_FILES - aux
-        self.checks_s = 0.0 if self.checks == "none" else (
-            costs.smoke + (costs.tests + costs.bench if self.checks == "full" else 0) + (costs.threads if self.thread_table else 0))
-        self.entries = self.plan_entries(args, time_split(self.budget_s, costs, self.checks_s, scoring=False)["training"])
-        self.split = time_split(self.budget_s, costs, self.checks_s, scoring=bool(self.entries) and self.entries[0]["may_finish"])
+        self.checks_s = (
+            0.0
+            if self.checks == "none"
+            else (
+                costs.smoke
+                + (costs.tests + costs.bench if self.checks == "full" else 0)
+                + (costs.threads if self.thread_table else 0)
+            )
+        )
+        self.entries = self.plan_entries(
+            args, time_split(self.budget_s, costs, self.checks_s, scoring=False)["training"]
+        )
+        self.split = time_split(
+            self.budget_s, costs, self.checks_s, scoring=bool(self.entries) and self.entries[0]["may_finish"]
+        )
 
     def step_ms(self, entry: dict[str, Any]) -> float | None:
         if "bench" not in entry:
@@ -335,34 +422,65 @@ class Plan:
                 continue
             step = checkpoint_step(args.runs / entry["name"] / "state.ckpt")
             ms = self.step_ms(entry)
-            max_steps, why = (int(info["max_steps"]), "its own (resumed)") if info.get("max_steps") else plan_steps(entry, ms)
-            planned.append({
-                "name": entry["name"], "entry": entry, "info": info, "resume_step": step, "max_steps": max_steps, "steps_from": why,
-                "step_ms": ms, "test_sets_missing": [t for t, names in sets["test"].items() if missing_sets(names, args.data)],
-                "null_test": bool(missing_sets(sets["own_test"], args.data)),
-                # unknown step time: nothing reserved (a test set not scored in time is scored at ingest)
-                "may_finish": ms is not None and 1.15 * (max_steps - (step or 0)) * ms / 1e3 <= train_s,
-            })
+            max_steps, why = (
+                (int(info["max_steps"]), "its own (resumed)") if info.get("max_steps") else plan_steps(entry, ms)
+            )
+            planned.append(
+                {
+                    "name": entry["name"],
+                    "entry": entry,
+                    "info": info,
+                    "resume_step": step,
+                    "max_steps": max_steps,
+                    "steps_from": why,
+                    "step_ms": ms,
+                    "test_sets_missing": [t for t, names in sets["test"].items() if missing_sets(names, args.data)],
+                    "null_test": bool(missing_sets(sets["own_test"], args.data)),
+                    # unknown step time: nothing reserved (a test set not scored in time is scored at ingest)
+                    "may_finish": ms is not None and 1.15 * (max_steps - (step or 0)) * ms / 1e3 <= train_s,
+                }
+            )
         return planned
 
     def summary(self) -> dict[str, Any]:
         return {
-            "budget_s": self.budget_s, "split": self.split, "checks": self.checks, "checks_why": self.why, "hash": self.hash,
-            "identity": self.identity, "thread_table": self.thread_table, "depthwise": self.depthwise,
-            "depthwise_why": self.depthwise_why, "benchmark": self.bench_source, "max_runs": self.max_runs,
-            "costs": asdict(self.costs), "skipped": self.skipped,
+            "budget_s": self.budget_s,
+            "split": self.split,
+            "checks": self.checks,
+            "checks_why": self.why,
+            "hash": self.hash,
+            "identity": self.identity,
+            "thread_table": self.thread_table,
+            "depthwise": self.depthwise,
+            "depthwise_why": self.depthwise_why,
+            "benchmark": self.bench_source,
+            "max_runs": self.max_runs,
+            "costs": asdict(self.costs),
+            "skipped": self.skipped,
             "entries": [{k: v for k, v in e.items() if k not in ("entry", "info")} for e in self.entries],
         }
 
     def lines(self) -> list[str]:
-        out = [f"plan: {describe_split(self.split, self.budget_s)}",
-               f"plan: checks {self.checks}: {self.why}" + ("; the CPU thread table (not yet in results/gpu)" if self.thread_table else ""),
-               f"plan: depthwise {self.depthwise} ({self.depthwise_why}); step times from {self.bench_source or 'no recorded benchmark'}"]
+        out = [
+            f"plan: {describe_split(self.split, self.budget_s)}",
+            f"plan: checks {self.checks}: {self.why}"
+            + ("; the CPU thread table (not yet in results/gpu)" if self.thread_table else ""),
+            (
+                f"plan: depthwise {self.depthwise} ({self.depthwise_why}); "
+                f"step times from {self.bench_source or 'no recorded benchmark'}"
+            ),
+        ]
         for e in self.entries:
             start = f"resumes at step {e['resume_step']:,}" if e["resume_step"] is not None else "starts"
             finish = "may finish this slot" if e["may_finish"] else "does not finish this slot"
-            note = f"; test sets not carried: {', '.join(e['test_sets_missing'])} (scored at ingest)" if e["test_sets_missing"] else ""
-            out.append(f"plan: {e['name']} {start}, {e['max_steps']:,} steps in all ({e['steps_from']}); {finish}{note}")
+            note = (
+                f"; test sets not carried: {', '.join(e['test_sets_missing'])} (scored at ingest)"
+                if e["test_sets_missing"]
+                else ""
+            )
+            out.append(
+                f"plan: {e['name']} {start}, {e['max_steps']:,} steps in all ({e['steps_from']}); {finish}{note}"
+            )
         out += [f"plan: not trained: {s}" for s in self.skipped]
         return out
 
@@ -375,13 +493,23 @@ class Queue:
         self.out.mkdir(parents=True, exist_ok=True)
         t0 = float(os.environ.get("XNET_SLOT_T0") or START)  # gpu_slot.sh's start: its pip install counts
         self.deadline = time.monotonic() + plan.budget_s - max(0.0, time.time() - t0)
-        self.report: dict[str, Any] = {"budget_min": args.budget_min, "device": args.device, "date": time.strftime("%Y-%m-%d %H:%M"),
-                                       "plan": plan.summary(), "steps": {}}
+        self.report: dict[str, Any] = {
+            "budget_min": args.budget_min,
+            "device": args.device,
+            "date": time.strftime("%Y-%m-%d %H:%M"),
+            "plan": plan.summary(),
+            "steps": {},
+        }
         self.spent = {"startup": round(time.time() - t0, 1), "checks": 0.0, "training": 0.0, "packing": 0.0}
         self.log_file = open(self.out / "queue.log", "a", buffering=1)  # noqa: SIM115 - open for the whole slot
         self.work = Path(tempfile.mkdtemp(prefix="xnet_queue_"))
-        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "1",
-                    "TRITON_CACHE_DIR": str(args.triton_cache_dir)}
+        self.env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "WANDB_MODE": "disabled",
+            "HYDRA_FULL_ERROR": "1",
+            "TRITON_CACHE_DIR": str(args.triton_cache_dir),
+        }
         if args.data:
             self.env["XNET_DATA"] = str(Path(args.data).resolve())
         self.set_depthwise(plan.depthwise)
@@ -406,8 +534,15 @@ class Queue:
         cap = max(1.0, min(cap, self.left()))
         self.log(f"{name}: {' '.join(cmd)}  (cap {cap:.0f}s)")
         t0 = time.monotonic()
-        proc = subprocess.Popen(cmd, cwd=REPO, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            cwd=REPO,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
         try:
             output, _ = proc.communicate(timeout=cap)
             status = "ok" if proc.returncode == 0 else f"exit {proc.returncode}"
@@ -426,7 +561,9 @@ class Queue:
     # ------------------------------------------------------------------------------------------ checks
     def checks(self) -> None:
         c, steps = self.costs, self.report["steps"]
-        smoke = self.run("smoke check", [sys.executable, "scripts/gpu_smoke.py", "--device", self.args.device], c.smoke, "checks")
+        smoke = self.run(
+            "smoke check", [sys.executable, "scripts/gpu_smoke.py", "--device", self.args.device], c.smoke, "checks"
+        )
         env_line = next((line for line in smoke.pop("lines") if line.startswith("environment: ")), None)
         self.report["environment"] = json.loads(env_line.split(": ", 1)[1]) if env_line else {"error": smoke["tail"]}
         steps["smoke"] = smoke
@@ -438,9 +575,15 @@ class Queue:
             self.full_checks()
         if self.plan.thread_table:
             self.cpu_threads()
-        self.report["checks"] = {"mode": self.plan.checks, "hash": self.plan.hash, "identity": self.plan.identity,
-                                 "smoke": smoke["status"], "tests": (steps.get("cuda_tests") or {}).get("status"),
-                                 "benchmark": (steps.get("benchmark") or {}).get("status"), "depthwise": self.depthwise}
+        self.report["checks"] = {
+            "mode": self.plan.checks,
+            "hash": self.plan.hash,
+            "identity": self.plan.identity,
+            "smoke": smoke["status"],
+            "tests": (steps.get("cuda_tests") or {}).get("status"),
+            "benchmark": (steps.get("benchmark") or {}).get("status"),
+            "depthwise": self.depthwise,
+        }
 
     def fall_back(self, why: str) -> None:
         if self.depthwise != DEFAULT_LAYOUT:
@@ -449,15 +592,40 @@ class Queue:
 
     def full_checks(self) -> None:
         steps = self.report["steps"]
-        cmd = [sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider", "--continue-on-collection-errors",
-               *(["-x"] if self.args.fail_fast else [])]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-m",
+            "cuda",
+            "-p",
+            "no:cacheprovider",
+            "--continue-on-collection-errors",
+            *(["-x"] if self.args.fail_fast else []),
+        ]
         steps["cuda_tests"] = self.strip(self.run("cuda tests", cmd, self.costs.tests, "checks"))
         tests_ok = steps["cuda_tests"]["status"] == "ok"
         if not tests_ok:
             self.fall_back(f"cuda tests {steps['cuda_tests']['status']}")
         path = self.out / f"benchmark_{self.args.device}.json"
-        cmd = [sys.executable, "scripts/benchmark.py", "--device", self.args.device, "--quick", "--families", self.args.bench_families,
-               "--compile", "off", "--train-steps", "10", "--json", str(path), "--depthwise-kernels", *self.args.bench_args]
+        cmd = [
+            sys.executable,
+            "scripts/benchmark.py",
+            "--device",
+            self.args.device,
+            "--quick",
+            "--families",
+            self.args.bench_families,
+            "--compile",
+            "off",
+            "--train-steps",
+            "10",
+            "--json",
+            str(path),
+            "--depthwise-kernels",
+            *self.args.bench_args,
+        ]
         steps["benchmark"] = self.strip(self.run("benchmark", cmd, self.costs.bench, "checks", log_tail=120))
         if steps["benchmark"]["status"] != "ok":  # a partial benchmark never changes what trains
             self.log(f"benchmark {steps['benchmark']['status']}: training keeps {self.depthwise} (the plan)")
@@ -465,7 +633,10 @@ class Queue:
         best, times = fastest_tested(json.loads(path.read_text()), self.args.device, tests_ok)
         self.report["depthwise"] = {"step_ms": times, "cuda_tests_ok": tests_ok, "training_uses": best}
         if best != self.depthwise:
-            self.log(f"depthwise for training: {best}, not the planned {self.depthwise} (xDnCNN bf16 step ms {times}; tests passed)")
+            self.log(
+                f"depthwise for training: {best}, not the planned {self.depthwise} "
+                f"(xDnCNN bf16 step ms {times}; tests passed)"
+            )
             self.set_depthwise(best)
         else:
             self.log(f"depthwise for training: {best} as planned (xDnCNN bf16 step ms {times})")
@@ -478,9 +649,27 @@ class Queue:
     def cpu_threads(self) -> None:
         """Fused CPU inference, xDnCNN / DnCNN-S, at 1, 2, 4, 8 and all cores (the only many-core CPU at hand)."""
         path = self.out / "benchmark_cpu_threads.json"
-        cmd = [sys.executable, "scripts/benchmark.py", "--device", "cpu", "--families", "dncnn", "--no-inference", "--no-train",
-               "--thread-table", "--thread-counts", "4", "8", "--repeats", "7", "--json", str(path)]
-        self.report["steps"]["cpu_threads"] = self.strip(self.run("cpu thread table", cmd, self.costs.threads, "checks", log_tail=20))
+        cmd = [
+            sys.executable,
+            "scripts/benchmark.py",
+            "--device",
+            "cpu",
+            "--families",
+            "dncnn",
+            "--no-inference",
+            "--no-train",
+            "--thread-table",
+            "--thread-counts",
+            "4",
+            "8",
+            "--repeats",
+            "7",
+            "--json",
+            str(path),
+        ]
+        self.report["steps"]["cpu_threads"] = self.strip(
+            self.run("cpu thread table", cmd, self.costs.threads, "checks", log_tail=20)
+        )
 
     # ------------------------------------------------------------------------------------ training
     def train_queue(self) -> None:
@@ -489,7 +678,9 @@ class Queue:
             if self.left() < c.chunk_startup + c.pack + c.reserve + c.min_chunk:
                 self.log(f"{planned['name']}: {self.left():.0f}s left, less than a chunk: not started")
                 break
-            self.report["steps"][f"train:{planned['name']}"] = self.train_entry(planned, first=planned is self.plan.entries[0])
+            self.report["steps"][f"train:{planned['name']}"] = self.train_entry(
+                planned, first=planned is self.plan.entries[0]
+            )
 
     def train_entry(self, planned: dict[str, Any], first: bool) -> dict[str, Any]:
         entry, info, name = planned["entry"], dict(planned["info"]), planned["name"]
@@ -509,25 +700,52 @@ class Queue:
         seconds = self.left() - c.chunk_startup - tail
         trainer = ["trainer=gpu"] if self.args.device == "cuda" else ["trainer=cpu"]
         cmd = [
-            sys.executable, "-m", "xnet.train", *overrides, *trainer, *self.args.train_overrides,
-            f"trainer.max_steps={max_steps}", f"trainer.max_time={_dhms(before + seconds)}", f"hydra.run.dir={work}",
-            "ckpt_path=last_if_any", "logger=csv", "test_after_fit=false",  # scored below, by xnet.evaluate
-            *(["data.test=null"] if planned["null_test"] else []),  # not carried; the monitor set never is its test set then
+            sys.executable,
+            "-m",
+            "xnet.train",
+            *overrides,
+            *trainer,
+            *self.args.train_overrides,
+            f"trainer.max_steps={max_steps}",
+            f"trainer.max_time={_dhms(before + seconds)}",
+            f"hydra.run.dir={work}",
+            "ckpt_path=last_if_any",
+            "logger=csv",
+            "test_after_fit=false",  # scored below, by xnet.evaluate
+            *(
+                ["data.test=null"] if planned["null_test"] else []
+            ),  # not carried; the monitor set never is its test set then
         ]
         if first and self.args.profile_steps:
-            cmd += ["+callbacks.profile._target_=xnet.lit.callbacks.StepProfile", f"+callbacks.profile.dirpath={work}",
-                    f"+callbacks.profile.start={self.args.profile_start}", f"+callbacks.profile.steps={self.args.profile_steps}"]
+            cmd += [
+                "+callbacks.profile._target_=xnet.lit.callbacks.StepProfile",
+                f"+callbacks.profile.dirpath={work}",
+                f"+callbacks.profile.start={self.args.profile_start}",
+                f"+callbacks.profile.steps={self.args.profile_steps}",
+            ]
         t0 = time.time()
         res = self.strip(self.run(f"train {name}", cmd, self.left() - c.pack - c.reserve, "training", log_tail=40))
         last = work / "checkpoints" / "last.ckpt"
         step, wall = checkpoint_progress(last)
-        res.update({"max_steps": max_steps, "step": step, "max_time_s": round(seconds, 1),
-                    "trained_s": round(timer_offset(last) - before, 1) if last.is_file() else 0.0})
-        info.setdefault("chunks", []).append({
-            "date": time.strftime("%Y-%m-%d %H:%M"), "gpu": (self.report.get("environment") or {}).get("gpu") or self.args.device,
-            "to_step": step, "status": res["status"], "process_s": round(time.time() - t0, 1), "train_wall_s": wall,
-            "depthwise": self.depthwise,
-        })
+        res.update(
+            {
+                "max_steps": max_steps,
+                "step": step,
+                "max_time_s": round(seconds, 1),
+                "trained_s": round(timer_offset(last) - before, 1) if last.is_file() else 0.0,
+            }
+        )
+        info.setdefault("chunks", []).append(
+            {
+                "date": time.strftime("%Y-%m-%d %H:%M"),
+                "gpu": (self.report.get("environment") or {}).get("gpu") or self.args.device,
+                "to_step": step,
+                "status": res["status"],
+                "process_s": round(time.time() - t0, 1),
+                "train_wall_s": wall,
+                "depthwise": self.depthwise,
+            }
+        )
         info["train_wall_s"] = wall
         info["finished"] = bool(step is not None and step >= max_steps and res["status"] == "ok")
         reports = self.score(planned, work, last, res) if info["finished"] else []
@@ -547,9 +765,22 @@ class Queue:
                 res[f"eval_{test_set}"] = "not carried: scored at ingest"
                 continue
             out = work / "eval" / test_set
-            r = self.run(f"evaluate {name} {test_set}", [
-                sys.executable, "-m", "xnet.evaluate", *entry.get("eval", []), f"weights={ckpt}", f"data/test={test_set}",
-                f"hydra.run.dir={out}", f"device={self.args.device}", "fuse=false"], max(20.0, self.left() - 5), "packing")
+            r = self.run(
+                f"evaluate {name} {test_set}",
+                [
+                    sys.executable,
+                    "-m",
+                    "xnet.evaluate",
+                    *entry.get("eval", []),
+                    f"weights={ckpt}",
+                    f"data/test={test_set}",
+                    f"hydra.run.dir={out}",
+                    f"device={self.args.device}",
+                    "fuse=false",
+                ],
+                max(20.0, self.left() - 5),
+                "packing",
+            )
             if (out / "metrics.json").is_file():
                 reports.append(out / "metrics.json")
             res[f"eval_{test_set}"] = r["status"]
@@ -581,10 +812,14 @@ class Queue:
         self.log(f"triton cache: {len(self.triton_carried)} compiled kernels carried in ({self.args.triton_cache_dir})")
 
     def triton_cache_out(self) -> None:
-        res = save_triton_cache(self.args.triton_cache_dir, self.out / "triton_cache.tar.gz", self.triton_carried, self.args.triton_max_mb)
+        res = save_triton_cache(
+            self.args.triton_cache_dir, self.out / "triton_cache.tar.gz", self.triton_carried, self.args.triton_max_mb
+        )
         self.report["triton_cache"] = res
-        self.log(f"triton cache: {res['carried']} carried, {res['new']} compiled this slot"
-                 + (f"; packed {res['packed']} into triton_cache.tar.gz ({res['mb']} MB)" if res.get("packed") else ""))
+        self.log(
+            f"triton cache: {res['carried']} carried, {res['new']} compiled this slot"
+            + (f"; packed {res['packed']} into triton_cache.tar.gz ({res['mb']} MB)" if res.get("packed") else "")
+        )
 
     def finish(self) -> None:
         self.spent["left"] = round(self.left(), 1)
@@ -594,6 +829,11 @@ class Queue:
         self.log(f"spent: {describe_spent(self.spent)}")
         self.log("done")
         shutil.rmtree(self.work, ignore_errors=True)
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository where it lies in it."""
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
 def describe_spent(spent: dict[str, float]) -> str:
@@ -679,8 +919,15 @@ def save_triton_cache(cache_dir: Path, archive: Path, carried: set[str], max_mb:
 
 
 # ---------------------------------------------------------------------------------------- ingest
-def ingest(src: Path, runs: Path = RUNS, zoo_dir: Path | None = None, queue: Path = RUNS / "queue.yaml",
-           results: Path = RESULTS, triton_archive: Path = TRITON_ARCHIVE, data: str | None = None) -> int:
+def ingest(
+    src: Path,
+    runs: Path = RUNS,
+    zoo_dir: Path | None = None,
+    queue: Path = RUNS / "queue.yaml",
+    results: Path = RESULTS,
+    triton_archive: Path = TRITON_ARCHIVE,
+    data: str | None = None,
+) -> int:
     """Unpack every DIR/run_*.tar.gz into ``runs/<name>/``, export finished runs into the zoo, record the slot's
     checks and files. Returns the number of archives that could not be ingested (each named in one line)."""
     failed = 0
@@ -699,7 +946,7 @@ class RunArchiveError(Exception):
 
 
 def ingest_run(tar_path: Path, runs: Path, zoo_dir: Path | None, queue: Path, data: str | None) -> str:
-    name = tar_path.name[len("run_"):-len(".tar.gz")]
+    name = tar_path.name[len("run_") : -len(".tar.gz")]
     folder = runs / name
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -720,6 +967,7 @@ def ingest_run(tar_path: Path, runs: Path, zoo_dir: Path | None, queue: Path, da
                 shutil.copy2(tmp / f, folder / f)
         chunk = (info.get("chunks") or [{}])[-1]
         step = chunk.get("to_step")
+        no_state = f"no state came back (chunk {chunk.get('status')} before its first checkpoint)"
         if info.get("finished"):
             reports = sorted(tmp.glob("eval/*.json")) + score_missing(info, tmp, queue, data)
             export_to_zoo(info, tmp / "selected.ckpt", reports, zoo_dir, queue)
@@ -730,9 +978,9 @@ def ingest_run(tar_path: Path, runs: Path, zoo_dir: Path | None, queue: Path, da
             what = "resumable"
         elif (folder / "state.ckpt").is_file():
             kept = checkpoint_step(folder / "state.ckpt")
-            what = f"no state came back (chunk {chunk.get('status')} before its first checkpoint): runs/{name}/state.ckpt (step {kept}) stays"
+            what = f"{no_state}: runs/{name}/state.ckpt (step {kept}) stays"
         else:
-            what = f"no state came back (chunk {chunk.get('status')} before its first checkpoint): the next slot starts it afresh"
+            what = f"{no_state}: the next slot starts it afresh"
         (folder / "run.json").write_text(json.dumps(info, indent=1) + "\n")
     return f"{name}: step {step}/{info.get('max_steps')}, {what}"
 
@@ -747,11 +995,28 @@ def score_missing(info: dict[str, Any], tmp: Path, queue: Path, data: str | None
             continue
         out = tmp / "eval_here" / test_set
         env = {**os.environ, "WANDB_MODE": "disabled", **({"XNET_DATA": str(data)} if data else {})}
-        res = subprocess.run([sys.executable, "-m", "xnet.evaluate", *entry.get("eval", []), f"weights={tmp / 'selected.ckpt'}",
-                              f"data/test={test_set}", f"hydra.run.dir={out}", "device=cpu", "fuse=false"],
-                             cwd=REPO, env=env, capture_output=True, text=True, check=False)
+        res = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "xnet.evaluate",
+                *entry.get("eval", []),
+                f"weights={tmp / 'selected.ckpt'}",
+                f"data/test={test_set}",
+                f"hydra.run.dir={out}",
+                "device=cpu",
+                "fuse=false",
+            ],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if res.returncode != 0 or not (out / "metrics.json").is_file():
-            raise RunArchiveError(f"scoring {test_set} here failed: {(res.stderr or res.stdout).strip().splitlines()[-1:]}")
+            raise RunArchiveError(
+                f"scoring {test_set} here failed: {(res.stderr or res.stdout).strip().splitlines()[-1:]}"
+            )
         reports.append(out / "metrics.json")
     return reports
 
@@ -764,7 +1029,10 @@ def ingest_slot_files(src: Path, results: Path, triton_archive: Path) -> None:
         print(f"{src}: no report.json: no checks recorded", file=sys.stderr)
         return
     report = json.loads(report_file.read_text())
-    device, stamp = report.get("device", "cuda"), report.get("date", time.strftime("%Y-%m-%d %H:%M")).replace(" ", "_").replace(":", "")
+    device, stamp = (
+        report.get("device", "cuda"),
+        report.get("date", time.strftime("%Y-%m-%d %H:%M")).replace(" ", "_").replace(":", ""),
+    )
     results.mkdir(parents=True, exist_ok=True)
     shutil.copy2(report_file, results / f"slot_{stamp}_report.json")
     if (src / "queue.log").is_file():
@@ -776,20 +1044,26 @@ def ingest_slot_files(src: Path, results: Path, triton_archive: Path) -> None:
         bench = src / f"benchmark_{device}.json"
         if checks.get("benchmark") == "ok" and bench.is_file():
             shutil.copy2(bench, results / f"benchmark_{device}.json")
-            record["benchmark_file"] = str((results / f"benchmark_{device}.json").relative_to(REPO)) if results.is_relative_to(REPO) \
-                else str(results / f"benchmark_{device}.json")
+            record["benchmark_file"] = _shown(results / f"benchmark_{device}.json")
         else:
             record["benchmark_file"] = (read_checks(results).get(device) or {}).get("benchmark_file")
         all_checks = read_checks(results)
         all_checks[device] = record
         (results / "checks.json").write_text(json.dumps(all_checks, indent=1) + "\n")
-        print(f"checks: {device} hash {record['hash']}: tests {record['tests']}, benchmark {record['benchmark']} -> {results / 'checks.json'}")
-    if (src / "benchmark_cpu_threads.json").is_file() and (report.get("steps", {}).get("cpu_threads") or {}).get("status") == "ok":
+        print(
+            f"checks: {device} hash {record['hash']}: tests {record['tests']}, benchmark {record['benchmark']} "
+            f"-> {results / 'checks.json'}"
+        )
+    if (src / "benchmark_cpu_threads.json").is_file() and (report.get("steps", {}).get("cpu_threads") or {}).get(
+        "status"
+    ) == "ok":
         shutil.copy2(src / "benchmark_cpu_threads.json", results / "benchmark_cpu_threads.json")
     if (src / "triton_cache.tar.gz").is_file():
         triton_archive.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src / "triton_cache.tar.gz", triton_archive)
-        print(f"triton cache: {triton_archive} ({triton_archive.stat().st_size / 2**20:.1f} MB), carried by the next slot")
+        print(
+            f"triton cache: {triton_archive} ({triton_archive.stat().st_size / 2**20:.1f} MB), carried by the next slot"
+        )
 
 
 def export_to_zoo(info: dict[str, Any], ckpt: Path, reports: list[Path], zoo_dir: Path | None, queue: Path) -> None:
@@ -797,9 +1071,12 @@ def export_to_zoo(info: dict[str, Any], ckpt: Path, reports: list[Path], zoo_dir
 
     entry = next((e for e in load_queue(queue) if e["name"] == info["name"]), {})
     training = {
-        "steps": info["max_steps"], "train_wall_s": info.get("train_wall_s"),
-        "gpus": sorted({c["gpu"] for c in info["chunks"]}), "chunks": len(info["chunks"]),
-        "overrides": info["overrides"], "checkpoint": info.get("selected_checkpoint"),
+        "steps": info["max_steps"],
+        "train_wall_s": info.get("train_wall_s"),
+        "gpus": sorted({c["gpu"] for c in info["chunks"]}),
+        "chunks": len(info["chunks"]),
+        "overrides": info["overrides"],
+        "checkpoint": info.get("selected_checkpoint"),
     }
     add(entry.get("zoo", info["name"]), ckpt, reports, zoo_dir=zoo_dir, training=training)
 
@@ -829,29 +1106,49 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--zoo", type=Path, default=None, help="--ingest: the zoo folder (default: weights/)")
     ap.add_argument("--data", default=None, help="the data root (default: $XNET_DATA)")
     ap.add_argument("--only", nargs="*", default=None, help="train only these queue entries")
-    ap.add_argument("--checks", choices=["auto", "full", "smoke", "none"], default="auto",
-                    help="auto: the CUDA tests and the benchmark when the code they cover changed, else the smoke check")
-    ap.add_argument("--thread-table", choices=["auto", "yes", "no"], default="auto", help="auto: on CUDA until recorded")
-    ap.add_argument("--cost", nargs="*", default=[], metavar="PART=SECONDS", help="override a part of the time split (Costs)")
+    ap.add_argument(
+        "--checks",
+        choices=["auto", "full", "smoke", "none"],
+        default="auto",
+        help="auto: the CUDA tests and the benchmark when the code they cover changed, else the smoke check",
+    )
+    ap.add_argument(
+        "--thread-table", choices=["auto", "yes", "no"], default="auto", help="auto: on CUDA until recorded"
+    )
+    ap.add_argument(
+        "--cost", nargs="*", default=[], metavar="PART=SECONDS", help="override a part of the time split (Costs)"
+    )
     ap.add_argument("--bench-families", default="dncnn")
-    ap.add_argument("--bench-args", nargs="*", default=["--no-inference"],
-                    help="extra scripts/benchmark.py arguments (default: training only, what the queue chooses by, within its cap)")
+    ap.add_argument(
+        "--bench-args",
+        nargs="*",
+        default=["--no-inference"],
+        help="extra scripts/benchmark.py arguments (default: training only, what the queue chooses by, within its cap)",
+    )
     ap.add_argument("--profile-steps", type=int, default=20, help="profile this many steps of the first run (0: off)")
     ap.add_argument("--profile-start", type=int, default=200, help="... from this step")
     ap.add_argument("--fail-fast", action="store_true")
     ap.add_argument("--train-overrides", nargs="*", default=[], help="extra xnet.train overrides for every run")
-    ap.add_argument("--triton-cache-dir", type=Path, default=Path(os.environ.get("TRITON_CACHE_DIR") or "/tmp/xnet_triton_cache"))
+    ap.add_argument(
+        "--triton-cache-dir", type=Path, default=Path(os.environ.get("TRITON_CACHE_DIR") or "/tmp/xnet_triton_cache")
+    )
     ap.add_argument("--triton-archive", type=Path, default=TRITON_ARCHIVE, help="the carried Triton cache")
     ap.add_argument("--triton-max-mb", type=float, default=8.0)
     ap.add_argument("--plan-only", action="store_true", help="print and record the plan, run nothing")
-    ap.add_argument("--ingest", type=Path, default=None, help="unpack a slot's DIR into runs/, the zoo and results/gpu/ (here)")
+    ap.add_argument(
+        "--ingest", type=Path, default=None, help="unpack a slot's DIR into runs/, the zoo and results/gpu/ (here)"
+    )
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.ingest:
-        return 2 if ingest(args.ingest, args.runs, args.zoo, args.queue, args.results, args.triton_archive, args.data) else 0
+        return (
+            2
+            if ingest(args.ingest, args.runs, args.zoo, args.queue, args.results, args.triton_archive, args.data)
+            else 0
+        )
     plan = Plan(args, parse_costs(args.device, args.cost))
     q = Queue(args, plan)
     for line in plan.lines():

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# A GPU slot (the device tool's machine: torch, Lightning and Triton installed; hydra-core, omegaconf and
-# antlr4 carried as wheels in .whl/, the data packed in .gpu_data/, Triton's compiled kernels in .triton_cache/):
+# A GPU slot (the device tool's machine: torch, Lightning and Triton installed; hydra-core, omegaconf
+# and antlr4 carried as wheels in .whl/, the data packed in .gpu_data/, Triton's kernels in .triton_cache/):
 #
 #   carry [".whl", ".gpu_data", ".triton_cache"]; command: bash scripts/gpu_slot.sh 9
 #
@@ -15,7 +15,8 @@ set -u
 export XNET_SLOT_T0="$(date +%s.%N)"  # the budget counts from here: the installs below are part of it
 budget="${1:-9}"
 shift || true
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+  .whl/*.whl || exit 1
 # Triton's group files name their members by absolute path: the cache lives at the same place in every slot
 export PYTHONPATH="/tmp/site:$PWD" XNET_DATA="$PWD/.gpu_data" PYTHONUNBUFFERED=1 TRITON_CACHE_DIR=/tmp/xnet_triton_cache
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv || true

@@ -11,6 +11,7 @@ Prints one ``environment: {json}`` line first and ``smoke: ok`` last; exit 1 at 
 
     python scripts/gpu_smoke.py --device cuda
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,10 +33,19 @@ def environment(torch) -> dict:
             return None
 
     cuda = torch.cuda.is_available()
-    return {"python": platform.python_version(), "torch": torch.__version__, "lightning": ver("lightning"),
-            "torchmetrics": ver("torchmetrics"), "triton": ver("triton"), "triton_key": triton_key(), "cuda": torch.version.cuda,
-            "cuda_available": cuda, "gpu": torch.cuda.get_device_name(0) if cuda else None, "cpus": os.cpu_count(),
-            "depthwise": os.environ.get("XNET_CUDA_DEPTHWISE", "cudnn")}
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "lightning": ver("lightning"),
+        "torchmetrics": ver("torchmetrics"),
+        "triton": ver("triton"),
+        "triton_key": triton_key(),
+        "cuda": torch.version.cuda,
+        "cuda_available": cuda,
+        "gpu": torch.cuda.get_device_name(0) if cuda else None,
+        "cpus": os.cpu_count(),
+        "depthwise": os.environ.get("XNET_CUDA_DEPTHWISE", "cudnn"),
+    }
 
 
 def triton_key() -> str | None:
@@ -75,12 +85,18 @@ def check_depthwise(torch, device: str, tol: float) -> str:
     w_ref = conv.weight.detach().double().requires_grad_(True)
     y_ref = F.conv2d(x_ref, w_ref, conv.bias.detach().double(), padding=4, groups=64)
     gx_ref, gw_ref = torch.autograd.grad(y_ref, (x_ref, w_ref), grad.double())
-    errors = {"forward": relative_error(y, y_ref), "grad_input": relative_error(gx, gx_ref), "grad_weight": relative_error(gw, gw_ref)}
+    errors = {
+        "forward": relative_error(y, y_ref),
+        "grad_input": relative_error(gx, gx_ref),
+        "grad_weight": relative_error(gw, gw_ref),
+    }
     bad = {k: v for k, v in errors.items() if not v <= tol}
     layout = os.environ.get("XNET_CUDA_DEPTHWISE", "cudnn") if device == "cuda" else "cpu"
     if bad:
-        raise AssertionError(f"depthwise ({layout}, {dtype}) differs from F.conv2d: "
-                             + ", ".join(f"{k} relative error {v:.2e} > {tol:g}" for k, v in bad.items()))
+        raise AssertionError(
+            f"depthwise ({layout}, {dtype}) differs from F.conv2d: "
+            + ", ".join(f"{k} relative error {v:.2e} > {tol:g}" for k, v in bad.items())
+        )
     return f"{layout}, {str(dtype).removeprefix('torch.')}: " + ", ".join(f"{k} {v:.1e}" for k, v in errors.items())
 
 
@@ -117,7 +133,9 @@ def check_training_step(torch, device: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
-    ap.add_argument("--tol", type=float, default=2e-2, help="relative error allowed against fp64 F.conv2d (bf16 inputs on CUDA)")
+    ap.add_argument(
+        "--tol", type=float, default=2e-2, help="relative error allowed against fp64 F.conv2d (bf16 inputs on CUDA)"
+    )
     args = ap.parse_args(argv)
     import torch
 
@@ -126,8 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         print("smoke: CUDA is not available", flush=True)
         return 1
-    for name, check in (("depthwise", lambda: check_depthwise(torch, args.device, args.tol)),
-                        ("training step", lambda: check_training_step(torch, args.device))):
+    for name, check in (
+        ("depthwise", lambda: check_depthwise(torch, args.device, args.tol)),
+        ("training step", lambda: check_training_step(torch, args.device)),
+    ):
         t0 = time.monotonic()
         try:
             detail = check()

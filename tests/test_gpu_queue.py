@@ -1,6 +1,7 @@
 """The GPU-slot command: its plan (the budget's split, hash-gated checks, what trains) is made before it
 runs and a timed-out check never changes it; the dry run on CPU packs states and results into at most 8
 files; ingest survives broken archives; the Triton cache and the packed data make the round trip."""
+
 import json
 import re
 import subprocess
@@ -18,11 +19,20 @@ import gpu_queue as gq
 
 TINY = ["experiment=demo", "data.batch_size=4", "data.patch_size=32", "data.val_limit=1", "module.log_images=0"]
 QUEUE = [
-    {"name": "tiny_done", "zoo": "tiny_done", "overrides": [*TINY, "trainer.val_check_interval=10"],
-     "eval": ["task=denoise", "task.sigma=25"], "default_steps": 20, "test_sets": ["sample"]},
+    {
+        "name": "tiny_done",
+        "zoo": "tiny_done",
+        "overrides": [*TINY, "trainer.val_check_interval=10"],
+        "eval": ["task=denoise", "task.sigma=25"],
+        "default_steps": 20,
+        "test_sets": ["sample"],
+    },
     {"name": "tiny_long", "overrides": [*TINY, "trainer.val_check_interval=50"], "default_steps": 10_000_000},
 ]
-PLAN_LINE = re.compile(r"plan: ([\d.]+) min = startup (\d+) s \+ checks (\d+) s \+ training (-?\d+) s \+ packing (\d+) s \+ reserve (\d+) s")
+PLAN_LINE = re.compile(
+    r"plan: ([\d.]+) min = startup (\d+) s \+ checks (\d+) s \+ training (-?\d+) s "
+    r"\+ packing (\d+) s \+ reserve (\d+) s"
+)
 
 
 @pytest.fixture
@@ -33,20 +43,51 @@ def queue_dir(tmp_path):
 
 
 def args_for(tmp_path, *extra):
-    return gq.parser().parse_args(["--out", str(tmp_path / "out"), "--queue", str(tmp_path / "queue.yaml"), "--runs",
-                                   str(tmp_path / "runs"), "--results", str(tmp_path / "results"), *extra])
+    return gq.parser().parse_args(
+        [
+            "--out",
+            str(tmp_path / "out"),
+            "--queue",
+            str(tmp_path / "queue.yaml"),
+            "--runs",
+            str(tmp_path / "runs"),
+            "--results",
+            str(tmp_path / "results"),
+            *extra,
+        ]
+    )
 
 
 def record_checks(results, **kw):
-    record = {"hash": gq.covered_hash(), "identity": gq.machine_identity("cuda"), "tests": "ok", "benchmark": "ok",
-              "depthwise": "cudnn", "benchmark_file": str(REPO / "results/gpu/benchmark_cuda_h200_train.json"), **kw}
+    record = {
+        "hash": gq.covered_hash(),
+        "identity": gq.machine_identity("cuda"),
+        "tests": "ok",
+        "benchmark": "ok",
+        "depthwise": "cudnn",
+        "benchmark_file": str(REPO / "results/gpu/benchmark_cuda_h200_train.json"),
+        **kw,
+    }
     (results / "checks.json").write_text(json.dumps({"cuda": record}))
 
 
 def test_the_cpu_dry_run_prints_and_records_its_split(queue_dir):
     """The README's dry run (plan only): the split it prints is the one report.json keeps, and it adds up."""
-    cmd = [sys.executable, "scripts/gpu_queue.py", "--device", "cpu", "--budget-min", "1.5", "--out", str(queue_dir / "q"),
-           "--queue", str(queue_dir / "queue.yaml"), "--runs", str(queue_dir / "runs"), "--plan-only"]
+    cmd = [
+        sys.executable,
+        "scripts/gpu_queue.py",
+        "--device",
+        "cpu",
+        "--budget-min",
+        "1.5",
+        "--out",
+        str(queue_dir / "q"),
+        "--queue",
+        str(queue_dir / "queue.yaml"),
+        "--runs",
+        str(queue_dir / "runs"),
+        "--plan-only",
+    ]
     res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
     assert res.returncode == 0, res.stderr[-2000:]
     printed = [float(v) for v in PLAN_LINE.search(res.stdout).groups()]
@@ -77,9 +118,13 @@ def test_unchanged_code_leaves_7_of_9_minutes_to_training_and_changed_code_runs_
 
 
 def test_the_checks_rerun_only_when_the_code_they_cover_changes(tmp_path):
-    for path, text in {"tests/test_k.py": "import pytest\nfrom xnet.foo import bar\n@pytest.mark.cuda\ndef test(): bar()\n",
-                       "xnet/foo.py": "bar = print\n", "xnet/kernels/k.py": "k = 1\n", "xnet/other.py": "o = 1\n",
-                       "tests/test_cpu.py": "from xnet.other import o\n"}.items():
+    for path, text in {
+        "tests/test_k.py": "import pytest\nfrom xnet.foo import bar\n@pytest.mark.cuda\ndef test(): bar()\n",
+        "xnet/foo.py": "bar = print\n",
+        "xnet/kernels/k.py": "k = 1\n",
+        "xnet/other.py": "o = 1\n",
+        "tests/test_cpu.py": "from xnet.other import o\n",
+    }.items():
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / path).write_text(text)
     covered = {p.relative_to(tmp_path).as_posix() for p in gq.covered_files(tmp_path)}
@@ -99,15 +144,22 @@ def test_the_checks_rerun_only_when_the_code_they_cover_changes(tmp_path):
 
 
 def bench_json(triton_ms, default_ms=96.7):
-    runs = {"xDnCNN/bf16": {"step_ms": default_ms}, "xDnCNN/triton_bf16": {"step_ms": triton_ms}, "DnCNN-S/bf16": {"step_ms": 10.0}}
+    runs = {
+        "xDnCNN/bf16": {"step_ms": default_ms},
+        "xDnCNN/triton_bf16": {"step_ms": triton_ms},
+        "DnCNN-S/bf16": {"step_ms": 10.0},
+    }
     return {"devices": {"cuda": {"families": {"dncnn": {"training": {"runs": runs}}}}}}
 
 
-@pytest.mark.parametrize("tests_status,bench_status,trains", [
-    ("ok", "timeout", "triton"),  # a timed-out benchmark keeps the plan
-    ("exit 1", "timeout", "cudnn"),  # failed tests: back to the default, said so
-    ("ok", "ok", "cudnn"),  # the fresh benchmark found the default faster (tests passed): the fastest tested
-])
+@pytest.mark.parametrize(
+    "tests_status,bench_status,trains",
+    [
+        ("ok", "timeout", "triton"),  # a timed-out benchmark keeps the plan
+        ("exit 1", "timeout", "cudnn"),  # failed tests: back to the default, said so
+        ("ok", "ok", "cudnn"),  # the fresh benchmark found the default faster (tests passed): the fastest tested
+    ],
+)
 def test_a_timed_out_check_never_changes_what_trains(queue_dir, tests_status, bench_status, trains):
     record_checks(queue_dir / "results", depthwise="triton")
     plan = gq.Plan(args_for(queue_dir, "--budget-min", "9", "--checks", "full"), gq.COSTS["cuda"])
@@ -149,30 +201,64 @@ def test_ingest_survives_broken_archives_and_records_the_slot(tmp_path, capsys):
     out, runs, results = tmp_path / "out", tmp_path / "runs", tmp_path / "results"
     out.mkdir()
     (tmp_path / "queue.yaml").write_text(yaml.safe_dump(QUEUE))
-    killed = {"name": "b_fresh", "overrides": ["x=1"], "max_steps": 100, "finished": False,
-              "chunks": [{"gpu": "NVIDIA H200", "to_step": None, "status": "timeout"}]}
+    killed = {
+        "name": "b_fresh",
+        "overrides": ["x=1"],
+        "max_steps": 100,
+        "finished": False,
+        "chunks": [{"gpu": "NVIDIA H200", "to_step": None, "status": "timeout"}],
+    }
     (out / "run_a_broken.tar.gz").write_bytes(b"not a tar")  # sorted first: the others are still ingested
     add_tar(out / "run_b_fresh.tar.gz", {"run.json": json.dumps(killed).encode()})
     add_tar(out / "run_c_resumed.tar.gz", {"run.json": json.dumps({**killed, "name": "c_resumed"}).encode()})
     add_tar(out / "run_d_no_json.tar.gz", {"csv/metrics.csv": b"step\n"})
     (runs / "c_resumed").mkdir(parents=True)
     torch.save({"global_step": 7}, runs / "c_resumed" / "state.ckpt")
-    report = {"device": "cuda", "date": "2026-12-01 10:00", "checks": {"mode": "full", "hash": "abc", "identity": {"gpu": "H200"},
-              "tests": "ok", "benchmark": "ok", "depthwise": "triton"}, "steps": {}}
+    report = {
+        "device": "cuda",
+        "date": "2026-12-01 10:00",
+        "checks": {
+            "mode": "full",
+            "hash": "abc",
+            "identity": {"gpu": "H200"},
+            "tests": "ok",
+            "benchmark": "ok",
+            "depthwise": "triton",
+        },
+        "steps": {},
+    }
     (out / "report.json").write_text(json.dumps(report))
     (out / "benchmark_cuda.json").write_text(json.dumps(bench_json(60.0)))
     add_tar(out / "triton_cache.tar.gz", {"k1/kernel.cubin": b"\0"})
     archive = tmp_path / ".triton_cache" / "triton_cache.tar.gz"
 
-    code = gq.main(["--ingest", str(out), "--runs", str(runs), "--queue", str(tmp_path / "queue.yaml"), "--results", str(results),
-                    "--triton-archive", str(archive)])
+    code = gq.main(
+        [
+            "--ingest",
+            str(out),
+            "--runs",
+            str(runs),
+            "--queue",
+            str(tmp_path / "queue.yaml"),
+            "--results",
+            str(results),
+            "--triton-archive",
+            str(archive),
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 2
     assert re.search(r"error: .*run_a_broken.tar.gz: ReadError", captured.err)
     assert re.search(r"error: .*run_d_no_json.tar.gz: RunArchiveError: no run.json", captured.err)
-    assert "b_fresh: step None/100, no state came back (chunk timeout before its first checkpoint): the next slot starts it afresh" in captured.out
+    assert (
+        "b_fresh: step None/100, no state came back (chunk timeout before its first checkpoint): "
+        "the next slot starts it afresh" in captured.out
+    )
     assert "runs/c_resumed/state.ckpt (step 7) stays" in captured.out
-    assert json.loads((runs / "b_fresh" / "run.json").read_text())["max_steps"] == 100 and not (runs / "b_fresh" / "state.ckpt").exists()
+    assert (
+        json.loads((runs / "b_fresh" / "run.json").read_text())["max_steps"] == 100
+        and not (runs / "b_fresh" / "state.ckpt").exists()
+    )
     assert torch.load(runs / "c_resumed" / "state.ckpt")["global_step"] == 7
     checks = json.loads((results / "checks.json").read_text())["cuda"]
     assert checks["hash"] == "abc" and checks["depthwise"] == "triton" and (results / "benchmark_cuda.json").is_file()
@@ -190,16 +276,23 @@ def test_the_triton_cache_carries_binaries_and_metadata_only(tmp_path):
     with tarfile.open(archive) as tar:
         assert sorted(tar.getnames()) == ["K1/__grp__kern.json", "K1/kern.cubin", "K1/kern.json", "K1/launcher.so"]
     again = tmp_path / "again"
-    assert gq.restore_triton_cache(archive, again) == {"K1"} and (again / "K1" / "kern.cubin").read_text() == "kern.cubin"
+    assert (
+        gq.restore_triton_cache(archive, again) == {"K1"} and (again / "K1" / "kern.cubin").read_text() == "kern.cubin"
+    )
     archive.unlink()
-    assert gq.save_triton_cache(again, archive, carried={"K1"}, max_mb=8) == {"carried": 1, "new": 0} and not archive.exists()
+    assert (
+        gq.save_triton_cache(again, archive, carried={"K1"}, max_mb=8) == {"carried": 1, "new": 0}
+        and not archive.exists()
+    )
 
 
 def test_the_data_for_the_next_entries_is_chosen_in_queue_order_within_the_carry():
     sizes = {"A": 10, "B": 5, "C": 20, "D": 5, "E": 30, "F": 100}
-    entries = [{"name": "e1", "sets": {"train": ["A", "B"], "test": {"t": ["C"]}}},
-               {"name": "e2", "sets": {"train": ["A", "D"], "test": {"t": ["E"]}}},
-               {"name": "e3", "sets": {"train": ["F"], "test": {}}}]
+    entries = [
+        {"name": "e1", "sets": {"train": ["A", "B"], "test": {"t": ["C"]}}},
+        {"name": "e2", "sets": {"train": ["A", "D"], "test": {"t": ["E"]}}},
+        {"name": "e3", "sets": {"train": ["F"], "test": {}}},
+    ]
     chosen, served, skipped = gpu_prepare.select(entries, 45, sizes.get)
     assert chosen == {"A": 10, "B": 5, "C": 20, "D": 5}
     assert [(s["name"], s["test_sets_carried"]) for s in served] == [("e1", True), ("e2", False)]
@@ -214,30 +307,77 @@ def test_the_committed_queue_composes():
     queue = yaml.safe_load((REPO / "runs" / "queue.yaml").read_text())
     assert queue and len({e["name"] for e in queue}) == len(queue)
     for entry in queue:
-        cfg = compose_config("train", [*entry["overrides"], "trainer=gpu", "ckpt_path=last_if_any", "logger=csv", "test_after_fit=false"])
+        cfg = compose_config(
+            "train", [*entry["overrides"], "trainer=gpu", "ckpt_path=last_if_any", "logger=csv", "test_after_fit=false"]
+        )
         assert cfg.trainer.accelerator == "gpu", entry["name"]
         for test_set in entry.get("test_sets", []):
-            ev = compose_config("eval", [*entry.get("eval", []), "weights=x.pt", f"data/test={test_set}", "device=cuda", "fuse=false"])
+            ev = compose_config(
+                "eval", [*entry.get("eval", []), "weights=x.pt", f"data/test={test_set}", "device=cuda", "fuse=false"]
+            )
             for key in ("name", "sigma", "scale", "color"):  # scored on the task it was trained for
                 assert ev.task.get(key) == cfg.task.get(key), (entry["name"], test_set, key)
 
 
-@pytest.mark.parametrize("name,train,own_test,test", [
-    ("xdncnn_s25", ["BSD68", "Set12", "Train400"], ["BSD68"], {"bsd68": ["BSD68"], "set12": ["Set12"]}),  # BSD68: the monitor
-    ("xsrcnn_f_x3", ["Set5", "T91", "Train400"], ["BSD100"], {"bsd100": ["BSD100"], "set5": ["Set5"], "set14": ["Set14"]}),
-    ("xdncnn_rgb_derain", ["BSD200", "RainHeavy_JORDER-E_sample"], ["Rain12"], {"rain12": ["Rain12"]}),
-])
+@pytest.mark.parametrize(
+    "name,train,own_test,test",
+    [
+        (
+            "xdncnn_s25",
+            ["BSD68", "Set12", "Train400"],
+            ["BSD68"],
+            {"bsd68": ["BSD68"], "set12": ["Set12"]},
+        ),  # BSD68: the monitor
+        (
+            "xsrcnn_f_x3",
+            ["Set5", "T91", "Train400"],
+            ["BSD100"],
+            {"bsd100": ["BSD100"], "set5": ["Set5"], "set14": ["Set14"]},
+        ),
+        ("xdncnn_rgb_derain", ["BSD200", "RainHeavy_JORDER-E_sample"], ["Rain12"], {"rain12": ["Rain12"]}),
+    ],
+)
 def test_each_entry_names_the_sets_it_needs(name, train, own_test, test):
     entry = next(e for e in gq.load_queue(REPO / "runs" / "queue.yaml") if e["name"] == name)
     assert gq.entry_sets(entry) == {"train": train, "own_test": own_test, "test": test}
 
 
 def run_queue(tmp_path, *extra, budget="2.5"):
-    cmd = [sys.executable, "scripts/gpu_queue.py", "--device", "cpu", "--budget-min", budget, "--out", str(tmp_path / "out"),
-           "--queue", str(tmp_path / "queue.yaml"), "--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "results"),
-           "--triton-cache-dir", str(tmp_path / "triton"), "--triton-archive", str(tmp_path / "triton.tar.gz"),
-           "--profile-steps", "3", "--profile-start", "2", "--train-overrides", "threads=1",
-           "--cost", "slot_startup=8", "smoke=90", "chunk_startup=8", "pack=3", "score=15", "reserve=5", "min_chunk=5", *extra]
+    cmd = [
+        sys.executable,
+        "scripts/gpu_queue.py",
+        "--device",
+        "cpu",
+        "--budget-min",
+        budget,
+        "--out",
+        str(tmp_path / "out"),
+        "--queue",
+        str(tmp_path / "queue.yaml"),
+        "--runs",
+        str(tmp_path / "runs"),
+        "--results",
+        str(tmp_path / "results"),
+        "--triton-cache-dir",
+        str(tmp_path / "triton"),
+        "--triton-archive",
+        str(tmp_path / "triton.tar.gz"),
+        "--profile-steps",
+        "3",
+        "--profile-start",
+        "2",
+        "--train-overrides",
+        "threads=1",
+        "--cost",
+        "slot_startup=8",
+        "smoke=90",
+        "chunk_startup=8",
+        "pack=3",
+        "score=15",
+        "reserve=5",
+        "min_chunk=5",
+        *extra,
+    ]
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
 
 
@@ -257,18 +397,39 @@ def test_cpu_dry_run_packs_states_and_results_and_ingests(queue_dir):
     assert not long["finished"] and 0 < long["step"] < 10_000_000  # stopped by the budget, resumable
     with tarfile.open(out / "run_tiny_done.tar.gz") as tar:
         names = tar.getnames()
-    assert {"run.json", "selected.ckpt", "eval/sample.json", "metrics.json", "profile.json"} <= set(names) and "state.ckpt" not in names
+    assert {"run.json", "selected.ckpt", "eval/sample.json", "metrics.json", "profile.json"} <= set(
+        names
+    ) and "state.ckpt" not in names
     with tarfile.open(out / "run_tiny_long.tar.gz") as tar:
         assert "state.ckpt" in tar.getnames()
 
     zoo = tmp_path / "zoo"
-    assert gq.main(["--ingest", str(out), "--runs", str(tmp_path / "runs"), "--zoo", str(zoo), "--queue", str(tmp_path / "queue.yaml"),
-                    "--results", str(tmp_path / "results")]) == 0
+    assert (
+        gq.main(
+            [
+                "--ingest",
+                str(out),
+                "--runs",
+                str(tmp_path / "runs"),
+                "--zoo",
+                str(zoo),
+                "--queue",
+                str(tmp_path / "queue.yaml"),
+                "--results",
+                str(tmp_path / "results"),
+            ]
+        )
+        == 0
+    )
     index = json.loads((zoo / "zoo.json").read_text())
     assert index["tiny_done"]["training"]["steps"] == 20 and "sample-val" in index["tiny_done"]["results"]
     assert "cpu" in (zoo / "tiny_done" / "MODEL_CARD.md").read_text()
     info = json.loads((tmp_path / "runs" / "tiny_long" / "run.json").read_text())
-    assert (tmp_path / "runs" / "tiny_long" / "state.ckpt").is_file() and info["max_steps"] == 10_000_000 and len(info["chunks"]) == 1
+    assert (
+        (tmp_path / "runs" / "tiny_long" / "state.ckpt").is_file()
+        and info["max_steps"] == 10_000_000
+        and len(info["chunks"]) == 1
+    )
 
     # the next slot resumes the unfinished run from its state and skips the finished one
     res2 = run_queue(tmp_path, "--checks", "none", budget="1")

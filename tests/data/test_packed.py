@@ -1,6 +1,7 @@
 """Packed sets (one file a set, for the GPU slot's 64 MiB): the sources read a pack as they read the set's
 folder, pixel for pixel; packing checks the files against the manifest; a pack that decodes to other
 pixels fails with a line naming it."""
+
 import shutil
 import zipfile
 
@@ -27,7 +28,9 @@ def packs(tmp_path_factory):
 
 
 def same_items(a, b):
-    return len(a) == len(b) and all(x[0] == y[0] and all(np.array_equal(u, v) for u, v in zip(x[1:], y[1:])) for x, y in zip(a, b))
+    return len(a) == len(b) and all(
+        x[0] == y[0] and all(np.array_equal(u, v) for u, v in zip(x[1:], y[1:])) for x, y in zip(a, b)
+    )
 
 
 @pytest.mark.parametrize("mode", ["keep", "L", "RGB"])

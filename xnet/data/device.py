@@ -180,9 +180,9 @@ def resume_generator(generator: torch.Generator, state: torch.Tensor) -> None:
         return
     seed = int.from_bytes(hashlib.sha256(state.numpy().tobytes()).digest()[:8], "little") >> 1
     generator.manual_seed(seed)
-    log.warning("data sampler: the checkpoint's generator state (%d bytes) is another device's than this %s generator's "
-                "(%d bytes): seeded from it instead, so the batches from here on differ from the uninterrupted run's",
-                state.numel(), generator.device.type, expected)
+    log.warning("data sampler: the checkpoint's generator state (%d bytes) is another device's than this %s "
+                "generator's (%d bytes): seeded from it instead, so the batches from here on differ from the "
+                "uninterrupted run's", state.numel(), generator.device.type, expected)
 
 
 class DrawTokens:

@@ -9,6 +9,7 @@ The data sources read a pack wherever they would read the set's folder: :func:`x
 returns the pack when the folder is absent, and :func:`list_images` / :func:`load_image` here accept paths
 inside a pack (``<root>/BSD68.xpack/test001.png``) as well as real files.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -87,7 +88,9 @@ def pack_set(name: str, root: str | os.PathLike, out_dir: str | os.PathLike, eff
     images = [e for e in entries if PurePosixPath(e.file).suffix.lower() in IMAGE_EXTENSIONS]
     problems = [p for e in images if (p := check_entry(folder, e)) is not None]
     if problems:
-        raise ImageError(f"{folder}: not the {spec.name} of its manifest ({len(problems)} problem(s), first: {problems[0]})")
+        raise ImageError(
+            f"{folder}: not the {spec.name} of its manifest ({len(problems)} problem(s), first: {problems[0]})"
+        )
     index = {"format": FORMAT, "set": spec.name, "images": []}
     path = Path(out_dir) / f"{spec.folder}{PACK_SUFFIX}"
     with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as z:
@@ -96,8 +99,15 @@ def pack_set(name: str, root: str | os.PathLike, out_dir: str | os.PathLike, eff
             codec, data = _smallest_lossless(arr, effort)
             member = f"{i:05d}.{codec}"
             z.writestr(member, data)
-            index["images"].append({"file": e.file, "sha256": e.sha256, "member": member, "shape": list(arr.shape),
-                                    "pixels_sha256": pixels_sha256(arr)})
+            index["images"].append(
+                {
+                    "file": e.file,
+                    "sha256": e.sha256,
+                    "member": member,
+                    "shape": list(arr.shape),
+                    "pixels_sha256": pixels_sha256(arr),
+                }
+            )
         z.writestr(INDEX, json.dumps(index, indent=0))
     return path
 
@@ -120,7 +130,9 @@ class PackedSet:
         except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
             raise ImageError(f"{self.path}: not a readable data pack ({e.__class__.__name__}: {e})") from e
         if index.get("format") != FORMAT:
-            raise ImageError(f"{self.path}: data pack format {index.get('format')!r}, this xnet reads {FORMAT}: pack it again")
+            raise ImageError(
+                f"{self.path}: data pack format {index.get('format')!r}, this xnet reads {FORMAT}: pack it again"
+            )
         self.name = index["set"]
         self.images = {e["file"]: _Image(e["member"], tuple(e["shape"]), e["pixels_sha256"]) for e in index["images"]}
         self.sources = {e["file"]: e["sha256"] for e in index["images"]}  # the packed files' manifest sha256
@@ -137,8 +149,10 @@ class PackedSet:
         entry = self.images[file]
         arr = _decode(self.zip.read(entry.member), entry.shape[-1])
         if tuple(arr.shape) != entry.shape or pixels_sha256(arr) != entry.pixels_sha256:
-            raise ImageError(f"{self.path}: {file} decodes to other pixels than were packed (this machine's image "
-                             f"decoder differs): pack it again here or carry the set's folder")
+            raise ImageError(
+                f"{self.path}: {file} decodes to other pixels than were packed (this machine's image "
+                f"decoder differs): pack it again here or carry the set's folder"
+            )
         return arr
 
 
