@@ -83,3 +83,19 @@ def test_sigint_is_a_clean_stop_too(tmp_path):
     assert code == 128 + signal.SIGINT, output[-3000:]
     stopped = last_step(tmp_path)
     assert run_train(tmp_path, [*COMMON, f"trainer.max_steps={stopped + 2}", "ckpt_path=last"])["step"] == stopped + 2
+
+
+def test_a_gpu_checkpoint_resumes_on_cpu(tmp_path, caplog):
+    """A GPU slot's state resumed on CPU (the queue's dry run, or a slot lost): CUDA's generator state and
+    fused Adam come with it; the run goes on, and says once that its batches now differ."""
+    run_train(tmp_path, [*COMMON, "trainer.max_steps=3"])
+    ckpt_file = tmp_path / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(ckpt_file, map_location="cpu", weights_only=True)
+    ckpt["RestorationDataModule"]["sampler"]["generator"] = torch.arange(16, dtype=torch.uint8)  # Philox seed + offset
+    for group in ckpt["optimizer_states"][0]["param_groups"]:
+        group["fused"] = True  # trainer=gpu's Adam
+    torch.save(ckpt, ckpt_file)
+    with caplog.at_level("WARNING", logger="xnet.data.device"):
+        summary = run_train(tmp_path, [*COMMON, "trainer.max_steps=5", "ckpt_path=last"])
+    assert summary["step"] == 5 and last_step(tmp_path) == 5
+    assert "generator state (16 bytes) is another device's" in caplog.text

@@ -106,6 +106,25 @@ def test_generator_state_makes_draws_repeatable():
     assert torch.equal(first["input"], second["input"]) and torch.equal(first["target"], second["target"])
 
 
+def test_a_cuda_generator_state_resumes_on_cpu_seeded_from_it(caplog):
+    """A GPU run's checkpoint resumed on CPU: CUDA's 16-byte Philox state cannot be set on a CPU generator;
+    the sampler seeds from it (the same state, the same draws; another state, other draws) and says so once."""
+    task = grey_task(GaussianNoise(25))
+
+    def sampler():
+        return DevicePatchSampler(PackedImages([[("a", ramp(40, 50))]], task, 16), task, 16, 4, seed=0)
+
+    cuda_state = {"generator": torch.tensor(list(range(16)), dtype=torch.uint8)}
+    a, b, c = sampler(), sampler(), sampler()
+    with caplog.at_level("WARNING", logger="xnet.data.device"):
+        a.load_state_dict(cuda_state)
+    b.load_state_dict(cuda_state)
+    c.load_state_dict({"generator": torch.tensor(list(range(1, 17)), dtype=torch.uint8)})
+    assert "generator state (16 bytes) is another device's than this cpu generator's (5056 bytes)" in caplog.text
+    first = a.draw()["input"]
+    assert torch.equal(first, b.draw()["input"]) and not torch.equal(first, c.draw()["input"])
+
+
 def test_bad_settings_are_named():
     task = grey_task()
     with pytest.raises(ValueError, match="smaller than the 16px crop"):

@@ -16,6 +16,8 @@ from pathlib import Path, PurePosixPath
 MANIFEST_DIR = Path(__file__).resolve().parent / "manifests"
 ROOT_ENV = "XNET_DATA"
 READ_CHUNK = 1 << 16
+#: a set packed into one file (xnet.data.packed), found where its folder would be: <root>/<folder>.xpack
+PACK_SUFFIX = ".xpack"
 # Bookkeeping files that may sit next to the images; they do not count as data.
 METADATA_FILES = frozenset({"MANIFEST.tsv", "README.md", "ID_MAP.tsv", "SOURCE.txt"})
 
@@ -226,7 +228,8 @@ def has_data_file(folder: Path) -> bool:
 
 
 def dataset_dir(name: str, root: str | os.PathLike | None = None) -> Path:
-    """The folder of set ``name`` under ``root``; :class:`DatasetMissingError` if absent or empty.
+    """The folder of set ``name`` under ``root`` (else its pack ``<folder>.xpack`` there, which
+    :mod:`xnet.data.packed` reads like the folder); :class:`DatasetMissingError` if neither.
 
     Raises ValueError for an unknown name (the message lists the known ones).  Does not verify
     checksums (see :func:`verify`).
@@ -234,9 +237,12 @@ def dataset_dir(name: str, root: str | os.PathLike | None = None) -> Path:
     spec = DATASETS[resolve_name(name)]
     root = data_root(root)
     folder = root / spec.folder
-    if not folder.is_dir() or not has_data_file(folder):
-        raise DatasetMissingError(spec.name, folder, root, spec.note)
-    return folder
+    if folder.is_dir() and has_data_file(folder):
+        return folder
+    pack = root / f"{spec.folder}{PACK_SUFFIX}"
+    if pack.is_file():
+        return pack
+    raise DatasetMissingError(spec.name, folder, root, spec.note)
 
 
 # --------------------------------------------------------------------------- checking

@@ -13,6 +13,8 @@ the drawn flip/transpose, gathered in one indexing op (images of any size mix fr
 """
 from __future__ import annotations
 
+import hashlib
+import logging
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -20,6 +22,8 @@ import torch
 
 from xnet.protocol.tasks import Task
 from xnet.protocol.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 AUGMENTS = ("none", "flips", "dihedral")
 
@@ -162,7 +166,23 @@ class DevicePatchSampler:
         return {"generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.generator.set_state(state["generator"].cpu())
+        resume_generator(self.generator, state["generator"].cpu())
+
+
+def resume_generator(generator: torch.Generator, state: torch.Tensor) -> None:
+    """Set ``generator`` to a checkpointed ``state``. A state of the other device's kind (CUDA's 16-byte
+    Philox seed and offset, the CPU's 5,056-byte Mersenne Twister: a run resumed on another device) cannot be
+    set and has no equivalent there: the generator is seeded from the state's bytes instead — the same
+    state always gives the same draws — and one warning says the batches differ from the unbroken run's."""
+    expected = generator.get_state().numel()
+    if state.numel() == expected:
+        generator.set_state(state)
+        return
+    seed = int.from_bytes(hashlib.sha256(state.numpy().tobytes()).digest()[:8], "little") >> 1
+    generator.manual_seed(seed)
+    log.warning("data sampler: the checkpoint's generator state (%d bytes) is another device's than this %s "
+                "generator's (%d bytes): seeded from it instead, so the batches from here on differ from the "
+                "uninterrupted run's", state.numel(), generator.device.type, expected)
 
 
 class DrawTokens:

@@ -1,7 +1,8 @@
 """Image sources: folders of images (or of input/target pairs) held in memory as uint8 arrays.
 
 A source is a sequence of ``(name, image)`` or ``(name, input, target)`` items. Benchmark sets are
-found by name under the data root (``paths.data_dir`` / ``XNET_DATA``); any folder works via ``path``.
+found by name under the data root (``paths.data_dir`` / ``XNET_DATA``), as folders or packed
+(:mod:`xnet.data.packed`); any folder works via ``path``.
 """
 from __future__ import annotations
 
@@ -12,18 +13,19 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from xnet.data.catalog import dataset_dir, manifest_files
-from xnet.protocol.io import IMAGE_EXTENSIONS, ImageError, list_images, load_image
+from xnet.data.catalog import PACK_SUFFIX, dataset_dir, manifest_files
+from xnet.data.packed import list_images, load_image
+from xnet.protocol.io import IMAGE_EXTENSIONS, ImageError
 from xnet.protocol.errors import UserError
 
 log = logging.getLogger(__name__)
 
 
 def resolve_folder(name: str | None, root: str | os.PathLike | None, path: str | os.PathLike | None) -> Path:
-    """A set's folder: an explicit ``path``, else the registered set ``name`` under ``root``."""
+    """A set's folder (or pack): an explicit ``path``, else the registered set ``name`` under ``root``."""
     if path is not None:
         folder = Path(path).expanduser()
-        if not folder.is_dir():
+        if not folder.is_dir() and not (folder.suffix == PACK_SUFFIX and folder.is_file()):
             raise FileNotFoundError(f"image folder not found: {folder}")
         return folder
     if name is None:
