@@ -100,7 +100,7 @@ class RestorationModule(L.LightningModule):
         if given is not None and "has_input" in batch:
             keep = batch["has_input"].view(-1, 1, 1, 1)
             given = torch.where(keep, given, self.task.degradation.train(clean))
-        return self.task.train_pair(clean, given)
+        return self.task.train_pair(clean, given_input=given)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         inp, target = self.make_pair(batch)
