@@ -93,17 +93,10 @@ class RestorationModule(L.LightningModule):
         return self.restorer(x.contiguous(memory_format=self.memory_format))
 
     # --- training -------------------------------------------------------------------------------
-    def make_pair(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(input, target)``: the degradation is drawn on the device; real inputs (paired data)
-        are kept, and mixed batches degrade only the patches without one."""
-        clean, given = batch["target"], batch.get("input")
-        if given is not None and "has_input" in batch:
-            keep = batch["has_input"].view(-1, 1, 1, 1)
-            given = torch.where(keep, given, self.task.degradation.train(clean))
-        return self.task.train_pair(clean, given_input=given)
-
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        inp, target = self.make_pair(batch)
+        """``batch`` is a training pair as the datamodule drew it (:mod:`xnet.data.device`): the
+        module never degrades."""
+        inp, target = batch["input"], batch["target"]
         output = self(inp)
         loss = F.mse_loss(output.float(), target.float())
         self._guard_nonfinite(loss)
