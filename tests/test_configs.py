@@ -148,3 +148,25 @@ def test_recipes_give_the_optimiser_results_recipe_compare_measured(recipe, sche
     opt = opt["optimizer"] if isinstance(opt, dict) else opt[0][0] if isinstance(opt, tuple) else opt
     assert module.hparams.schedule == schedule
     assert opt.defaults["lr"] == pytest.approx(lr) and tuple(opt.defaults["betas"]) == betas
+
+
+RECIPES = sorted(p.stem for p in (CONF / "recipe").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_every_recipe_sets_every_optim_key_and_the_module_defaults_none(recipe):
+    """Recipe defaults live in conf/recipe only (train.yaml has no optim node), each recipe composes
+    the complete set, and RestorationModule takes every configured value without a default of its own."""
+    import inspect
+
+    from omegaconf import OmegaConf
+
+    from xnet.lit.module import RestorationModule
+
+    assert "optim" not in OmegaConf.load(CONF / "train.yaml")
+    cfg = compose("train", [f"recipe={recipe}", "model=convnet", "model.net.depth=2", "paths.output_dir=/tmp/unused"])
+    params = inspect.signature(RestorationModule).parameters
+    configured = {*cfg.optim, *cfg.module}
+    assert configured == {n for n, p in params.items() if p.default is inspect.Parameter.empty} - {"net", "task"}
+    module = RestorationModule(build_net(cfg), build_task(cfg), **cfg.optim, **cfg.module)
+    assert module.hparams.schedule == cfg.optim.schedule

@@ -178,8 +178,9 @@ def test_compile_option_compiles_in_place_and_keeps_the_checkpoint_layout():
     from xnet.protocol.tasks import Task
 
     task = Task("denoise", "grey", GaussianNoise(25), residual=True)
-    eager = RestorationModule(XDnCNN(num_blocks=1, width=16), task)
-    compiled = RestorationModule(XDnCNN(num_blocks=1, width=16), task, compile=True)
+    cfg = compose("train", ["paths.output_dir=/tmp/unused"])
+    eager = RestorationModule(XDnCNN(num_blocks=1, width=16), task, **cfg.optim, **{**cfg.module, "compile": False})
+    compiled = RestorationModule(XDnCNN(num_blocks=1, width=16), task, **cfg.optim, **{**cfg.module, "compile": True})
     compiled.configure_model()
     assert compiled.restorer._compiled_call_impl is not None and eager.restorer._compiled_call_impl is None
     assert list(compiled.state_dict()) == list(eager.state_dict())

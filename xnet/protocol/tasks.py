@@ -5,16 +5,17 @@ use one code path for every task.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import torch
 
 from xnet.protocol.degradations import Degradation
+from xnet.protocol.errors import ConfigError
 from xnet.protocol.float32 import float32_step
 from xnet.protocol.io import to_tensor, warn_once
 from xnet.protocol.quantize import quantize_uint8
-from xnet.protocol.errors import ConfigError
 
 COLORS = {"grey": 1, "y": 1, "rgb": 3}
 
