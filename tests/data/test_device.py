@@ -1,12 +1,12 @@
 """The training pairs (both loaders): crops are real crops of the sources (under the drawn flips or
 rotations), pairs stay aligned, sources are mixed, the generator state makes draws repeatable, a
-worker's sample is a pure function of its number, and pairs are float32 under bf16 autocast."""
+workers' batch is a pure function of its number, and pairs are float32 under bf16 autocast."""
 import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from xnet.data.datasets import PatchDataset, SampleNumbers, sample_generator
+from xnet.data.datasets import ItemNumbers, PatchDataset, item_generator
 from xnet.data.device import (
     DevicePatchSampler,
     DrawTokens,
@@ -115,35 +115,38 @@ def test_generator_state_makes_draws_repeatable():
     assert torch.equal(first["input"], second["input"]) and torch.equal(first["target"], second["target"])
 
 
-def test_a_workers_sample_is_a_pure_function_of_its_number():
+def test_a_workers_item_is_a_pure_function_of_its_number():
     """Item i is drawn by the device loader's PatchSampler from the generator of (seed, i): any
-    instance and any worker give the same pair, other numbers and seeds give other pairs."""
+    instance and any worker give the same batch, other numbers and seeds give other batches."""
     task = grey_task(GaussianNoise(25))
     images = [("a", ramp(40, 40, salt=9)), ("b", ramp(33, 45, salt=10))]
-    def dataset(seed: int) -> PatchDataset:
-        return PatchDataset(images, task, 16, length=8, augment="dihedral", seed=seed)
+
+    def dataset(seed: int, batch_size: int | None = 4) -> PatchDataset:
+        return PatchDataset(images, task, 16, length=8, augment="dihedral", seed=seed, batch_size=batch_size)
 
     a, b = dataset(3), dataset(3)
+    assert a[5]["input"].shape == (4, 1, 16, 16) and a[5]["number"] == 5
     assert all(torch.equal(a[i][k], b[i][k]) for i in (0, 5, 1000) for k in ("input", "target"))
-    assert a[5]["sample"] == 5
     assert not torch.equal(a[5]["input"], a[6]["input"])
     assert not torch.equal(a[5]["input"], dataset(4)[5]["input"])
-    want = PatchSampler(PackedImages([images], task, 16), task, 16, "dihedral").pairs(1, sample_generator(3, 5))
-    assert torch.equal(a[5]["input"], want["input"][0]) and torch.equal(a[5]["target"], want["target"][0])
+    sampler = PatchSampler(PackedImages([images], task, 16), task, 16, "dihedral")
+    want = sampler.pairs(4, item_generator(3, 5))
+    assert torch.equal(a[5]["input"], want["input"]) and torch.equal(a[5]["target"], want["target"])
+    one, want = dataset(3, batch_size=None)[5], sampler.pairs(1, item_generator(3, 5))  # one pair, no batch dim
+    assert one["input"].shape == (1, 16, 16) and torch.equal(one["target"], want["target"][0])
 
 
-def test_workers_batches_are_the_same_with_any_number_of_workers_and_continue_from_a_sample_number():
+def test_workers_batches_are_the_same_with_any_number_of_workers_and_continue_from_a_number():
     task = grey_task(GaussianNoise(25))
-    data = PatchDataset([("a", ramp(40, 40, salt=11))], task, 16, length=12, seed=0)
+    data = PatchDataset([("a", ramp(40, 40, salt=11))], task, 16, length=3, seed=0, batch_size=4)
 
     def batches(workers: int, start: int = 0) -> list[dict]:
-        numbers = SampleNumbers(12, start)
-        return list(DataLoader(data, batch_size=4, sampler=numbers, num_workers=workers, drop_last=True))
+        return list(DataLoader(data, batch_size=None, sampler=ItemNumbers(3, start), num_workers=workers))
 
     inline, forked = batches(0), batches(2)
-    assert [b["sample"].tolist() for b in inline] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
+    assert [b["number"] for b in inline] == [0, 1, 2] and inline[0]["input"].shape == (4, 1, 16, 16)
     assert all(torch.equal(x[k], y[k]) for x, y in zip(inline, forked) for k in ("input", "target"))
-    assert torch.equal(batches(0, start=8)[0]["input"], inline[2]["input"])
+    assert torch.equal(batches(0, start=2)[0]["input"], inline[2]["input"])
 
 
 PAIR_TASKS = {"sr_y_x3": Task("sr", "y", Bicubic(3), residual=False),

@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import default_collate
 
 from xnet.benchmark.measure import interleaved_times, median_ms
 from xnet.benchmark.settings import Settings
@@ -61,7 +60,8 @@ def data_pipeline(device: torch.device, settings: Settings) -> dict[str, Any]:
     ``gather`` — :class:`xnet.data.device.DevicePatchSampler` (the set on the device, one indexing
     op for the crops and flips of the whole batch); ``kornia`` — the same set on the device, the
     batch's images selected, then ``kornia.augmentation`` RandomCrop + flips; ``dataloader`` — the
-    CPU path (:class:`~xnet.data.datasets.PatchDataset`: pairs drawn per sample, no workers) copied to the device."""
+    CPU path (:class:`~xnet.data.datasets.PatchDataset`: a batch drawn on the CPU, no workers) copied to
+    the device."""
     batch, crop = 64, 80
     rng = np.random.default_rng(0)
     images = [(f"{i:03d}", rng.integers(0, 256, (180, 180, 1), dtype=np.uint8)) for i in range(400)]
@@ -85,10 +85,10 @@ def data_pipeline(device: torch.device, settings: Settings) -> dict[str, Any]:
         kornia_error = f"kornia not importable: {exc}"
     else:
         kornia_error = None
-    patches = PatchDataset(images, task, crop, length=batch * 1000, augment="flips", seed=0)
+    batches = PatchDataset(images, task, crop, length=1000, augment="flips", seed=0, batch_size=batch)
 
     def dataloader_draw() -> dict[str, torch.Tensor]:
-        pairs = default_collate([patches[i] for i in range(batch)])
+        pairs = batches[0]
         return {k: pairs[k].to(device, non_blocking=True) for k in ("input", "target")}
 
     fns["dataloader"] = dataloader_draw

@@ -7,7 +7,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from xnet.data.datasets import EvalDataset, PatchDataset, SampleNumbers
+from xnet.data.datasets import EvalDataset, ItemNumbers, PatchDataset
 from xnet.data.device import DevicePatchSampler, DrawTokens, PackedImages, is_draw_token
 from xnet.protocol.tasks import Task
 
@@ -34,9 +34,9 @@ class RestorationDataModule(L.LightningDataModule):
             of the loader's epochs).
         loader: ``device`` — the training set lives on the training device as one uint8 tensor and
             whole batches are drawn there, from one generator whose state is checkpointed;
-            ``workers`` — a DataLoader whose workers draw each sample's pair on the CPU from a
-            generator of ``(seed, sample number)``, the next sample number checkpointed (for sets
-            too big for the device).
+            ``workers`` — a DataLoader whose workers draw whole batches on the CPU, batch number
+            ``n`` from a generator of ``(seed, n)``, the next number checkpointed (for sets too big
+            for the device).
         augment: ``flips`` (the paper's), ``dihedral`` (flips and 90° rotations) or ``none``.
         val_limit: score the first ``val_limit`` validation images only (quick runs).
     """
@@ -68,7 +68,7 @@ class RestorationDataModule(L.LightningDataModule):
         self.val_limit, self.seed = val_limit, seed
         self.train_set = self.val_set = self.monitor_set = None
         self.sampler: DevicePatchSampler | None = None  # loader=device
-        self.numbers: SampleNumbers | None = None  # loader=workers
+        self.numbers: ItemNumbers | None = None  # loader=workers
         self._resume: dict[str, Any] = {}
 
     def _sources(self) -> list[Any]:
@@ -86,8 +86,8 @@ class RestorationDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit") and self.loader == "workers" and self.train_set is None:
-            length, seed = self.batches_per_epoch * self.batch_size, self._rank_seed()
-            self.train_set = PatchDataset(self._sources(), self.task, self.patch_size, length, self.augment, seed=seed)
+            self.train_set = PatchDataset(self._sources(), self.task, self.patch_size, self.batches_per_epoch,
+                                          self.augment, seed=self._rank_seed(), batch_size=self.batch_size)
         if self.val_set is None:
             self.val_set = self._eval_set(self.val_source, self.val_limit)
         if self.monitor_set is None and self.monitor_source is not None:
@@ -113,24 +113,23 @@ class RestorationDataModule(L.LightningDataModule):
                 device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
                 self.sampler = self.build_sampler(device)
             return DrawTokens(self.batches_per_epoch)
-        start = self.numbers.next if self.numbers is not None else self._resume.get("next_sample", 0)
-        self.numbers = SampleNumbers(self.batches_per_epoch * self.batch_size, start)
+        start = self.numbers.next if self.numbers is not None else self._resume.get("next_batch", 0)
+        self.numbers = ItemNumbers(self.batches_per_epoch, start)
         return DataLoader(
             self.train_set,
-            batch_size=self.batch_size,
+            batch_size=None,  # an item is a batch
             sampler=self.numbers,
             num_workers=self.num_workers,
-            drop_last=True,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
         )
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Workers loader: a batch on its way to a step moves the next sample number past it."""
-        if isinstance(batch, dict) and "sample" in batch:
+        """Workers loader: a batch on its way to a step moves the next batch number past it."""
+        if isinstance(batch, dict) and "number" in batch:
             if self.numbers is not None:
-                self.numbers.next = int(batch["sample"][-1]) + 1
-            batch = {k: v for k, v in batch.items() if k != "sample"}
+                self.numbers.next = int(batch["number"]) + 1
+            batch = {k: v for k, v in batch.items() if k != "number"}
         return batch
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
@@ -143,15 +142,15 @@ class RestorationDataModule(L.LightningDataModule):
         if self.sampler is not None:
             return {"sampler": self.sampler.state_dict()}
         if self.numbers is not None:
-            return {"next_sample": self.numbers.next}
+            return {"next_batch": self.numbers.next}
         return {}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._resume = dict(state_dict)
         if self.sampler is not None and "sampler" in state_dict:
             self.sampler.load_state_dict(state_dict["sampler"])
-        if self.numbers is not None and "next_sample" in state_dict:
-            self.numbers.next = int(state_dict["next_sample"])
+        if self.numbers is not None and "next_batch" in state_dict:
+            self.numbers.next = int(state_dict["next_batch"])
 
     # --- evaluation ----------------------------------------------------------------------------
     def val_dataloader(self) -> DataLoader | list[DataLoader]:

@@ -6,9 +6,9 @@ buffer, and ``(input, target)`` pairs of random crops, flips/rotations and degra
   whole batches are drawn there, a handful of kernels (one gather for the crops of the whole batch,
   then the degradation), from one ``torch.Generator`` whose state is part of the checkpoint; no
   worker, no host→device copy, no host sync per step;
-* ``data.loader=workers`` (:class:`~xnet.data.datasets.PatchDataset`): DataLoader workers draw the
-  pair of each sample number on the CPU from a generator seeded by ``(seed, sample number)``; the
-  checkpoint holds the next sample number.
+* ``data.loader=workers`` (:class:`~xnet.data.datasets.PatchDataset`): DataLoader workers draw whole
+  batches on the CPU, batch number ``n`` from a generator seeded by ``(seed, n)``; the checkpoint
+  holds the next batch number.
 
 Either way an interrupted and resumed run draws exactly the pairs the uninterrupted run draws, the
 pairs are float32 (:meth:`~xnet.protocol.tasks.Task.train_pair`, whatever the trainer's precision),
