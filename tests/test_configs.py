@@ -163,3 +163,25 @@ def test_help_says_what_the_command_does_its_main_keys_and_two_examples(module, 
     examples = text.split("Examples:\n")[1].split("\n\n")[0].splitlines()
     assert len(examples) == 2 and all(e.strip().startswith(app) for e in examples)
     assert "Main keys:" in text and "model:" in text  # the config groups are listed
+
+
+RECIPES = sorted(p.stem for p in (CONF / "recipe").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_every_recipe_sets_every_optim_key_and_the_module_defaults_none(recipe):
+    """Recipe defaults live in conf/recipe only (train.yaml has no optim node), each recipe composes
+    the complete set, and RestorationModule takes every configured value without a default of its own."""
+    import inspect
+
+    from omegaconf import OmegaConf
+
+    from xnet.lit.module import RestorationModule
+
+    assert "optim" not in OmegaConf.load(CONF / "train.yaml")
+    cfg = compose("train", [f"recipe={recipe}", "model=convnet", "model.net.depth=2", "paths.output_dir=/tmp/unused"])
+    params = inspect.signature(RestorationModule).parameters
+    configured = {*cfg.optim, *cfg.module}
+    assert configured == {n for n, p in params.items() if p.default is inspect.Parameter.empty} - {"net", "task"}
+    module = RestorationModule(build_net(cfg), build_task(cfg), **cfg.optim, **cfg.module)
+    assert module.hparams.schedule == cfg.optim.schedule

@@ -144,21 +144,19 @@ def _weights(path):
 
 @pytest.mark.parametrize("loader", ["device", "workers"])
 def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(tmp_path, loader):
-    """Weights, optimizer and the data generator (crops, flips, noise) are all in the checkpoint:
-    stopping at step 13 and resuming gives bit-identical weights at step 30 (device loader)."""
+    """Weights, optimizer and where the data side is (the device generator, or the workers' next sample
+    number) are all in the checkpoint: stopping at step 13 (mid-epoch: 8-batch epochs) and resuming
+    gives bit-identical weights at step 30, for both loaders (the workers one with 2 worker processes)."""
+    workers = ["data.num_workers=2"] if loader == "workers" else []
     common = [*TINY, "trainer.max_steps=30", "trainer.val_check_interval=10", "test_after_fit=false", f"data.loader={loader}",
-              "recipe=fast"]
+              "data.samples_per_epoch=64", "recipe=fast", *workers]
     run_train(tmp_path / "whole", common)
     run_train(tmp_path / "split", [*common, "+callbacks.stop._target_=test_train.StopAtStep", "+callbacks.stop.step=13"])
     assert torch.load(tmp_path / "split/checkpoints/last.ckpt", map_location="cpu", weights_only=True)["global_step"] == 13
     resumed = run_train(tmp_path / "split", [*common, "ckpt_path=last"])
     assert resumed["step"] == 30
     whole, split = _weights(tmp_path / "whole/checkpoints/last.ckpt"), _weights(tmp_path / "split/checkpoints/last.ckpt")
-    exact = all(torch.equal(whole[k], split[k]) for k in whole)
-    if loader == "device":
-        assert exact
-    else:  # the DataLoader path draws from the global RNG, which checkpoints do not carry
-        assert not exact
+    assert all(torch.equal(whole[k], split[k]) for k in whole)
 
 
 @pytest.mark.cuda
@@ -180,8 +178,9 @@ def test_compile_option_compiles_in_place_and_keeps_the_checkpoint_layout():
     from xnet.protocol.tasks import Task
 
     task = Task("denoise", "grey", GaussianNoise(25), residual=True)
-    eager = RestorationModule(XDnCNN(num_blocks=1, width=16), task)
-    compiled = RestorationModule(XDnCNN(num_blocks=1, width=16), task, compile=True)
+    cfg = compose("train", ["paths.output_dir=/tmp/unused"])
+    eager = RestorationModule(XDnCNN(num_blocks=1, width=16), task, **cfg.optim, **{**cfg.module, "compile": False})
+    compiled = RestorationModule(XDnCNN(num_blocks=1, width=16), task, **cfg.optim, **{**cfg.module, "compile": True})
     compiled.configure_model()
     assert compiled.restorer._compiled_call_impl is not None and eager.restorer._compiled_call_impl is None
     assert list(compiled.state_dict()) == list(eager.state_dict())

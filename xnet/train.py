@@ -193,7 +193,7 @@ def test_best(cfg: DictConfig, module: RestorationModule, task: Any, best: str) 
     from xnet.deploy.inference import evaluate_module, load_run
     from xnet.utils.build import instantiate_config
 
-    restorer = load_run(best).restorer if best else module.restorer
+    restorer = load_run(best).restorer.to(memory_format=module.memory_format) if best else module.restorer  # as trained
     test_source = instantiate_config(cfg.data.test, "data.test")
     return evaluate_module(restorer, task, test_source, seed=cfg.seed, device=module.device, limit=cfg.get("test_limit"))
 

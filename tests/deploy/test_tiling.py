@@ -21,6 +21,30 @@ def test_receptive_radius_of_the_paper_models():
     assert receptive_radius(fuse(xdncnn)) == receptive_radius(xdncnn)  # fused xUnits count by their kernel
 
 
+class Layout(torch.nn.Module):
+    """Records whether its input arrived channels_last."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[bool] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous())
+        return x
+
+
+def test_the_tiler_runs_a_model_in_its_own_layout():
+    """The memory layout is the model's decision (module.channels_last in training, fuse(channels_last=)
+    for inference), not the tiler's: the input reaches the model as given, whole or in tiles."""
+    x = torch.rand(1, 3, 20, 30)
+    for max_pixels in (None, 0):
+        plain = Layout()
+        Tiler(radius=2, tile=8, max_pixels=max_pixels)(plain, x)
+        assert plain.seen and not any(plain.seen)
+    fused = fuse(Restorer(randomise(XDnCNN(num_blocks=1, width=16)), residual=True))
+    assert fused.channels_last and Tiler(radius=5, tile=8, max_pixels=0)(fused, x[:, :1]).shape == (1, 1, 20, 30)
+
+
 def test_spans_cover_the_length_in_near_equal_pieces():
     assert spans(10, 4) == [(0, 4), (4, 8), (8, 10)]
     assert spans(9, 3) == [(0, 3), (3, 6), (6, 9)]

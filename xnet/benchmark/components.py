@@ -2,7 +2,8 @@
 Triton, what to tune on a new GPU) and the ways to draw a training batch."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -10,11 +11,10 @@ import torch.nn.functional as F
 
 from xnet.benchmark.measure import interleaved_times, median_ms
 from xnet.benchmark.settings import Settings
-from xnet.data.datamodule import collate_patches
 from xnet.data.datasets import PatchDataset
-from xnet.protocol.degradations import GaussianNoise
 from xnet.data.device import DevicePatchSampler, PackedImages
 from xnet.kernels import depthwise_triton as dt
+from xnet.protocol.degradations import GaussianNoise
 from xnet.protocol.tasks import Task
 
 
@@ -60,7 +60,8 @@ def data_pipeline(device: torch.device, settings: Settings) -> dict[str, Any]:
     ``gather`` — :class:`xnet.data.device.DevicePatchSampler` (the set on the device, one indexing
     op for the crops and flips of the whole batch); ``kornia`` — the same set on the device, the
     batch's images selected, then ``kornia.augmentation`` RandomCrop + flips; ``dataloader`` — the
-    CPU path (:class:`~xnet.data.datasets.PatchDataset`, no workers) copied to the device."""
+    CPU path (:class:`~xnet.data.datasets.PatchDataset`: a batch drawn on the CPU, no workers) copied to
+    the device."""
     batch, crop = 64, 80
     rng = np.random.default_rng(0)
     images = [(f"{i:03d}", rng.integers(0, 256, (180, 180, 1), dtype=np.uint8)) for i in range(400)]
@@ -84,11 +85,11 @@ def data_pipeline(device: torch.device, settings: Settings) -> dict[str, Any]:
         kornia_error = f"kornia not importable: {exc}"
     else:
         kornia_error = None
-    patches = PatchDataset(images, task, crop, length=batch * 1000)
+    batches = PatchDataset(images, task, crop, length=1000, augment="flips", seed=0, batch_size=batch)
 
     def dataloader_draw() -> dict[str, torch.Tensor]:
-        clean = collate_patches([patches[i] for i in range(batch)])["target"].to(device, non_blocking=True)
-        return {"input": task.degradation.train(clean), "target": clean}
+        pairs = batches[0]
+        return {k: pairs[k].to(device, non_blocking=True) for k in ("input", "target")}
 
     fns["dataloader"] = dataloader_draw
     times = interleaved_times(fns, 2, max(5, settings.repeats), device)

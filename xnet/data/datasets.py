@@ -1,56 +1,73 @@
-"""Torch datasets over sources: random training patches and whole evaluation images."""
+"""Torch datasets over sources: training batches by number (the ``workers`` loader) and whole
+evaluation images."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Iterator
+from typing import Any
 
+import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
+from xnet.data.device import PackedImages, PatchSampler
 from xnet.protocol.tasks import Task
-from xnet.protocol.errors import ConfigError
 
 
-def random_flip(tensors: Sequence[torch.Tensor], hflip: bool, vflip: bool) -> list[torch.Tensor]:
-    """The same flips on every tensor of an aligned group (input/target pairs)."""
-    out = []
-    for t in tensors:
-        t = t.flip(-1) if hflip else t
-        out.append(t.flip(-2) if vflip else t)
-    return out
+def item_generator(seed: int, number: int) -> torch.Generator:
+    """The CPU generator of training item ``number``, seeded from ``(seed, number)`` through numpy's
+    ``SeedSequence`` (neighbouring numbers give unrelated streams)."""
+    high, low = np.random.SeedSequence([int(seed), int(number)]).generate_state(2, np.uint32)
+    return torch.Generator().manual_seed(int(high) << 32 | int(low))
 
 
 class PatchDataset(Dataset):
-    """Random ``patch_size`` crops with random flips, ``length`` samples per epoch.
+    """Training pairs for DataLoader workers: item ``i`` is drawn on the CPU by a
+    :class:`~xnet.data.device.PatchSampler` (the one that draws the ``device`` loader's batches) from
+    :func:`item_generator` ``(seed, i)`` — a pure function of ``i``, whichever worker draws it. An
+    item is a batch of ``batch_size`` pairs (the ``workers`` loader's unit: item ``i`` is batch number
+    ``i``, drawn in one vectorised call), or one pair with ``batch_size=None``; it carries its
+    ``number`` (the datamodule checkpoints the next one).
 
-    Sources yield ``(name, image)`` (the degradation is applied later, on the device, redrawn per
-    sample) or ``(name, input, target)`` pairs (the same crop is cut from both).
-    Patches are drawn from the global torch RNG, which Lightning seeds per worker.
+    Args:
+        sources: one source, or a list of sources (each drawn equally often); a source yields
+            ``(name, image)`` (degraded here) or ``(name, input, target)`` (the same crop of both).
+        length: items per epoch (:class:`ItemNumbers` numbers them across epochs).
+        augment: ``flips`` | ``dihedral`` | ``none``, as ``data.augment``.
     """
 
-    def __init__(self, source: Any, task: Task, patch_size: int, length: int, flips: bool = True) -> None:
-        self.source, self.task, self.patch_size, self.length, self.flips = source, task, patch_size, length, flips
-        self.images = [tuple(task.clean_tensor(img) for img in item[1:]) for item in source]
-        if len({imgs[-1].shape[0] for imgs in self.images}) > 1:  # grey among RGB (y tasks): stack as RGB
-            self.images = [tuple(t.expand(3, -1, -1).contiguous() for t in imgs) for imgs in self.images]
-        small = [item[0] for item, imgs in zip(source, self.images) if min(imgs[-1].shape[-2:]) < patch_size]
-        if small:
-            folder = getattr(source, "folder", source)
-            raise ConfigError(f"{folder}: images smaller than the {patch_size}px crop: {small[:5]} — lower data.patch_size or set min_size")
+    def __init__(
+        self, sources: Any, task: Task, patch_size: int, length: int, augment: str = "flips", seed: int = 0,
+        batch_size: int | None = None,
+    ) -> None:
+        one = not isinstance(sources, list) or not sources or isinstance(sources[0], tuple)  # items: one source
+        images = PackedImages([sources] if one else sources, task, patch_size)
+        self.sampler = PatchSampler(images, task, patch_size, augment)
+        self.length, self.seed, self.batch_size = length, seed, batch_size
 
     def __len__(self) -> int:
         return self.length
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        imgs = self.images[torch.randint(len(self.images), ()).item()]
-        h, w = imgs[-1].shape[-2:]
-        p = self.patch_size
-        top, left = torch.randint(h - p + 1, ()).item(), torch.randint(w - p + 1, ()).item()
-        crops = [t[..., top : top + p, left : left + p] for t in imgs]
-        if self.flips:
-            h_flip, v_flip = (torch.rand(2) < 0.5).tolist()
-            crops = random_flip(crops, h_flip, v_flip)
-        crops = [c.contiguous() for c in crops]
-        return {"target": crops[-1]} if len(crops) == 1 else {"input": crops[0], "target": crops[1]}
+    def __getitem__(self, number: int) -> dict[str, Any]:
+        pairs = self.sampler.pairs(self.batch_size or 1, item_generator(self.seed, number))
+        if self.batch_size is None:
+            pairs = {k: v[0] for k, v in pairs.items()}
+        return {**pairs, "number": number}
+
+
+class ItemNumbers(Sampler[int]):
+    """The ``workers`` loader's indices: ``length`` item (batch) numbers per epoch from ``next``, the
+    first number no training step has used yet — the datamodule advances it from each batch it hands
+    to a step and restores it from the checkpoint, so a resumed run continues the uninterrupted run's
+    stream."""
+
+    def __init__(self, length: int, next_number: int = 0) -> None:
+        self.length, self.next = length, next_number
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.next, self.next + self.length))
 
 
 class EvalDataset(Dataset):

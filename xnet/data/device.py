@@ -1,10 +1,18 @@
-"""Device-resident training data: every training image decoded once into one uint8 buffer on the
-training device, and whole batches of random crops, flips/rotations and degradations drawn there.
+"""Training pairs, the one place they are made: every training image decoded once into one uint8
+buffer, and ``(input, target)`` pairs of random crops, flips/rotations and degradations drawn from it
+(:class:`PatchSampler`) for both loaders —
 
-No DataLoader worker, no host→device copy per step: a batch is a handful of kernels on the device
-(one gather for the crops of the whole batch, then the degradation). All randomness comes from one
-``torch.Generator`` on the device whose state is part of the checkpoint, so an interrupted and
-resumed run draws exactly the batches the uninterrupted run draws.
+* ``data.loader=device`` (:class:`DevicePatchSampler`): the buffer lives on the training device and
+  whole batches are drawn there, a handful of kernels (one gather for the crops of the whole batch,
+  then the degradation), from one ``torch.Generator`` whose state is part of the checkpoint; no
+  worker, no host→device copy, no host sync per step;
+* ``data.loader=workers`` (:class:`~xnet.data.datasets.PatchDataset`): DataLoader workers draw whole
+  batches on the CPU, batch number ``n`` from a generator seeded by ``(seed, n)``; the checkpoint
+  holds the next batch number.
+
+Either way an interrupted and resumed run draws exactly the pairs the uninterrupted run draws, the
+pairs are float32 (:meth:`~xnet.protocol.tasks.Task.train_pair`, whatever the trainer's precision),
+and the LightningModule receives them as they are: it never degrades.
 
 Layout: the images (and, for paired sources, their inputs) are stored ``C×H×W`` back to back in
 a flat uint8 tensor; per image an offset, height and width. A crop of the batch is an index
@@ -15,13 +23,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from xnet.protocol.tasks import Task
 from xnet.protocol.errors import ConfigError
+from xnet.protocol.tasks import Task
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +75,7 @@ class PackedImages:
     def __len__(self) -> int:
         return len(self.offsets)
 
-    def to(self, device: torch.device | str) -> "PackedImages":
+    def to(self, device: torch.device | str) -> PackedImages:
         for name in ("flat", "offsets", "heights", "widths", "paired"):
             setattr(self, name, getattr(self, name).to(device))
         return self
@@ -91,52 +100,51 @@ def _check_sizes(source: Any, items: list, patch_size: int) -> None:
         raise ConfigError(f"{folder}: images smaller than the {patch_size}px crop: {names} — lower data.patch_size or set min_size")
 
 
-class DevicePatchSampler:
-    """Draws training batches ``{"input", "target"}`` on the device of its :class:`PackedImages`.
+class PatchSampler:
+    """Draws ``(input, target)`` pairs on the device of its :class:`PackedImages`.
 
     Per sample: a source (uniformly), an image of it (uniformly), a ``patch_size`` crop position
     (uniformly), an augmentation (``flips``: horizontal and vertical flips, the paper's; ``dihedral``:
-    also 90° rotations; ``none``) — then for the whole batch the task's degradation, except for
-    samples of paired sources, whose real input is cropped alongside.
+    also 90° rotations; ``none``) — then for the whole batch the task's training pair
+    (:meth:`~xnet.protocol.tasks.Task.train_pair`: the degradation, except for samples of paired
+    sources, whose real input is cropped alongside; the net's colour space), all from one generator.
     """
 
-    def __init__(self, images: PackedImages, task: Task, patch_size: int, batch_size: int, augment: str = "flips", seed: int = 0) -> None:
+    def __init__(self, images: PackedImages, task: Task, patch_size: int, augment: str) -> None:
         if augment not in AUGMENTS:
             raise ConfigError(f"data.augment must be one of {AUGMENTS}, got {augment!r}")
-        if patch_size < 1 or batch_size < 1:
-            raise ConfigError(f"data.patch_size and data.batch_size must be positive, got {patch_size} and {batch_size}")
-        self.images, self.task, self.patch_size, self.batch_size, self.augment = images, task, patch_size, batch_size, augment
+        if patch_size < 1:
+            raise ConfigError(f"data.patch_size must be positive, got {patch_size}")
+        self.images, self.task, self.patch_size, self.augment = images, task, patch_size, augment
         self.device = images.flat.device
-        self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed(int(seed))
         self._source_start = torch.tensor(images.source_start, dtype=torch.int64, device=self.device)
         self._source_count = torch.tensor(images.source_count, dtype=torch.int64, device=self.device)
         self._grid = torch.arange(patch_size, device=self.device)
         self._any_paired = bool(images.paired.any())
 
-    def _uniform(self, n: int) -> torch.Tensor:
-        return torch.rand(n, generator=self.generator, device=self.device)
+    def _uniform(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        return torch.rand(n, generator=generator, device=self.device)
 
-    def _below(self, upper: torch.Tensor) -> torch.Tensor:
+    def _below(self, upper: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Uniform integers in ``[0, upper)``, one per entry (upper ≥ 1)."""
-        return (self._uniform(upper.numel()) * upper).long().clamp_max_(upper - 1)
+        return (self._uniform(upper.numel(), generator) * upper).long().clamp_max_(upper - 1)
 
-    def positions(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(image index [B], row index [B, p, p], column index [B, p, p])`` in image coordinates."""
-        b, p = self.batch_size, self.patch_size
-        src = self._below(torch.full((b,), len(self._source_count), device=self.device))
-        idx = self._source_start[src] + self._below(self._source_count[src])
-        top = self._below(self.images.heights[idx] - p + 1)
-        left = self._below(self.images.widths[idx] - p + 1)
-        rows = self._grid.view(1, p, 1).expand(b, p, p)
-        cols = self._grid.view(1, 1, p).expand(b, p, p)
+    def positions(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(image index [n], row index [n, p, p], column index [n, p, p])`` in image coordinates."""
+        p = self.patch_size
+        src = self._below(torch.full((n,), len(self._source_count), device=self.device), generator)
+        idx = self._source_start[src] + self._below(self._source_count[src], generator)
+        top = self._below(self.images.heights[idx] - p + 1, generator)
+        left = self._below(self.images.widths[idx] - p + 1, generator)
+        rows = self._grid.view(1, p, 1).expand(n, p, p)
+        cols = self._grid.view(1, 1, p).expand(n, p, p)
         if self.augment != "none":
-            flips = self._uniform(3 * b).view(3, b, 1, 1) < 0.5
+            flips = self._uniform(3 * n, generator).view(3, n, 1, 1) < 0.5
             if self.augment == "dihedral":  # transpose + flips: all 8 rotations/reflections
                 rows, cols = torch.where(flips[2], cols, rows), torch.where(flips[2], rows, cols)
             rows = torch.where(flips[0], p - 1 - rows, rows)
             cols = torch.where(flips[1], p - 1 - cols, cols)
-        return idx, rows + top.view(b, 1, 1), cols + left.view(b, 1, 1)
+        return idx, rows + top.view(n, 1, 1), cols + left.view(n, 1, 1)
 
     def crops(self, idx: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, plane: int | torch.Tensor = 0) -> torch.Tensor:
         """uint8 ``B×C×p×p``: plane 0 is the target, plane 1 a paired source's input (per sample;
@@ -151,16 +159,35 @@ class DevicePatchSampler:
         index = base + chan * h * w + rows.unsqueeze(1) * w + cols.unsqueeze(1)
         return im.flat[index]
 
-    def draw(self) -> dict[str, torch.Tensor]:
-        """One batch: ``target`` (clean crops, float in [0, 1]) and ``input`` (degraded, or real)."""
-        idx, rows, cols = self.positions()
+    def pairs(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """``n`` training pairs: ``input`` (degraded, or real) and ``target``, float32 in the net's space."""
+        idx, rows, cols = self.positions(n, generator)
         clean = self.crops(idx, rows, cols).float().div_(255.0)
-        degraded = self.task.degradation.train(clean, self.generator)
-        if self._any_paired:  # real pairs keep their real input; the others are degraded here
-            paired = self.images.paired[idx]
-            real = self.crops(idx, rows, cols, plane=paired).float().div_(255.0)
-            degraded = torch.where(paired.view(-1, 1, 1, 1), real, degraded)
-        return {"input": degraded, "target": clean}
+        given = real = None
+        if self._any_paired:  # real pairs keep their real input; the others are degraded
+            given = self.images.paired[idx]
+            real = self.crops(idx, rows, cols, plane=given).float().div_(255.0)
+        inp, target = self.task.train_pair(clean, generator, real, given)
+        return {"input": inp, "target": target}
+
+
+class DevicePatchSampler(PatchSampler):
+    """``data.loader=device``: batches of ``batch_size`` pairs drawn on the images' device from one
+    generator seeded with ``seed``, whose state is checkpointed (:meth:`state_dict`)."""
+
+    def __init__(
+        self, images: PackedImages, task: Task, patch_size: int, batch_size: int, augment: str, seed: int
+    ) -> None:
+        super().__init__(images, task, patch_size, augment)
+        if batch_size < 1:
+            raise ConfigError(f"data.batch_size must be positive, got {batch_size}")
+        self.batch_size = batch_size
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(int(seed))
+
+    def draw(self) -> dict[str, torch.Tensor]:
+        """One batch: ``target`` (clean crops) and ``input`` (degraded, or real), float32."""
+        return self.pairs(self.batch_size, self.generator)
 
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self.generator.get_state()}

@@ -417,7 +417,7 @@ class Deployed(nn.Module):
     is the body's.
     """
 
-    def __init__(self, body: nn.Module, channels_last: bool = True, compiled: Any = None) -> None:
+    def __init__(self, body: nn.Module, channels_last: bool, compiled: Any = None) -> None:
         super().__init__()
         self.body = body
         self.channels_last = channels_last

@@ -52,7 +52,8 @@ def spans(length: int, tile: int) -> list[tuple[int, int]]:
 
 
 def _forward(model: nn.Module, x: torch.Tensor, device: torch.device | str) -> torch.Tensor:
-    return model(x.to(device).contiguous(memory_format=torch.channels_last)).float().cpu()
+    """The model in its own memory layout (a fused model converts its input: ``fuse(channels_last=)``)."""
+    return model(x.to(device)).float().cpu()
 
 
 @dataclass(frozen=True)

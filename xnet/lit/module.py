@@ -3,8 +3,9 @@ one-cycle fast recipe (:mod:`xnet.lit.schedules`)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import lightning as L
 import torch
@@ -14,9 +15,8 @@ from torchmetrics import MeanMetric
 
 from xnet.archs.common import Restorer
 from xnet.archs.params import param_summary
-from xnet.protocol.io import save_image
-from xnet.protocol.metrics import image_metrics
 from xnet.lit.schedules import lr_factor
+from xnet.protocol.io import save_image
 from xnet.protocol.tasks import Task
 from xnet.utils.precision import exact_float32
 
@@ -28,9 +28,14 @@ class NonFiniteLossError(RuntimeError):
 
 
 class RestorationModule(L.LightningModule):
-    """Args:
+    """Every argument but ``nonfinite_check_every`` comes from the run config, which is its one
+    source (``optim``: ``conf/recipe/``; the rest: ``module`` in ``conf/train.yaml``); none has a
+    default here.
+
+    Args:
         net: the architecture (an ``nn.Module`` from ``xnet.archs``).
-        task: the task (degradation, colour space, scoring).
+        task: the task (colour space, residual learning, scoring); the pairs come made from the
+            datamodule (:mod:`xnet.data.device`), the module never degrades.
         lr: Adam's (peak) rate. ``schedule``: ``step`` — multiplied by ``gamma`` at each step in
             ``milestones`` (the paper: 1e-3 → 1e-4); ``onecycle`` — ``warmup`` (fraction of the
             steps) then a cosine to ``final_lr`` at ``trainer.max_steps``; ``wsd`` — warm-up, held,
@@ -50,19 +55,20 @@ class RestorationModule(L.LightningModule):
         self,
         net: nn.Module,
         task: Task,
-        lr: float = 1e-3,
-        schedule: str = "step",
-        milestones: Sequence[int] = (),
-        gamma: float = 0.1,
-        warmup: float = 0.05,
-        final_lr: float = 1e-5,
-        decay: float = 0.2,
-        betas: Sequence[float] = (0.9, 0.999),
-        weight_decay: float = 0.0,
-        channels_last: bool = True,
-        log_images: int = 3,
+        *,
+        lr: float,
+        schedule: str,
+        milestones: Sequence[int],
+        gamma: float,
+        warmup: float,
+        final_lr: float,
+        decay: float,
+        betas: Sequence[float],
+        weight_decay: float,
+        channels_last: bool,
+        log_images: int,
+        compile: bool,
         nonfinite_check_every: int = 50,
-        compile: bool = False,
         config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -93,17 +99,10 @@ class RestorationModule(L.LightningModule):
         return self.restorer(x.contiguous(memory_format=self.memory_format))
 
     # --- training -------------------------------------------------------------------------------
-    def make_pair(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(input, target)``: the degradation is drawn on the device; real inputs (paired data)
-        are kept, and mixed batches degrade only the patches without one."""
-        clean, given = batch["target"], batch.get("input")
-        if given is not None and "has_input" in batch:
-            keep = batch["has_input"].view(-1, 1, 1, 1)
-            given = torch.where(keep, given, self.task.degradation.train(clean))
-        return self.task.train_pair(clean, given)
-
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        inp, target = self.make_pair(batch)
+        """``batch`` is a training pair as the datamodule drew it (:mod:`xnet.data.device`): the
+        module never degrades."""
+        inp, target = batch["input"], batch["target"]
         output = self(inp)
         loss = F.mse_loss(output.float(), target.float())
         self._guard_nonfinite(loss)
@@ -145,7 +144,8 @@ class RestorationModule(L.LightningModule):
         params = [p for p in self.parameters() if p.requires_grad]
         opt = torch.optim.Adam(params, lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay, fused=_fused_ok(params))
         total = self.trainer.max_steps if self._trainer is not None else 0
-        factor = lr_factor(hp.schedule, hp.lr, total, hp.milestones, hp.gamma, hp.warmup, hp.final_lr, decay=hp.decay)
+        factor = lr_factor(hp.schedule, hp.lr, total, milestones=hp.milestones, gamma=hp.gamma, warmup=hp.warmup,
+                           final_lr=hp.final_lr, decay=hp.decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
@@ -156,17 +156,13 @@ class RestorationModule(L.LightningModule):
         log.info("parameters: paper convention %s, trainable %s", f"{self.params['params_paper']:,}", f"{self.params['params_trainable']:,}")
 
     # --- validation -----------------------------------------------------------------------------
-    def score(self, output: torch.Tensor, target: torch.Tensor, grey_source: bool = False) -> dict[str, torch.Tensor]:
-        space = self.task.metric_space
-        return image_metrics(space(output, grey_source), space(target, grey_source), self.task.border)
-
     def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
         """Loader 0 is the validation set (selects checkpoints), loader 1 the optional monitor set.
         Scored in full float32 (no autocast, no TF32), as the evaluation protocol is."""
         inp, target = batch["input"], batch["target"]
         with exact_float32(self.device.type):
             output = self(inp).float()
-        scores = self.score(output, target, batch["grey_source"])
+        scores = self.task.scores(output, target, batch["grey_source"])
         if dataloader_idx == 1:
             self.monitor_psnr.update(scores["psnr"])
             self.monitor_ssim.update(scores["ssim"])
@@ -174,7 +170,7 @@ class RestorationModule(L.LightningModule):
         self.val_psnr.update(scores["psnr"])
         self.val_ssim.update(scores["ssim"])
         if inp.shape == target.shape:
-            self.val_psnr_input.update(self.score(inp, target, batch["grey_source"])["psnr"])
+            self.val_psnr_input.update(self.task.scores(inp, target, batch["grey_source"])["psnr"])
         if batch_idx < self.hparams.log_images and not self.trainer.sanity_checking:
             self._log_triplet(batch["name"], inp[0], output[0], target[0], float(scores["psnr"].reshape(-1)[0]))
 

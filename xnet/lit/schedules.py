@@ -1,30 +1,33 @@
 """Learning-rate schedules as a factor of the peak rate per optimiser step (``LambdaLR``).
 
 * ``step`` — the paper's: ×``gamma`` at each step in ``milestones`` (1e-3 → 1e-4);
-* ``onecycle`` — linear warm-up from ``lr·start_factor`` over the first ``warmup`` fraction of the
+* ``onecycle`` — linear warm-up from ``lr·WARMUP_START`` over the first ``warmup`` fraction of the
   steps, then a half cosine from ``lr`` down to ``final_lr`` at ``total_steps``;
 * ``wsd`` (warm-up, stable, decay) — the same warm-up, ``lr`` held, then a linear decay to
   ``final_lr`` over the last ``decay`` fraction of the steps.
+
+The values (``optim.*``) come from ``conf/recipe/``, their one source: nothing here has a default.
 """
 from __future__ import annotations
 
 import bisect
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 SCHEDULES = ("step", "onecycle", "wsd")
+WARMUP_START = 0.04  # the warm-up starts at this fraction of optim.lr
 
 
 def lr_factor(
     schedule: str,
     lr: float,
     total_steps: int,
-    milestones: Sequence[int] = (),
-    gamma: float = 0.1,
-    warmup: float = 0.05,
-    final_lr: float = 1e-5,
-    start_factor: float = 0.04,
-    decay: float = 0.2,
+    *,
+    milestones: Sequence[int],
+    gamma: float,
+    warmup: float,
+    final_lr: float,
+    decay: float,
 ) -> Callable[[int], float]:
     if schedule == "step":
         marks = sorted(int(m) for m in milestones)
@@ -35,14 +38,14 @@ def lr_factor(
         raise ValueError(f"optim.schedule={schedule} needs trainer.max_steps > 0 (the schedule ends there)")
     if not 0 <= warmup < 1:
         raise ValueError(f"optim.warmup is a fraction of the steps in [0, 1), got {warmup}")
-    n_warm = int(round(warmup * total_steps))
+    n_warm = round(warmup * total_steps)
     floor = final_lr / lr
 
-    n_decay = int(round(decay * total_steps))
+    n_decay = round(decay * total_steps)
 
     def factor(step: int) -> float:
         if step < n_warm:
-            return start_factor + (1 - start_factor) * step / n_warm
+            return WARMUP_START + (1 - WARMUP_START) * step / n_warm
         if schedule == "wsd":
             t = min(1.0, max(0, step - (total_steps - n_decay)) / max(1, n_decay))
             return 1 - (1 - floor) * t

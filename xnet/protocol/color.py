@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import torch
 
+from xnet.protocol.float32 import float32_step
+
 __all__ = ["rgb_to_y", "to_y", "rgb_to_ycbcr", "ycbcr_to_rgb"]
 
 # Rows: Y, Cb, Cr; columns: R, G, B; in units of 1/255 per unit of [0,1] input.
@@ -40,6 +42,7 @@ def _matrix(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return m, off
 
 
+@float32_step
 def _apply(m: torch.Tensor, off: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     dt = x.dtype
     y = torch.einsum("oc,...chw->...ohw", m.to(dt), x)

@@ -14,6 +14,7 @@ from typing import Sequence
 
 import torch
 
+from xnet.protocol.float32 import float32_step
 from xnet.protocol.quantize import quantize_uint8
 
 
@@ -51,6 +52,7 @@ class GaussianNoise(Degradation):
             raise ValueError(f"noise sigma must be >= 0 and a valid range, got {sigma}")
         self.eval_sigma = float(eval_sigma if eval_sigma is not None else self.high)
 
+    @float32_step
     def train(self, clean: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         b = clean.shape[0]
         sigma = torch.empty(b, 1, 1, 1, device=clean.device, dtype=clean.dtype)

@@ -45,6 +45,7 @@ from collections.abc import Sequence
 
 import torch
 
+from xnet.protocol.float32 import float32_step
 from xnet.protocol.quantize import quantize_uint8
 
 __all__ = [
@@ -166,6 +167,7 @@ def _resize_along(x: torch.Tensor, dim: int, w: torch.Tensor, idx: torch.Tensor)
     return y.movedim(-1, dim)
 
 
+@float32_step
 def imresize(
     x: torch.Tensor,
     scale: float | Sequence[float] | None = None,
@@ -190,7 +192,8 @@ def imresize(
             as MATLAB's uint8 cast).  Off by default: values unclipped.
 
     Returns:
-        tensor of the same rank/dtype/device with resized spatial dims.
+        tensor of the same rank/device with resized spatial dims, in the input's dtype (float32 for
+        a half-precision input: :mod:`xnet.protocol.float32`).
     """
     if not torch.is_tensor(x):
         raise TypeError("imresize expects a torch.Tensor")

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import torch
 
+from xnet.protocol.float32 import float32_step
 
+
+@float32_step
 def uint8_levels(x: torch.Tensor) -> torch.Tensor:
     """``x`` in [0, 1] clipped and rounded to its uint8 level, as float in [0, 255]. For ``v >= 0``
     half away from zero is ``floor(v + 0.5)``, which is also how MATLAB's ``im2uint8`` rounds a

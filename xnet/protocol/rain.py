@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from xnet.protocol.degradations import Degradation, seeded_generator
+from xnet.protocol.float32 import float32_step
 
 Range = float | Sequence[float]
 
@@ -215,6 +216,7 @@ class RainStreaks(Degradation):
             out = 1 - (1 - clean.float()) * (1 - r)
         return out.clamp_(0, 1).to(clean.dtype)
 
+    @float32_step
     def _apply(self, clean: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         if clean.ndim != 4:
             raise ValueError(f"rain expects a B×C×H×W batch, got shape {tuple(clean.shape)}")

@@ -5,15 +5,17 @@ use one code path for every task.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import torch
 
 from xnet.protocol.degradations import Degradation
+from xnet.protocol.errors import ConfigError
+from xnet.protocol.float32 import float32_step
 from xnet.protocol.io import to_tensor, warn_once
 from xnet.protocol.quantize import quantize_uint8
-from xnet.protocol.errors import ConfigError
 
 COLORS = {"grey": 1, "y": 1, "rgb": 3}
 
@@ -94,11 +96,23 @@ class Task:
 
         return quantize_uint8(to_y(x))
 
-    def train_pair(self, clean: torch.Tensor, given_input: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(input, target)`` for a batch, the degradation redrawn on the clean batch's device."""
-        inp = self.degradation.train(clean) if given_input is None else given_input
+    @float32_step
+    def train_pair(
+        self,
+        clean: torch.Tensor,
+        generator: torch.Generator | None = None,
+        given_input: torch.Tensor | None = None,
+        given: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(input, target)`` for a training batch ``B×C×H×W`` in float32, whatever the autocast: the
+        degradation drawn from ``generator``; paired data's real ``given_input`` replaces it — for every
+        sample, or where the mask ``given`` [B] is true (paired and synthetic sources mixed)."""
+        inp = self.degradation.train(clean, generator) if given_input is None or given is not None else given_input
+        if given is not None:
+            inp = torch.where(given.view(-1, 1, 1, 1), given_input, inp)
         return self.to_net_space(inp), self.to_net_space(clean)
 
+    @float32_step
     def eval_pair(self, clean: torch.Tensor, seed: int, given_input: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(input, target)`` for one image, a pure function of ``(clean, seed)``."""
         inp = self.degradation.eval(clean, seed) if given_input is None else given_input
