@@ -163,10 +163,15 @@ def test_a_sweep_run_again_skips_finished_jobs_and_resumes_interrupted_ones(tmp_
     """The medium tier's fixed sweep dir: the same command again resumes every unfinished job from its last.ckpt
     and leaves finished ones alone, so a figure can be trained in pieces across sessions."""
     sweep = tmp_path / "sweep"
-    base = ["experiment=fig3_medium_convnet", "data/test=bsd68_first8", "model.net.depth=2,3", f"hydra.sweep.dir={sweep}", *TINY]
-    jobs = [sweep / "0", sweep / "1"]
+    tiny = [o for o in TINY if not o.startswith("hydra.sweep.subdir")]  # the tier's own folder names: overrides only
+    unnamed = "[experiment,trainer,logger,hydra.launcher,hydra.sweeper,trainer.max_steps,trainer.val_check_interval]"
+    base = ["experiment=fig3_medium_convnet", "data/test=bsd68_first8", "model.net.depth=2,3", f"hydra.sweep.dir={sweep}", *tiny,
+            f"hydra.job.config.override_dirname.exclude_keys={unnamed}"]  # a longer budget: the same job
     first = run_multirun([*base, "trainer.max_steps=4", "trainer.val_check_interval=4"])
     assert first.returncode == 0, first.stderr[-2000:]
+    depth = {OmegaConf.load(d / ".hydra" / "config.yaml").model.net.depth: d for d in sweep.iterdir() if d.is_dir()}
+    jobs = [depth[2], depth[3]]
+    assert not any(d.name[0].isdigit() for d in jobs)  # named by overrides, not by their number in this command
     (jobs[0] / "metrics.json").unlink()  # job 0 was killed after its last checkpoint; job 1 finished a shorter budget
     second = run_multirun(base)  # max_steps=6
     assert second.returncode == 0, second.stderr[-2000:]
@@ -177,3 +182,6 @@ def test_a_sweep_run_again_skips_finished_jobs_and_resumes_interrupted_ones(tmp_
     assert third.returncode == 0, third.stderr[-2000:]
     assert [(j / "metrics.json").stat().st_mtime_ns for j in jobs] == stamps
     assert (third.stdout + third.stderr).count("already trained to step 6") == 2
+    one = run_multirun([o if o != "model.net.depth=2,3" else "model.net.depth=3" for o in base])  # a subset: same folder
+    assert "already trained to step 6" in one.stdout + one.stderr
+    assert sorted(p for p in sweep.iterdir() if p.is_dir()) == sorted(jobs)

@@ -27,10 +27,13 @@ def names_a_run(key: str) -> bool:
 
 def job_dirname(num: Any, override_dirname: str) -> str:
     """``<job number>_<overrides>`` as one flat folder name: ``data/test=set12`` → ``data.test=set12``,
-    other unsafe characters → ``_``, too long a string shortened with a hash (still unique)."""
+    other unsafe characters → ``_``, too long a string shortened with a hash (still unique). Without a number
+    (``num`` empty) the overrides alone: a job keeps its folder whatever else its sweep runs."""
     text = _UNSAFE.sub("_", str(override_dirname).replace("/", "."))
     if len(text) > MAX_DIRNAME:
         text = f"{text[:MAX_DIRNAME - 9]}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
+    if num in (None, ""):  # a name that does not depend on the job's place in its sweep (resumable sweeps)
+        return text or "no_overrides"
     return f"{num}_{text}" if text else str(num)
 
 
