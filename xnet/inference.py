@@ -26,6 +26,7 @@ from xnet.utils.build import build_net, build_task
 from xnet.utils.errors import ConfigError, WeightsError
 from xnet.utils.precision import exact_float32
 from xnet.utils.progress import progress
+from xnet.utils.trust import check_targets
 from xnet.weights import load_weights, read_state_dict, resolve_weights, zoo_model_config
 
 log = logging.getLogger(__name__)
@@ -59,26 +60,53 @@ def load_restorer(cfg: DictConfig, task: Task | None = None) -> LoadedRestorer:
         return LoadedRestorer(cfg, task, Restorer(build_net(cfg, task), residual=False), None, {})
     path = resolve_weights(str(cfg.weights))
     loaded = read_state_dict(path)  # read once: the stored config and the weights
-    stored = (stored_run_config(loaded) or {}).get("model") if path.suffix == ".ckpt" else zoo_model_config(path)
+    if path.suffix == ".ckpt":
+        stored, origin = (stored_run_config(loaded, path) or {}).get("model"), path
+    else:
+        stored, origin = zoo_model_config(path), path.parent / "config.yaml"
+    if stored is not None:  # data, not code: only xnet's classes (xnet.utils.trust), checked before any is built
+        check_targets(stored, str(origin), trusted_modules(cfg), where="model")
     cfg = with_stored_model(cfg, stored)
     return into_net(cfg, task or build_task(cfg), path, loaded)
 
 
-def load_run(path: str | Path) -> LoadedRestorer:
+def trusted_modules(cfg: DictConfig) -> tuple[str, ...]:
+    """``trust_targets=[...]``: module prefixes the user trusts a stored config to build from."""
+    return tuple(str(m) for m in (cfg.get("trust_targets") or ()))
+
+
+#: the nodes of a stored run config that are ever built from it (the rest is read as data)
+BUILT_FROM_RUN = ("task", "model", "data.test")
+
+
+def load_run(path: str | Path, trusted: tuple[str, ...] = ()) -> LoadedRestorer:
     """A checkpoint saved by ``xnet.train``, rebuilt with the whole run config it stores: the task and
-    the net are the ones it was trained as."""
+    the net are the ones it was trained as. The config's :data:`BUILT_FROM_RUN` nodes may only
+    build xnet's classes (or those of the ``trusted`` modules)."""
     path = Path(path)
     loaded = read_state_dict(path)
-    stored = stored_run_config(loaded)
+    stored = stored_run_config(loaded, path)
     if stored is None:
         raise WeightsError(f"{path}: not an xnet training checkpoint (no run config stored in it); use a checkpoint saved by xnet.train")
+    for key in BUILT_FROM_RUN:
+        check_targets(_node(stored, key), str(path), trusted, where=key)
     cfg = OmegaConf.create(stored)
     return into_net(cfg, build_task(cfg), path, loaded)
 
 
-def stored_run_config(loaded: StateAndExtra) -> dict[str, Any] | None:
+def _node(config: Any, key: str) -> Any:
+    for part in key.split("."):
+        config = config.get(part) if isinstance(config, dict) else None
+    return config
+
+
+def stored_run_config(loaded: StateAndExtra, path: Path) -> dict[str, Any] | None:
     """The resolved run config an xnet checkpoint stores (``checkpoint["xnet"]["config"]``)."""
-    return (loaded[1].get("xnet") or {}).get("config")
+    xnet = loaded[1].get("xnet") or {}
+    config = xnet.get("config") if isinstance(xnet, dict) else None
+    if config is not None and not (isinstance(config, dict) and isinstance(config.get("model", {}), dict)):
+        raise WeightsError(f"{path}: the run config stored in it is not a mapping of config nodes; not an xnet checkpoint")
+    return config
 
 
 def with_stored_model(cfg: DictConfig, stored: dict[str, Any] | None) -> DictConfig:

@@ -255,6 +255,13 @@ def zoo_model_config(path: Path) -> dict[str, Any] | None:
     config = path.parent / "config.yaml"
     if path.name != "weights.safetensors" or not config.is_file():
         return None
-    from omegaconf import OmegaConf
+    from omegaconf import DictConfig, OmegaConf
 
-    return OmegaConf.to_container(OmegaConf.load(config)).get("model")  # type: ignore[union-attr]
+    try:  # OmegaConf's loader is YAML's safe one; nothing is resolved here (xnet.utils.trust checks the rest)
+        loaded = OmegaConf.load(config)
+        model = OmegaConf.to_container(loaded).get("model") if isinstance(loaded, DictConfig) else None
+    except Exception as e:  # whatever the parser says, the file is not a config
+        raise WeightsError(f"{config}: not a readable zoo config (a YAML mapping with a model: node): {e}") from e
+    if model is not None and not isinstance(model, dict):
+        raise WeightsError(f"{config}: its model: node is not a mapping")
+    return model
