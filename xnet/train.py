@@ -174,8 +174,11 @@ def test_best(cfg: DictConfig, module: RestorationModule, task: Any, best: str) 
     as ``xnet.evaluate`` loads them (the final weights when there is no best checkpoint)."""
     from xnet.inference import evaluate_module, load_run
     from xnet.utils.build import instantiate_config
+    from xnet.utils.trust import modules_of
 
-    restorer = load_run(best).restorer if best else module.restorer
+    # the run's own best checkpoint may build what its command line built (a --config-dir model too)
+    trusted = modules_of({k: cfg.get(k) for k in ("task", "model")})
+    restorer = load_run(best, trusted).restorer if best else module.restorer
     test_source = instantiate_config(cfg.data.test, "data.test")
     return evaluate_module(restorer, task, test_source, seed=cfg.seed, device=module.device)
 

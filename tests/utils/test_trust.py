@@ -162,3 +162,18 @@ def test_sweep_tables_do_not_build_a_crafted_metrics_file(tmp_path, caplog):
     row = read_row(run / "metrics.json")
     assert row["params_paper"] is None and not (tmp_path / "stolen").exists()
     assert "shutil.copyfile" in caplog.text
+
+
+class OwnNet(__import__("xnet.archs.plain", fromlist=["ConvNet"]).ConvNet):
+    """A user's own architecture (as from a --config-dir), outside xnet."""
+
+
+def test_a_users_own_model_still_trains_and_is_tested_from_its_checkpoint(tmp_path):
+    from conftest import run_train
+
+    net = ["~model.net.num_blocks", "model.net._target_=test_trust.OwnNet", "+model.net.depth=3", "model.net.width=8",
+           "~model.net.xunit", "model.net.kernel_size=3"]
+    summary = run_train(tmp_path, [*TINY, *net, "trainer.max_steps=4", "trainer.val_check_interval=2", "data.val_limit=1"])
+    assert summary["step"] == 4 and "test/psnr" in summary  # the best checkpoint was read back with the user's class
+    with pytest.raises(UntrustedConfigError, match="test_trust.OwnNet"):  # the same file, opened by another command
+        load_run(next((tmp_path / "checkpoints").glob("best-*.ckpt")))

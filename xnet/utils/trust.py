@@ -100,6 +100,13 @@ def _walk(node: Any, where: str) -> Iterator[tuple[str, Any, Any]]:
         yield where, None, node
 
 
+def modules_of(node: Any) -> tuple[str, ...]:
+    """The modules of every ``_target_`` in ``node``: what a config the user composed on the command
+    line already trusts (a run's own checkpoints, read back after fit, may build the same)."""
+    found = {str(v).rsplit(".", 1)[0] for _, k, v in _walk(as_data(node), "") if k == "_target_" and "." in str(v)}
+    return tuple(sorted(found))
+
+
 def as_data(node: Any) -> Any:
     """Plain containers of ``node`` (a DictConfig is read unresolved: resolving is a call too)."""
     from omegaconf import DictConfig, ListConfig, OmegaConf
