@@ -26,6 +26,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from xnet.conf import compose_config
+from xnet.utils.errors import exit_on_config_error, exit_on_user_error
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +164,9 @@ def positional_to_overrides(argv: list[str]) -> list[str]:
     return out
 
 
+@exit_on_config_error
 @hydra.main(version_base="1.3", config_path="conf", config_name="compare")
+@exit_on_user_error
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 

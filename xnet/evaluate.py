@@ -22,7 +22,7 @@ from xnet.inference import evaluate_module, inference_module, load_restorer, pic
 from xnet.tiling import Tiler
 from xnet.utils.atomic import write_json
 from xnet.utils.build import instantiate_config, setup_runtime, to_container
-from xnet.utils.errors import exit_on_user_error
+from xnet.utils.errors import exit_on_config_error, exit_on_user_error
 from xnet.utils.validate import validate
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     return result
 
 
+@exit_on_config_error
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:

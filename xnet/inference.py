@@ -19,7 +19,7 @@ from torch import nn
 
 from xnet.archs.common import Restorer
 from xnet.data.datasets import EvalDataset
-from xnet.data.io import save_image
+from xnet.data.io import ImageError, save_image
 from xnet.tasks import Task
 from xnet.tiling import Tiler
 from xnet.utils.build import build_net, build_task
@@ -31,6 +31,7 @@ from xnet.weights import load_weights, read_state_dict, resolve_weights, zoo_mod
 
 log = logging.getLogger(__name__)
 
+MIN_SCORED_SIDE = 11  # the side of SSIM's Gaussian window (xnet.metrics.image.ssim)
 StateAndExtra = tuple[dict[str, torch.Tensor], dict[str, Any]]  # what read_state_dict returns
 
 
@@ -129,9 +130,19 @@ def into_net(cfg: DictConfig, task: Task, path: Path, loaded: StateAndExtra) -> 
 
 
 def pick_device(name: str) -> torch.device:
+    """``auto``: CUDA where there is one, else the CPU; a device this machine lacks is a ConfigError."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(str(name))
+    except RuntimeError as e:
+        raise ConfigError(f"device={name}: not a device name (auto, cpu, cuda, cuda:1 ...)") from e
+    if device.type == "cuda" and not torch.cuda.is_available():
+        build = "a CPU-only build of torch" if torch.version.cuda is None else "no CUDA GPU visible"
+        raise ConfigError(f"device={name}: {build} here ({torch.__version__}); use device=cpu or device=auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"device={name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
 
 
 def inference_module(restorer: Restorer, fuse: bool) -> nn.Module:
@@ -156,6 +167,10 @@ def check_finite_output(out: torch.Tensor, what: str) -> None:
 def score_image(restorer: nn.Module, task: Task, item: dict[str, Any], device: torch.device | str, tiler: Tiler) -> tuple[torch.Tensor, dict[str, float]]:
     """One test image (an :class:`EvalDataset` item): its degraded input → the restored output →
     PSNR/SSIM against its target in the task's metric space. Returns ``(output, scores)``."""
+    h, w = (side - 2 * task.border for side in item["target"].shape[-2:])
+    if min(h, w) < MIN_SCORED_SIDE:
+        raise ImageError(f"image {item['name']}: {w}×{h} px to score (after a {task.border}-px border shave); "
+                         f"SSIM needs at least {MIN_SCORED_SIDE}×{MIN_SCORED_SIDE}")
     with exact_float32(torch.device(device).type):
         output = tiler(restorer, item["input"][None], device)[0]
     check_finite_output(output, f"image {item['name']}")

@@ -21,7 +21,7 @@ from typing import Any, Iterable, Mapping
 import torch
 from torch import nn
 
-from xnet.utils.atomic import atomic_path
+from xnet.utils.atomic import atomic_write
 from xnet.utils.errors import WeightsError
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,10 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     if path.suffix == ".mat":  # MATLAB releases (SRCNN .mat, DnCNN MatConvNet)
         from xnet.matlab_weights import read_mat  # lazy: scipy is an optional dependency
 
-        return read_mat(path), {}
+        try:
+            return read_mat(path), {}
+        except ValueError as e:  # not a MATLAB file, or a layout that is not a known release: it names the file
+            raise WeightsError(str(e)) from e
     state, extra = _read_safetensors(path) if path.suffix == ".safetensors" else _read_torch(path)
     check_finite(state, path)
     return state, extra
@@ -198,13 +201,13 @@ def save_state_dict(state: dict[str, torch.Tensor], path: str | os.PathLike) -> 
     """``state`` as ``.safetensors`` or ``.pth`` (by the suffix), written atomically."""
     path = Path(path)
     state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-    with atomic_path(path) as tmp:
+    with atomic_write(path) as f:  # Python writes the bytes: a full disk is an OSError naming the file
         if path.suffix == ".safetensors":
-            from safetensors.torch import save_file
+            from safetensors.torch import save
 
-            save_file(state, str(tmp))
+            f.write(save(state))
         else:
-            torch.save(state, tmp)
+            torch.save(state, f)
     return path
 
 

@@ -6,14 +6,13 @@ import subprocess
 import sys
 
 import pytest
-import torch
-from conftest import REPO, TINY, compose
+from conftest import REPO, TINY, compose, make_checkpoint, tiny_config
 from omegaconf import OmegaConf
 from PIL import Image
 from safetensors.torch import save_file
 
 from xnet.inference import load_restorer, load_run
-from xnet.utils.build import build_net, to_container
+from xnet.utils.build import build_net
 from xnet.utils.trust import UntrustedConfigError, check_target, check_targets
 from xnet.weights import sha256
 
@@ -75,15 +74,8 @@ def test_a_user_can_trust_more_modules():
 
 
 # --- crafted files through the loaders ----------------------------------------------------------
-def run_config() -> dict:
-    return to_container(compose("train", [*TINY, "paths.output_dir=/tmp/unused"]))
-
-
-def save_checkpoint(path, config):
-    net = build_net(OmegaConf.create(run_config()))
-    state = {f"restorer.net.{k}": v for k, v in net.state_dict().items()}
-    torch.save({"state_dict": state, "xnet": {"config": config}}, path)
-    return path
+run_config = tiny_config
+save_checkpoint = make_checkpoint
 
 
 def copyfile_config(tmp_path):
