@@ -183,14 +183,12 @@ class Queue:
             shutil.copy2(f, work / "csv" / f.name)
         max_steps = int(info.get("max_steps") or self.planned_steps(entry))
         overrides = list(info.get("overrides") or entry["overrides"])  # a resumed run keeps its own recipe
-        # Lightning's max_time counts the training time of earlier chunks too (its Timer is restored)
-        before = timer_offset(work / "checkpoints" / "last.ckpt")
         info.update({"name": name, "overrides": overrides, "max_steps": max_steps})
         seconds = self.left() - self.args.reserve_s
         trainer = ["trainer=gpu"] if self.args.device == "cuda" else ["trainer=cpu"]
         cmd = [
             sys.executable, "-m", "xnet.train", *overrides, *trainer, *self.args.train_overrides,
-            f"trainer.max_steps={max_steps}", f"trainer.max_time={_dhms(before + seconds - self.args.startup_s)}", f"hydra.run.dir={work}",
+            f"trainer.max_steps={max_steps}", f"trainer.max_time={_dhms(seconds - self.args.startup_s)}", f"hydra.run.dir={work}",
             "ckpt_path=last_if_any", "logger=csv", "test_after_fit=false",  # finished runs are scored below
         ]
         if first and self.args.profile_steps:
@@ -274,17 +272,6 @@ def checkpoint_progress(path: Path) -> tuple[int | None, float | None]:
     return int(ckpt["global_step"]), None if wall is None else round(float(wall), 1)
 
 
-def timer_offset(path: Path) -> float:
-    """Training seconds that Lightning's Timer (``trainer.max_time``) has already counted in ``path``."""
-    if not path.is_file():
-        return 0.0
-    import torch
-
-    callbacks = torch.load(path, map_location="cpu", weights_only=True).get("callbacks", {})
-    timer = next((v for k, v in callbacks.items() if k.startswith("Timer")), {})
-    return float(timer.get("time_elapsed", {}).get("train", 0.0))
-
-
 def load_queue(path: Path) -> list[dict[str, Any]]:
     import yaml
 
@@ -341,7 +328,7 @@ def export_to_zoo(info: dict[str, Any], ckpt: Path, reports: list[Path], zoo_dir
         "gpus": sorted({c["gpu"] for c in info["chunks"]}), "chunks": len(info["chunks"]),
         "overrides": info["overrides"], "checkpoint": info.get("selected_checkpoint"),
     }
-    add(entry.get("zoo", info["name"]), ckpt, reports, zoo_dir=zoo_dir, training=training)
+    add(entry.get("zoo", info["name"]), ckpt, reports, zoo_dir=zoo_dir, training=training, force=True)  # a re-ingest updates its entry
 
 
 def main(argv: list[str] | None = None) -> int:
