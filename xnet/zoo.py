@@ -24,6 +24,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from xnet.utils.atomic import os_error_in
 from xnet.utils.errors import USER_ERROR_EXIT, ConfigError, OutputError, describe, find_user_error
 from xnet.weights import sha256, zoo_index, zoo_root
 
@@ -131,8 +132,9 @@ def swapped_in(folder: Path) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
         if old.exists() and not folder.exists():
             old.rename(folder)
-        if isinstance(e, OSError) and not isinstance(e, OutputError):
-            raise OutputError(f"{folder}: cannot write the zoo entry ({e.strerror or e})") from e
+        cause = os_error_in(e)
+        if cause is not None:  # named by the entry, not by the staging folder that is gone
+            raise OutputError(f"{folder}: cannot write the zoo entry ({cause.strerror or cause}); the earlier one is kept") from e
         raise
     shutil.rmtree(old, ignore_errors=True)
 

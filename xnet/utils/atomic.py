@@ -44,7 +44,7 @@ def os_error_in(error: BaseException) -> OSError | None:
     RuntimeError whose context is the OSError."""
     seen: set[int] = set()
     while error is not None and id(error) not in seen:
-        if isinstance(error, OSError):
+        if isinstance(error, OSError) and not isinstance(error, OutputError):  # an OutputError wraps the real one
             return error
         seen.add(id(error))
         error = error.__cause__ or error.__context__
