@@ -14,6 +14,8 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+# the sha256 cache of benchmark files (xnet.data.catalog.HashCache): one of the session's own
+os.environ.setdefault("XNET_HASH_CACHE", os.path.join(__import__("tempfile").mkdtemp(prefix="xnet-test-cache-"), "sha256.json"))
 if "XNET_DATA" not in os.environ and SHARED_DATA.is_dir():
     os.environ["XNET_DATA"] = str(SHARED_DATA)
 torch.set_num_threads(1)
