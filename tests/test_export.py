@@ -70,3 +70,19 @@ def test_an_export_gets_the_users_usual_mode(tmp_path):
     finally:
         os.umask(previous)
     assert out.stat().st_mode & 0o777 == 0o644
+
+
+def test_an_onnx_export_onto_a_full_filesystem_is_one_line(tmp_path, full_disk):
+    """The ONNX writers write the path themselves: a real full tmpfs (the exporter is not retried)."""
+    import subprocess
+    import sys
+
+    from conftest import REPO, make_checkpoint
+
+    pytest.importorskip("onnx")
+    res = subprocess.run([sys.executable, "-m", "xnet.export", "experiment=demo", f"weights={make_checkpoint(tmp_path / 'run.ckpt')}",
+                          f"output={full_disk / 'm.onnx'}", "check=false", f"hydra.run.dir={tmp_path / 'run'}"], cwd=REPO,
+                         capture_output=True, text=True, timeout=600, check=False)
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert res.stderr.strip().splitlines()[-1] == f"error: {full_disk / 'm.onnx'}: cannot write (No space left on device)"
+    assert sorted(p.name for p in full_disk.iterdir()) == ["filler", "zoo"]  # no temporary file left

@@ -5,7 +5,7 @@
 Denoising: unclipped float noise with seed (seed + image index), output clipped and rounded to
 uint8, PSNR per image with no border crop, the set's figure is the mean of per-image PSNRs.
 SR: Y (BT.601 studio range), ``scale`` px shaved. Prints a per-image table and writes
-``metrics.json`` in the run dir. Same weights, same config → bit-identical numbers. Images above
+``metrics.json`` in the run dir. Same weights, config, ``fuse`` and machine → bit-identical numbers. Images above
 ``tiling.max_pixels`` run in tiles with the same output (:mod:`xnet.tiling`); benchmark sets run whole.
 """
 from __future__ import annotations
