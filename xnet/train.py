@@ -2,7 +2,9 @@
 
 Writes to the Hydra run dir: ``checkpoints/{best-*,last}.ckpt``, logger output (CSV; W&B when
 ``logger=wandb``), validation image triplets, and ``metrics.json`` (test-set scores after fit).
-Resume with ``ckpt_path=<path>`` (or ``ckpt_path=last`` inside ``hydra.run.dir=<the run dir>``).
+Resume with ``ckpt_path=<path>`` (or ``ckpt_path=last`` inside ``hydra.run.dir=<the run dir>``);
+``trainer.max_time`` is per chunk. A run dir is one run's: a second live training into it fails at
+once, a fresh start into a finished one is refused unless ``overwrite=true`` (it moves aside).
 Every file is written atomically; SIGTERM/SIGINT stop after the current step with ``last.ckpt``
 saved (exit status 128 + the signal). With several processes (``trainer=ddp``) rank 0 alone
 tests and writes the results.

@@ -66,7 +66,9 @@ def describe(error: BaseException) -> str:
     if isinstance(error, MissingMandatoryValue):
         key = error.full_key or "a key"
         return f"{key}: no value given (add {key}=... to the command)"
-    if isinstance(error, OSError) and not isinstance(error, UserError) and error.filename and error.strerror:
+    if isinstance(error, UserError):  # xnet's own message (a list of failed images keeps its lines)
+        return str(error)
+    if isinstance(error, OSError) and error.filename and error.strerror:
         return f"{error.filename}: {error.strerror}"
     return one_line(str(error))
 
