@@ -39,6 +39,8 @@ PER_IMAGE_ERRORS = (UserError, OSError, MemoryError, torch.cuda.OutOfMemoryError
 class RestoreFailed(UserError):
     """Some images of a folder could not be restored; the message lists each with its reason."""
 
+    multiline = True
+
 
 def net_input(task: Task, x: torch.Tensor) -> torch.Tensor:
     """A real degraded image → the net's input (SRCNN family: bicubic up-sampling first)."""

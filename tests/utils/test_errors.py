@@ -116,3 +116,15 @@ def test_a_full_disk_or_a_read_only_filesystem_is_the_user_s_to_fix():
     for code in (errno.ENOSPC, errno.EROFS, errno.EACCES):
         assert find_user_error(OSError(code, "x")) is not None
     assert find_user_error(OSError(errno.EBADF, "a bug")) is None
+
+
+def test_a_library_s_lines_inside_a_user_error_are_joined(capsys):
+    from xnet.utils.errors import WeightsError
+
+    @exit_on_user_error
+    def main():
+        raise WeightsError("evil.ckpt: not loadable (Weights only load failed.\nCheck the documentation of torch.load)")
+
+    with pytest.raises(SystemExit):
+        main()
+    assert capsys.readouterr().err == "error: evil.ckpt: not loadable (Weights only load failed. Check the documentation of torch.load)\n"

@@ -16,7 +16,10 @@ USER_ERROR_EXIT = 2  # as argparse does for a bad command line
 
 
 class UserError(ValueError):
-    """Something the user can fix; the message names the file, key or value."""
+    """Something the user can fix; the message names the file, key or value. It is printed on one
+    line (a library's multi-line text inside it joined) unless the class says ``multiline``."""
+
+    multiline = False
 
 
 class ConfigError(UserError):
@@ -66,7 +69,7 @@ def describe(error: BaseException) -> str:
     if isinstance(error, MissingMandatoryValue):
         key = error.full_key or "a key"
         return f"{key}: no value given (add {key}=... to the command)"
-    if isinstance(error, UserError):  # xnet's own message (a list of failed images keeps its lines)
+    if getattr(error, "multiline", False):  # a list by design (restore's failed images)
         return str(error)
     if isinstance(error, OSError) and error.filename and error.strerror:
         return f"{error.filename}: {error.strerror}"
