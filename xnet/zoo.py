@@ -25,7 +25,13 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from xnet.utils.atomic import os_error_in
-from xnet.utils.errors import USER_ERROR_EXIT, ConfigError, OutputError, describe, find_user_error
+from xnet.utils.errors import (
+    USER_ERROR_EXIT,
+    ConfigError,
+    OutputError,
+    describe,
+    find_user_error,
+)
 from xnet.weights import sha256, zoo_index, zoo_root
 
 

@@ -311,11 +311,10 @@ class HashCache:
         self.path = path or hash_cache_path()
         self.dirty = False
         try:
-            self.data = json.loads(self.path.read_text(encoding="utf-8"))
-            if not isinstance(self.data, dict):
-                raise ValueError("not a mapping")
+            data = json.loads(self.path.read_text(encoding="utf-8"))
         except (OSError, ValueError):  # none yet, or unreadable: start afresh (it is only a cache)
-            self.data = {}
+            data = {}
+        self.data = data if isinstance(data, dict) else {}
 
     def sha256(self, file: Path) -> str:
         st = file.stat()

@@ -60,7 +60,7 @@ def export_onnx(
             )
             program.save(str(path), external_data=False)
             return path
-        except Exception as exc:  # noqa: BLE001 - try the other exporter
+        except Exception as exc:  # try the other exporter
             if is_environment_error(exc):  # a full disk or no permission: the other exporter fares no better
                 raise
             errors.append(f"dynamo exporter: {type(exc).__name__}: {exc}")
@@ -78,7 +78,7 @@ def export_onnx(
             )
             warnings.warn(f"exported with the TorchScript ONNX exporter ({errors[0]})", stacklevel=2)
             return path
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             if is_environment_error(exc):
                 raise
             errors.append(f"TorchScript exporter: {type(exc).__name__}: {exc}")
