@@ -694,7 +694,6 @@ class Queue:
             shutil.copy2(f, work / "csv" / f.name)
         max_steps = planned["max_steps"]
         overrides = list(info.get("overrides") or entry["overrides"])  # a resumed run keeps its own recipe
-        before = timer_offset(work / "checkpoints" / "last.ckpt")  # Lightning's max_time counts earlier chunks too
         info.update({"name": name, "overrides": overrides, "max_steps": max_steps})
         tail = c.pack + (c.score if planned["may_finish"] else 0.0) + c.reserve
         seconds = self.left() - c.chunk_startup - tail
@@ -707,7 +706,7 @@ class Queue:
             *trainer,
             *self.args.train_overrides,
             f"trainer.max_steps={max_steps}",
-            f"trainer.max_time={_dhms(before + seconds)}",
+            f"trainer.max_time={_dhms(seconds)}",  # per chunk (xnet.lit.callbacks.TimePerChunk)
             f"hydra.run.dir={work}",
             "ckpt_path=last_if_any",
             "logger=csv",
@@ -732,7 +731,7 @@ class Queue:
                 "max_steps": max_steps,
                 "step": step,
                 "max_time_s": round(seconds, 1),
-                "trained_s": round(timer_offset(last) - before, 1) if last.is_file() else 0.0,
+                "trained_s": round(timer_offset(last), 1) if last.is_file() else 0.0,
             }
         )
         info.setdefault("chunks", []).append(
@@ -863,7 +862,7 @@ def checkpoint_progress(path: Path) -> tuple[int | None, float | None]:
 
 
 def timer_offset(path: Path) -> float:
-    """Training seconds that Lightning's Timer (``trainer.max_time``) has already counted in ``path``."""
+    """Training seconds Lightning's Timer (``trainer.max_time``) counted in ``path``: its chunk's alone (per-chunk time)."""
     if not path.is_file():
         return 0.0
     import torch
@@ -1078,7 +1077,7 @@ def export_to_zoo(info: dict[str, Any], ckpt: Path, reports: list[Path], zoo_dir
         "overrides": info["overrides"],
         "checkpoint": info.get("selected_checkpoint"),
     }
-    add(entry.get("zoo", info["name"]), ckpt, reports, zoo_dir=zoo_dir, training=training)
+    add(entry.get("zoo", info["name"]), ckpt, reports, zoo_dir=zoo_dir, training=training, force=True)  # a re-ingest updates its entry
 
 
 # ---------------------------------------------------------------------------------------- command line

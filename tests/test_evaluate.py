@@ -62,6 +62,7 @@ def test_fused_and_plain_inference_agree(tmp_path, tiny_run):
     args = ["experiment=demo", f"weights={ckpt}", "data/test=sample"]
     fused, plain = run_eval(tmp_path / "f", [*args, "fuse=true"]), run_eval(tmp_path / "p", [*args, "fuse=false"])
     assert fused["psnr"] == pytest.approx(plain["psnr"], abs=0.01)
+    assert all(abs(f["psnr"] - p["psnr"]) < 1e-4 for f, p in zip(fused["per_image"], plain["per_image"]))  # what the README says
 
 
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])

@@ -40,3 +40,49 @@ def test_onnx_export_matches_torch(tmp_path, tiny_run):
 def test_unknown_format_is_refused(tmp_path, tiny_run):
     with pytest.raises(ValueError, match="format=tflite"):
         export(compose("export", ["experiment=demo", "weights=x", "format=tflite", "paths.output_dir=/tmp/unused"]))
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "pth"])
+def test_a_full_disk_names_the_export_and_keeps_the_earlier_one(tmp_path, fmt, request):
+    from conftest import make_checkpoint
+
+    from xnet.protocol.errors import OutputError
+
+    ckpt = make_checkpoint(tmp_path / "run.ckpt")
+    out = tmp_path / f"m.{fmt}"
+    out.write_bytes(b"an earlier export")
+    request.getfixturevalue("dev_full")  # write(2) fails with ENOSPC from here on
+    with pytest.raises(OutputError, match=rf"m\.{fmt}: cannot write \(No space left on device\)"):
+        export(compose("export", ["experiment=demo", f"weights={ckpt}", f"format={fmt}", f"output={out}", "paths.output_dir=/tmp/unused"]))
+    assert out.read_bytes() == b"an earlier export"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m." + fmt, "run.ckpt"]
+
+
+def test_an_export_gets_the_users_usual_mode(tmp_path):
+    import os
+
+    from conftest import make_checkpoint
+
+    previous = os.umask(0o022)
+    try:
+        out = export(compose("export", ["experiment=demo", f"weights={make_checkpoint(tmp_path / 'run.ckpt')}", "format=safetensors",
+                                        f"output={tmp_path / 'm.safetensors'}", "paths.output_dir=/tmp/unused"]))
+    finally:
+        os.umask(previous)
+    assert out.stat().st_mode & 0o777 == 0o644
+
+
+def test_an_onnx_export_onto_a_full_filesystem_is_one_line(tmp_path, full_disk):
+    """The ONNX writers write the path themselves: a real full tmpfs (the exporter is not retried)."""
+    import subprocess
+    import sys
+
+    from conftest import REPO, make_checkpoint
+
+    pytest.importorskip("onnx")
+    res = subprocess.run([sys.executable, "-m", "xnet.export", "experiment=demo", f"weights={make_checkpoint(tmp_path / 'run.ckpt')}",
+                          f"output={full_disk / 'm.onnx'}", "check=false", f"hydra.run.dir={tmp_path / 'run'}"], cwd=REPO,
+                         capture_output=True, text=True, timeout=600, check=False)
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert res.stderr.strip().splitlines()[-1] == f"error: {full_disk / 'm.onnx'}: cannot write (No space left on device)"
+    assert sorted(p.name for p in full_disk.iterdir()) == ["filler", "zoo"]  # no temporary file left

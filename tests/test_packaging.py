@@ -78,8 +78,12 @@ def test_make_install_keeps_an_installed_torch(tmp_path, has_torch):
     if has_torch:
         assert not torch_installs and "is installed: kept" in res.stdout
     else:
-        assert torch_installs == ["-m pip install -q torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"]
+        assert torch_installs == ["-m pip install -q torch==2.13.0"]  # pip's configured index: none forced
     assert installs[-1] == "-m pip install -q -e .[dev]"
+    if not has_torch:  # an index only when asked for
+        res = subprocess.run(["make", "-s", "install", f"PY={py}", "TORCH_INDEX=https://download.pytorch.org/whl/cu126"], cwd=REPO,
+                             capture_output=True, text=True, timeout=60)
+        assert "-m pip install -q torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126" in log.read_text().splitlines()
 
 
 def source_copy(dest: Path) -> Path:
@@ -130,7 +134,7 @@ def test_a_wheel_install_trains_lists_the_zoo_and_completes(installed, tmp_path)
 
     completion = run_installed(installed, [str(installed / "bin" / "xnet-train"), "-sc", "query=bash"], tmp_path,
                                COMP_LINE="xnet-train xunit=si", COMP_POINT="19")
-    assert completion.stdout.split() == ["xunit=sigmoid"], completion.stderr[-2000:]
+    assert completion.stdout.split() == ["xunit=sigmoid", "xunit=silu"], completion.stderr[-2000:]
     install = run_installed(installed, [str(installed / "bin" / "xnet-train"), "-sc", "install=bash"], tmp_path)
     assert "complete -o nospace -o default -F hydra_bash_completion xnet-train" in install.stdout
 

@@ -132,3 +132,36 @@ def test_big_images_run_in_tiles_with_the_untiled_output(tmp_path, weights, monk
     tiled = run_restore(weights, tmp_path / "in", tmp_path / "tiled", "tiling.max_pixels=10000", "tiling.tile=64")[0]
     assert tiles == [9]  # 3 × 3 tiles of at most 64² (+ the receptive radius) instead of one 150 × 170 pass
     assert np.array_equal(np.asarray(Image.open(whole)), np.asarray(Image.open(tiled)))
+
+
+def test_an_output_written_meanwhile_by_another_restore_is_kept(tmp_path, weights, monkeypatch):
+    """Planning saw a free name; another restore into the same folder took it before this one wrote:
+    without overwrite it is refused at the write (a link that cannot replace), not clobbered."""
+    import xnet.restore as restore_module
+
+    photo_folder(tmp_path / "in", ["a.png", "b.png"])
+    real = restore_module.restore_tensor
+
+    def competitor_writes_first(model, task, x, device, tiler=None):
+        (tmp_path / "out").mkdir(exist_ok=True)
+        if not (tmp_path / "out" / "a.png").exists():
+            (tmp_path / "out" / "a.png").write_bytes(b"the other restore's a.png")
+        return real(model, task, x, device, tiler)
+
+    monkeypatch.setattr(restore_module, "restore_tensor", competitor_writes_first)
+    with pytest.raises(RestoreFailed, match=r"(?s)1 of 2 images failed .*out/a\.png: already exists"):
+        run_restore(weights, tmp_path / "in", tmp_path / "out")
+    assert (tmp_path / "out" / "a.png").read_bytes() == b"the other restore's a.png"
+    assert Image.open(tmp_path / "out" / "b.png").size == (40, 30)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "b.png"]  # no temporary file left
+
+
+def test_a_full_filesystem_is_one_line_and_status_2(tmp_path, weights, full_disk):
+    photo_folder(tmp_path / "in", ["a.png"])
+    res = subprocess.run([sys.executable, "-m", "xnet.restore", "experiment=demo", f"weights={weights}", f"input={tmp_path / 'in'}",
+                          f"output={full_disk / 'out'}", f"hydra.run.dir={tmp_path / 'run'}"], cwd=REPO, capture_output=True, text=True,
+                         timeout=300, check=False)
+    assert res.returncode == 2, res.stderr[-2000:]
+    line = res.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: {full_disk / 'out'}") and "No space left on device" in line, line
+    assert not [p for p in (full_disk / "out").rglob("*") if p.is_file()] if (full_disk / "out").exists() else True

@@ -67,6 +67,20 @@ def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_good_checkpoin
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
 
 
+class NaNAtOnce(GaussianNoise):
+    """Noise that is NaN from the first draw: the loss breaks before any checkpoint exists."""
+
+    def train(self, clean, generator=None):
+        return super().train(clean, generator) * float("nan")
+
+
+def test_a_loss_that_breaks_before_any_save_does_not_point_at_a_checkpoint(tmp_path):
+    overrides = [*TINY, "trainer.val_check_interval=2", "test_after_fit=false", "task.degradation._target_=test_train.NaNAtOnce"]
+    with pytest.raises(NonFiniteLossError, match="No checkpoint was saved before it") as info:
+        run_train(tmp_path, overrides)
+    assert "last.ckpt" not in str(info.value) and not (tmp_path / "checkpoints" / "last.ckpt").exists()
+
+
 def test_fast_dev_run_smoke_says_where_the_run_is_at_start_and_end(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="xnet.train"):
         summary = run_train(tmp_path, ["experiment=demo", "debug=fast", "trainer.enable_progress_bar=false"])

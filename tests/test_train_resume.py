@@ -1,16 +1,18 @@
 """Resuming: ``ckpt_path=last`` says where it looked when there is nothing (``last_if_any`` starts
 fresh for chunked runs), one last.ckpt holds the newest state, and SIGTERM/SIGINT stop cleanly
 with a last.ckpt that resumes exactly."""
+import os
 import signal
 import subprocess
 import sys
 
 import pytest
 import torch
-
 from conftest import REPO, TINY, run_train
-from xnet.train import resolve_ckpt_path
-from xnet.protocol.errors import ConfigError
+
+from xnet.protocol.errors import ConfigError, OutputError, WeightsError
+from xnet.train import RunDirTaken, resolve_ckpt_path
+from xnet.utils.rundir import held_run
 
 
 def test_resume_with_nothing_to_resume_names_the_folder(tmp_path):
@@ -99,3 +101,107 @@ def test_a_gpu_checkpoint_resumes_on_cpu(tmp_path, caplog):
         summary = run_train(tmp_path, [*COMMON, "trainer.max_steps=5", "ckpt_path=last"])
     assert summary["step"] == 5 and last_step(tmp_path) == 5
     assert "generator state (16 bytes) is another device's" in caplog.text
+
+
+# --- no run overwrites another --------------------------------------------------------------------
+SHORT = [*TINY, "trainer.max_steps=4", "trainer.val_check_interval=2", "data.val_limit=1", "test_after_fit=false"]
+
+
+def cli_train(run_dir, *args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "xnet.train", *SHORT, "threads=1", *args, f"hydra.run.dir={run_dir}"], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def test_a_fresh_start_into_a_run_dir_that_holds_a_run_is_refused(tmp_path):
+    run_train(tmp_path, SHORT)
+    before = {p: p.read_bytes() for p in [tmp_path / "checkpoints" / "last.ckpt", tmp_path / "csv" / "metrics.csv", tmp_path / "metrics.json"]}
+    with pytest.raises(RunDirTaken, match=rf"hydra.run.dir={tmp_path} already holds a run \(checkpoints/.*resume it with ckpt_path=last"):
+        run_train(tmp_path, [*SHORT, "trainer.max_steps=2"])
+    assert all(p.read_bytes() == data for p, data in before.items())  # step 4 stays step 4, its log stays
+
+
+def test_overwrite_moves_the_earlier_run_aside(tmp_path):
+    run_train(tmp_path, SHORT)
+    assert run_train(tmp_path, [*SHORT, "trainer.max_steps=2", "overwrite=true"])["step"] == 2
+    (old,) = tmp_path.glob("replaced-*")
+    assert last_step(old) == 4 and last_step(tmp_path) == 2
+    assert (old / "metrics.json").is_file() and (old / "csv" / "metrics.csv").is_file()
+
+
+def test_the_command_line_refuses_in_one_line_with_status_2(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"an earlier run's")
+    res = cli_train(tmp_path)
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert res.stderr.strip().splitlines()[-1].startswith(f"error: hydra.run.dir={tmp_path} already holds a run (checkpoints/last.ckpt)")
+    assert (tmp_path / "checkpoints" / "last.ckpt").read_bytes() == b"an earlier run's"
+
+
+def test_a_second_live_writer_fails_at_once_with_the_holder_s_pid(tmp_path):
+    from xnet.utils.rundir import run_dir_lock
+
+    with run_dir_lock(tmp_path):  # this process stands for a training that is running there
+        res = cli_train(tmp_path)
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert f"another xnet run is writing into it (pid {os.getpid()} on" in res.stderr.strip().splitlines()[-1]
+    assert held_run(tmp_path) == []  # it wrote nothing
+
+
+def test_leftovers_of_killed_saves_go_and_save_top_k_holds_after_a_resume(tmp_path):
+    run_train(tmp_path, SHORT)
+    ckpts = tmp_path / "checkpoints"
+    (ckpts / ".last.ckpt.4242-0badf00d.tmp").write_bytes(b"a save cut by kill -9")
+    (ckpts / ".metrics.json.4242-0badf00d.tmp").write_bytes(b"")
+    orphan = ckpts / "best-step0000003-psnr99.000.ckpt"  # a best save whose older twin's removal was killed
+    orphan.write_bytes((ckpts / "last.ckpt").read_bytes())
+    run_train(tmp_path, [*SHORT, "trainer.max_steps=6", "ckpt_path=last"])
+    assert not list(ckpts.glob("*.tmp")) and not orphan.exists()
+    assert len(list(ckpts.glob("best-*.ckpt"))) == 1  # save_top_k: 1
+
+
+# --- resuming from a bad checkpoint is one error naming it ------------------------------------------
+def test_a_truncated_last_checkpoint_is_named(tmp_path):
+    run_train(tmp_path, SHORT)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:5000])
+    with pytest.raises(WeightsError, match=rf"{last}: cannot read the weights file, truncated"):
+        run_train(tmp_path, [*SHORT, "trainer.max_steps=6", "ckpt_path=last"])
+
+
+def test_a_checkpoint_of_another_model_is_named(tmp_path):
+    run_train(tmp_path, SHORT)
+    with pytest.raises(WeightsError, match=r"last.ckpt: saved by another model \(model=xdncnn; "):
+        run_train(tmp_path, [*SHORT, "trainer.max_steps=6", "ckpt_path=last", "model.net.width=16"])
+
+
+class Payload:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def test_a_malicious_resume_checkpoint_is_refused_in_one_line(tmp_path):
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "global_step": 1, "optimizer_states": [], "x": Payload()}, evil)
+    res = cli_train(tmp_path / "run", f"ckpt_path={evil}")
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert res.stderr.strip().splitlines()[-1].startswith(f"error: {evil}: not a loadable state dict with weights_only=True")
+    assert "pwned" not in res.stdout
+
+
+def test_a_full_disk_at_a_checkpoint_save_is_named(tmp_path, dev_full):
+    with pytest.raises(OutputError, match=r"\.ckpt: cannot write \(No space left on device\)"):
+        run_train(tmp_path, SHORT)
+    assert not list((tmp_path / "checkpoints").glob("*")) if (tmp_path / "checkpoints").exists() else True
+
+
+# --- chunks that train ------------------------------------------------------------------------------
+def test_the_same_chunk_command_trains_on_every_time(tmp_path):
+    """``trainer.max_time`` per chunk: the Timer's time from earlier chunks is not carried over
+    (it was, and every chunk after the first stopped at once, exit 0, the step count frozen)."""
+    chunk = [*TINY, "trainer.max_steps=100000", "trainer.val_check_interval=1000", "data.samples_per_epoch=100000",
+             "test_after_fit=false", "trainer.max_time=00:00:00:02", "ckpt_path=last_if_any"]
+    steps = [run_train(tmp_path, chunk)["step"] for _ in range(3)]
+    assert 0 < steps[0] < steps[1] < steps[2], steps
+    clock = next(v for k, v in torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"].items()
+                 if k.startswith("WallClock"))
+    assert clock["elapsed"] >= 3 * 2 * 0.9  # the summed training time keeps counting across chunks

@@ -28,3 +28,20 @@ def test_non_finite_weights_are_refused(tmp_path, bad):
 def test_finite_weights_load(tmp_path):
     state, extra = read_state_dict(save_weights(DnCNN(depth=3), tmp_path / "ok.pth"))
     assert set(state) >= {"0.weight", "0.bias"} and extra == {}
+
+
+def test_a_text_file_named_mat_is_named(tmp_path):
+    pytest.importorskip("scipy")
+    fake = tmp_path / "x3.mat"
+    fake.write_text("not MATLAB at all\n")
+    with pytest.raises(WeightsError, match=r"x3\.mat: not a readable MATLAB \.mat file"):
+        read_state_dict(fake)
+
+
+def test_a_zoo_config_that_is_not_yaml_is_named(tmp_path):
+    from xnet.deploy.weights import zoo_model_config
+
+    (tmp_path / "weights.safetensors").write_bytes(b"")
+    (tmp_path / "config.yaml").write_text("model: [unclosed\n")
+    with pytest.raises(WeightsError, match=r"config\.yaml: not a readable zoo config"):
+        zoo_model_config(tmp_path / "weights.safetensors")

@@ -25,6 +25,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from xnet.protocol.errors import exit_on_config_error, exit_on_user_error
 from xnet.utils.config import CONFIG_PATH, compose_config
 
 log = logging.getLogger(__name__)
@@ -163,7 +164,9 @@ def positional_to_overrides(argv: list[str]) -> list[str]:
     return out
 
 
+@exit_on_config_error
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="compare")
+@exit_on_user_error
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 

@@ -5,7 +5,7 @@
 Denoising: unclipped float noise with seed (seed + image index), output clipped and rounded to
 uint8, PSNR per image with no border crop, the set's figure is the mean of per-image PSNRs.
 SR: Y (BT.601 studio range), ``scale`` px shaved. Prints a per-image table and writes
-``metrics.json`` in the run dir. Same weights, same config → bit-identical numbers. Images above
+``metrics.json`` in the run dir. Same weights, config, ``fuse`` and machine → bit-identical numbers. Images above
 ``tiling.max_pixels`` run in tiles with the same output (:mod:`xnet.deploy.tiling`); benchmark sets run whole.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from xnet.deploy.inference import evaluate_module, inference_module, load_restor
 from xnet.deploy.tiling import Tiler
 from xnet.protocol.atomic import write_json
 from xnet.utils.build import instantiate_config, setup_runtime, to_container
-from xnet.protocol.errors import exit_on_user_error
+from xnet.protocol.errors import exit_on_config_error, exit_on_user_error
 from xnet.utils.validate import validate
 from xnet.utils.config import CONFIG_PATH
 
@@ -65,6 +65,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     return result
 
 
+@exit_on_config_error
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="eval")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:

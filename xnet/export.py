@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from xnet.deploy.inference import inference_module, load_restorer
 from xnet.protocol.atomic import atomic_path
 from xnet.utils.build import setup_runtime
-from xnet.protocol.errors import ConfigError, exit_on_user_error
+from xnet.protocol.errors import ConfigError, exit_on_config_error, exit_on_user_error
 from xnet.utils.validate import validate
 from xnet.deploy.weights import save_weights
 from xnet.utils.config import CONFIG_PATH
@@ -63,6 +63,7 @@ def check_onnx(cfg: DictConfig, model: torch.nn.Module, path: Path, example: tor
                 raise RuntimeError(f"{cfg.output}: ONNX output differs from torch by {diff:.2e}")
 
 
+@exit_on_config_error
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="export")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:

@@ -26,7 +26,7 @@ from xnet.deploy.inference import check_finite_output, inference_module, load_re
 from xnet.protocol.tasks import Task
 from xnet.deploy.tiling import Tiler
 from xnet.utils.build import setup_runtime
-from xnet.protocol.errors import ConfigError, UserError, exit_on_user_error
+from xnet.protocol.errors import ConfigError, UserError, exit_on_config_error, exit_on_user_error
 from xnet.utils.progress import progress
 from xnet.utils.validate import validate
 from xnet.utils.config import CONFIG_PATH
@@ -39,6 +39,8 @@ PER_IMAGE_ERRORS = (UserError, OSError, MemoryError, torch.cuda.OutOfMemoryError
 
 class RestoreFailed(UserError):
     """Some images of a folder could not be restored; the message lists each with its reason."""
+
+    multiline = True
 
 
 def net_input(task: Task, x: torch.Tensor) -> torch.Tensor:
@@ -118,7 +120,8 @@ def restore(cfg: DictConfig) -> list[Path]:
     failures: list[tuple[Path, BaseException]] = []
     for i, f in enumerate(progress(files, desc="restore", unit="img")):
         try:
-            written.append(restore_file(f, plan[f], model, task, device, tiler, cfg.seed + i if cfg.degrade else None))
+            seed = cfg.seed + i if cfg.degrade else None
+            written.append(restore_file(f, plan[f], model, task, device, tiler, seed, bool(cfg.get("overwrite", False))))
         except PER_IMAGE_ERRORS as e:
             if len(files) == 1:
                 raise
@@ -130,19 +133,23 @@ def restore(cfg: DictConfig) -> list[Path]:
     return written
 
 
-def restore_file(f: Path, outputs: list[Path], model: nn.Module, task: Task, device: torch.device, tiler: Tiler, seed: int | None) -> Path:
-    """Restore one image to ``outputs[0]`` (with a ``seed``: degrade it first, saved to ``outputs[1]``)."""
+def restore_file(f: Path, outputs: list[Path], model: nn.Module, task: Task, device: torch.device, tiler: Tiler, seed: int | None,
+                 overwrite: bool = False) -> Path:
+    """Restore one image to ``outputs[0]`` (with a ``seed``: degrade it first, saved to ``outputs[1]``).
+    Without ``overwrite`` an output is created only if its name is still free when it is written
+    (another restore into the same folder meanwhile is refused, not replaced)."""
     image = load_image(f)
     x = task.clean_tensor(image) if seed is not None else to_tensor(task.to_task_color(image))
     if seed is not None:
         x = task.degradation.eval(x, seed)
-        save_image(x, outputs[1])
+        save_image(x, outputs[1], overwrite)
     y = restore_tensor(model, task, x, device, tiler)
     check_finite_output(y, str(f))
     log.info("%s → %s", f, outputs[0])
-    return save_image(y, outputs[0])
+    return save_image(y, outputs[0], overwrite)
 
 
+@exit_on_config_error
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="restore")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:

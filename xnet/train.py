@@ -2,24 +2,28 @@
 
 Writes to the Hydra run dir: ``checkpoints/{best-*,last}.ckpt``, logger output (CSV; W&B when
 ``logger=wandb``), validation image triplets, and ``metrics.json`` (test-set scores after fit).
-Resume with ``ckpt_path=<path>`` (or ``ckpt_path=last`` inside ``hydra.run.dir=<the run dir>``).
+Resume with ``ckpt_path=<path>`` (or ``ckpt_path=last`` inside ``hydra.run.dir=<the run dir>``);
+``trainer.max_time`` is per chunk. A run dir is one run's: a second live training into it fails at
+once, a fresh start into a finished one is refused unless ``overwrite=true`` (it moves aside).
 Every file is written atomically; SIGTERM/SIGINT stop after the current step with ``last.ckpt``
 saved (exit status 128 + the signal). With several processes (``trainer=ddp``) rank 0 alone
 tests and writes the results.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from xnet.protocol.errors import ConfigError, exit_on_user_error
+from xnet.protocol.errors import ConfigError, exit_on_config_error, exit_on_user_error
 from xnet.utils.hydra_job import job_info
 from xnet.utils.config import CONFIG_PATH
 
@@ -78,14 +82,25 @@ def finished_run(cfg: DictConfig, output_dir: Path) -> dict[str, Any] | None:
 
 
 def build_trainer(cfg: DictConfig) -> L.Trainer:
-    """The configured Trainer, saving checkpoints atomically (:class:`AtomicCheckpointIO`)."""
+    """The configured Trainer, saving checkpoints atomically (:class:`AtomicCheckpointIO`), with
+    ``max_time`` per chunk (:class:`TimePerChunk`)."""
+    from hydra.errors import InstantiationException
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    from xnet.lit.callbacks import PruneUntrackedBest, TimePerChunk
     from xnet.lit.checkpoint_io import AtomicCheckpointIO
     from xnet.utils.build import build_list, instantiate_config
 
-    return instantiate_config(
-        cfg.trainer, "trainer", logger=build_list(cfg.get("logger")) or False, callbacks=build_list(cfg.get("callbacks")),
-        plugins=[AtomicCheckpointIO()],
-    )
+    try:
+        return instantiate_config(
+            cfg.trainer, "trainer", logger=build_list(cfg.get("logger")) or False,
+            callbacks=[*build_list(cfg.get("callbacks")), TimePerChunk(), PruneUntrackedBest()], plugins=[AtomicCheckpointIO()],
+        )
+    except (MisconfigurationException, InstantiationException) as e:  # e.g. trainer=gpu without a GPU: one line
+        cause = e.__cause__ if isinstance(e.__cause__, MisconfigurationException) else e
+        if not isinstance(cause, MisconfigurationException):
+            raise
+        raise ConfigError(f"trainer: {' '.join(str(cause).split())}") from e
 
 
 def fit(trainer: L.Trainer, module: RestorationModule, datamodule: Any, ckpt: str | None) -> None:
@@ -96,7 +111,7 @@ def fit(trainer: L.Trainer, module: RestorationModule, datamodule: Any, ckpt: st
     from xnet.lit.callbacks import SaveLastOnStop
 
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)  # a checkpoint is data: no pickled code
     except SIGTERMException:
         saver = next((c for c in trainer.callbacks if isinstance(c, SaveLastOnStop)), None)
         signum = saver.stopped_by if saver is not None and saver.stopped_by else signal.SIGTERM
@@ -105,16 +120,31 @@ def fit(trainer: L.Trainer, module: RestorationModule, datamodule: Any, ckpt: st
         raise TrainingStopped(signum) from None
 
 
+def check_resumable(ckpt: str, module: RestorationModule) -> None:
+    """``ckpt`` must be a readable training checkpoint (weights_only: pickled objects are refused)
+    of this very model — a truncated file or another architecture is one error naming it, before
+    Lightning reads it."""
+    from xnet.protocol.errors import WeightsError
+    from xnet.deploy.weights import read_state_dict
+
+    state, extra = read_state_dict(ckpt)
+    if "global_step" not in extra or "optimizer_states" not in extra:
+        raise WeightsError(f"ckpt_path={ckpt}: not a training checkpoint (no step or optimiser state) — to start from its weights, "
+                           "use xnet.train's own last.ckpt or best-*.ckpt")
+    ours = module.state_dict()
+    stored = ((extra.get("xnet") or {}).get("config") or {}).get("model", {}) if isinstance(extra.get("xnet"), dict) else {}
+    missing, unexpected = sorted(set(ours) - set(state)), sorted(set(state) - set(ours))
+    reshaped = sorted(k for k in set(ours) & set(state) if tuple(ours[k].shape) != tuple(state[k].shape))
+    if missing or unexpected or reshaped:
+        what = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}" if unexpected else f"other shapes for {reshaped[:3]}"
+        name = stored.get("name", "?") if isinstance(stored, dict) else "?"
+        raise WeightsError(f"ckpt_path={ckpt}: saved by another model (model={name}; {what}) — resume with the options it was "
+                           "trained with, or start a fresh run in another hydra.run.dir")
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, then (optionally) score the test set with the best weights. Returns the final metrics.
-    Every logger gets the whole resolved config; a W&B run is finished when the job ends, failed
-    or not, so the next job of a multirun gets its own."""
-    import lightning as L
-
-    from xnet.archs.init import initialise
-    from xnet.lit.module import RestorationModule
-    from xnet.lit.tracking import finish_runs, run_config
-    from xnet.utils.build import build_net, build_task, instantiate_config, setup_runtime, to_container
+    The run dir is this process's alone meanwhile (:func:`claimed_run_dir`)."""
     from xnet.utils.validate import validate
 
     validate(cfg, "train")
@@ -123,14 +153,72 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if done is not None:
         log.info("already trained to step %d: %s (its metrics.json is kept)", done["step"], output_dir.resolve())
         return done
+    with claimed_run_dir(cfg) as ckpt:
+        return run(cfg, ckpt)
+
+
+class RunDirTaken(ConfigError):
+    """The run dir holds an earlier run that this one would write over."""
+
+
+def is_rank_zero() -> bool:
+    """The process that owns the run dir: rank 0 of a multi-process run (Lightning's own reading of
+    the launcher's environment: RANK, LOCAL_RANK, SLURM_PROCID ...), or the only process."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) == 0
+
+
+@contextlib.contextmanager
+def claimed_run_dir(cfg: DictConfig) -> Iterator[str | None]:
+    """Lock the run dir for this run (a second live writer fails at once), remove what killed saves
+    left there, and yield the checkpoint to resume (``None``: a fresh start). A fresh start into a
+    folder that holds an earlier run is refused unless ``overwrite=true`` (or ``ckpt_path=last_if_any``,
+    whose first chunk found no checkpoint): then the earlier run moves into ``replaced-<time>/``."""
+    from xnet.protocol.atomic import remove_leftovers
+    from xnet.utils.rundir import held_run, move_aside, run_dir_lock
+
+    output_dir = Path(cfg.paths.output_dir)
+    if not is_rank_zero():  # rank 0 holds the lock for every rank
+        yield resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
+        return
+    with run_dir_lock(output_dir):
+        for folder in (output_dir, output_dir / "checkpoints"):
+            for tmp in remove_leftovers(folder):
+                log.info("removed %s, left by a killed save", tmp)
+        ckpt = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
+        held = held_run(output_dir)
+        if held and ckpt is None:
+            if not (cfg.get("overwrite") or cfg.get("ckpt_path") == RESUME_LAST_IF_ANY):
+                shown = ", ".join(held[:3]) + (" ..." if len(held) > 3 else "")
+                raise RunDirTaken(
+                    f"hydra.run.dir={output_dir} already holds a run ({shown}): resume it with ckpt_path=last, "
+                    "move it aside with overwrite=true, or choose another hydra.run.dir"
+                )
+            log.warning("the earlier run in %s moved to %s", output_dir, move_aside(output_dir))
+        yield ckpt
+
+
+def run(cfg: DictConfig, ckpt: str | None) -> dict[str, Any]:
+    """:func:`train` in its claimed run dir. Every logger gets the whole resolved config; a W&B run
+    is finished when the job ends, failed or not, so the next job of a multirun gets its own."""
+    import lightning as L
+
+    from xnet.archs.init import initialise
+    from xnet.lit.module import RestorationModule
+    from xnet.lit.tracking import finish_runs, run_config
+    from xnet.utils.build import build_net, build_task, instantiate_config, setup_runtime, to_container
+
+    output_dir = Path(cfg.paths.output_dir)
     setup_runtime(cfg)
     L.seed_everything(cfg.seed, workers=True)
     task = build_task(cfg)
     net = initialise(build_net(cfg, task), cfg.init)
     module = RestorationModule(net, task, **to_container(cfg.optim), **to_container(cfg.module), config=to_container(cfg))
+    if ckpt:
+        check_resumable(ckpt, module)
     datamodule = instantiate_config(cfg.data, "data", task=task)
     trainer = build_trainer(cfg)
-    ckpt = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
     if trainer.is_global_zero:
         log.info("run dir: %s", output_dir.resolve())
         if ckpt:
@@ -192,8 +280,11 @@ def test_best(cfg: DictConfig, module: RestorationModule, task: Any, best: str) 
     as ``xnet.evaluate`` loads them (the final weights when there is no best checkpoint)."""
     from xnet.deploy.inference import evaluate_module, load_run
     from xnet.utils.build import instantiate_config
+    from xnet.utils.trust import modules_of
 
-    restorer = load_run(best).restorer.to(memory_format=module.memory_format) if best else module.restorer  # as trained
+    # the run's own best checkpoint may build what its command line built (a --config-dir model too)
+    trusted = modules_of({k: cfg.get(k) for k in ("task", "model")})
+    restorer = load_run(best, trusted).restorer.to(memory_format=module.memory_format) if best else module.restorer
     test_source = instantiate_config(cfg.data.test, "data.test")
     return evaluate_module(restorer, task, test_source, seed=cfg.seed, device=module.device, limit=cfg.get("test_limit"))
 
@@ -239,6 +330,7 @@ def optimized_value(summary: dict[str, Any], metric: str | None) -> float | None
     return float(summary[metric])
 
 
+@exit_on_config_error
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float | None:
@@ -255,6 +347,11 @@ def main(cfg: DictConfig) -> float | None:
                 log.error("stopped: %s", e)
                 sys.exit(1)
             raise  # in a multirun, Hydra's per-job handling reports it
+        from xnet.utils.rundir import RunDirBusy
+
+        if isinstance(e, (RunDirTaken, RunDirBusy)):  # the folder is another run's: write nothing there
+            log.error("job not run: %s", e)
+            return None
         log.exception("job failed; recorded in metrics.json and the sweep goes on")
         record_failure(cfg, e)
         return None

@@ -280,3 +280,30 @@ def test_downloads_show_progress_files_for_a_set_and_bytes_for_an_archive(tmp_pa
         dl.download("Rain12_original", tmp_path / "root", base_url=url, archive_sha256=hashlib.sha256(blob).hexdigest())
     err = capfd.readouterr().err
     assert "Rain12_original" in err and "100%" in err  # Content-Length known: a byte bar to 100%
+
+
+def test_downloaded_files_and_folders_get_the_users_usual_mode(tmp_path):
+    """Temporary files and staging folders are 0600/0700; what lands in the data root is not."""
+    mirror, root = tmp_path / "mirror", tmp_path / "root"
+    mirror.mkdir()
+    (mirror / "li_cvpr16_rain.zip").write_bytes(_zip_bytes(RAIN_FILES))
+    previous = os.umask(0o022)
+    try:
+        with serve(mirror) as (url, _):
+            dl.download("Rain12_original", root, base_url=url)
+    finally:
+        os.umask(previous)
+    folder = root / "Rain12_original"
+    assert folder.stat().st_mode & 0o777 == 0o755 and (folder / "sub").stat().st_mode & 0o777 == 0o755
+    assert {p.stat().st_mode & 0o777 for p in folder.rglob("*") if p.is_file()} == {0o644}
+
+
+@needs_shared
+def test_a_downloaded_file_of_a_set_gets_the_users_usual_mode(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        with serve(SHARED) as (url, _):
+            dl.download("set5", tmp_path / "root", base_url=url)
+    finally:
+        os.umask(previous)
+    assert {p.stat().st_mode & 0o777 for p in (tmp_path / "root" / "Set5").iterdir()} == {0o644}

@@ -54,3 +54,38 @@ def test_evaluate_refuses_before_scoring(set12_copy, tmp_path):
     with pytest.raises(ManifestMismatchError, match="13.png"):
         evaluate(cfg)
     assert not (tmp_path / "e" / "metrics.json").exists()
+
+
+# --- by content: a replaced image of the same name is not the set ------------------------------------
+def test_an_image_replaced_under_its_name_is_refused(set12_copy):
+    Image.new("L", (256, 256), 128).save(set12_copy / "Set12" / "05.png")  # same name, another picture
+    with pytest.raises(ManifestMismatchError, match=r"Set12: not the Set12 set \(05.png: other content than its manifest's sha256\)"):
+        _ = ImageFolder(name="Set12", root=set12_copy).items
+    assert len(ImageFolder(name="Set12", root=set12_copy, strict=False)) == 12  # as a plain folder it is scored
+
+
+def test_the_hashes_are_cached_by_file_stat(set12_copy, tmp_path, monkeypatch):
+    from xnet.data import catalog
+
+    monkeypatch.setenv("XNET_HASH_CACHE", str(tmp_path / "cache" / "sha256.json"))
+    hashed = []
+    real = catalog._sha256_file
+    monkeypatch.setattr(catalog, "_sha256_file", lambda p: (hashed.append(p.name), real(p))[1])
+    assert len(ImageFolder(name="Set12", root=set12_copy)) == 12
+    assert len(hashed) == 12 and (tmp_path / "cache" / "sha256.json").is_file()
+    hashed.clear()
+    assert len(ImageFolder(name="Set12", root=set12_copy)) == 12
+    assert hashed == []  # nothing changed: nothing hashed again
+    original = (set12_copy / "Set12" / "07.png").read_bytes()
+    (set12_copy / "Set12" / "07.png").write_bytes(original[:-1] + bytes([original[-1] ^ 1]))  # one bit, same size
+    with pytest.raises(ManifestMismatchError, match="07.png: other content"):
+        _ = ImageFolder(name="Set12", root=set12_copy).items
+    assert hashed == ["07.png"]
+
+
+def test_a_damaged_cache_is_only_a_cache(set12_copy, tmp_path, monkeypatch):
+    cache = tmp_path / "sha256.json"
+    cache.write_text("{not json")
+    monkeypatch.setenv("XNET_HASH_CACHE", str(cache))
+    assert len(ImageFolder(name="Set12", root=set12_copy)) == 12
+    assert cache.read_text().startswith("{\n")  # rewritten

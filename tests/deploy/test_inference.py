@@ -55,3 +55,26 @@ def test_a_run_is_rebuilt_from_its_checkpoint_alone(tiny_run, tmp_path):
     plain = save_weights(run.restorer.net, tmp_path / "net.pth")  # weights without their run config
     with pytest.raises(WeightsError, match="not an xnet training checkpoint"):
         load_run(plain)
+
+
+def test_a_device_this_machine_lacks_is_named():
+    from xnet.deploy.inference import pick_device
+
+    assert pick_device("cpu").type == "cpu"
+    with pytest.raises(ConfigError, match="device=gpu: not a device name"):
+        pick_device("gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="device=cuda: .* here .*use device=cpu or device=auto"):
+            pick_device("cuda")
+
+
+@pytest.mark.parametrize("side", [1, 3, 10])
+def test_images_too_small_to_score_are_named(side):
+    from xnet.protocol.io import ImageError
+
+    cfg = compose("eval", ["task=denoise", "model=identity", "data/test=sample", "paths.output_dir=/tmp/unused"])
+    loaded = load_restorer(cfg)
+    source = [("tiny", np.full((side, side, 1), 128, dtype=np.uint8))]
+    with pytest.raises(ImageError, match=f"image tiny: {side}×{side} px to score .*SSIM needs at least 11×11"):
+        evaluate_module(loaded.restorer, loaded.task, source)
+    assert evaluate_module(loaded.restorer, loaded.task, [("ok", np.full((11, 11, 1), 128, dtype=np.uint8))])["images"] == 1

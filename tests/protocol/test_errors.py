@@ -66,3 +66,65 @@ def test_a_sweep_records_a_bad_job_and_goes_on(tmp_path):
     jobs = {p.parent.name.split("_")[0]: json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")}
     assert jobs["0"]["status"] == "failed" and jobs["0"]["error"] == "ConfigError: data.val_limit=0: must be >= 1"
     assert jobs["1"]["status"] == "ok" and jobs["1"]["step"] == 2
+
+
+# --- Hydra's own errors, before the task function runs ------------------------------------------------
+@pytest.mark.parametrize("args, message", [
+    (["no_such_key=1"], "error: Could not override 'no_such_key'. To append to your config use +no_such_key=1 (Key 'no_such_key' is not in struct)"),
+    (["model.net.nope=3"], "error: Could not override 'model.net.nope'."),
+    (["trainer=gpux"], "error: In 'train': Could not find 'trainer/gpux' Available options in 'trainer': cpu, ddp, ddp_cpu, gpu"),
+    (["optim.lr=[1"], "error: no viable alternative at input '[1'"),
+])
+def test_hydra_s_config_errors_are_one_line_and_status_2(tmp_path, args, message):
+    res = cli("xnet.train", "experiment=demo", *args, tmp_path=tmp_path)
+    assert res.returncode == 2, res.stderr[-3000:]
+    assert res.stderr.strip().splitlines() == [res.stderr.strip().splitlines()[0]]  # one line
+    assert res.stderr.startswith(message), res.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_help_still_answers_with_status_0(tmp_path):
+    res = cli("xnet.train", "--help", tmp_path=tmp_path)
+    assert res.returncode == 0 and "Config groups (group=option):" in res.stdout
+
+
+def test_a_run_dir_that_cannot_be_written_is_one_line(readonly_dir, tmp_path):
+    res = subprocess.run([sys.executable, "-m", "xnet.train", "experiment=demo", f"hydra.run.dir={readonly_dir / 'run'}"], cwd=REPO,
+                         capture_output=True, text=True, timeout=300, check=False)
+    assert res.returncode == 2, res.stderr[-3000:]
+    (line,) = res.stderr.strip().splitlines()
+    assert line.startswith(f"error: {readonly_dir / 'run'}") and ("Read-only file system" in line or "Permission denied" in line), line
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without a GPU")
+def test_a_gpu_trainer_without_a_gpu_is_one_line(tmp_path):
+    res = cli("xnet.train", "experiment=demo", "trainer=gpu", tmp_path=tmp_path)
+    assert res.returncode == 2, res.stderr[-3000:]
+    assert res.stderr.strip().splitlines()[-1].startswith("error: trainer: ")
+
+
+def test_long_messages_become_one_line():
+    from xnet.protocol.errors import one_line
+
+    hydra_text = "In 'train': Could not find 'trainer/x'\n\nAvailable options in 'trainer':\n\tcpu\n\tgpu\nConfig search path:\n\tprovider=main"
+    assert one_line(hydra_text) == "In 'train': Could not find 'trainer/x' Available options in 'trainer': cpu, gpu"
+
+
+def test_a_full_disk_or_a_read_only_filesystem_is_the_user_s_to_fix():
+    import errno
+
+    for code in (errno.ENOSPC, errno.EROFS, errno.EACCES):
+        assert find_user_error(OSError(code, "x")) is not None
+    assert find_user_error(OSError(errno.EBADF, "a bug")) is None
+
+
+def test_a_library_s_lines_inside_a_user_error_are_joined(capsys):
+    from xnet.protocol.errors import WeightsError
+
+    @exit_on_user_error
+    def main():
+        raise WeightsError("evil.ckpt: not loadable (Weights only load failed.\nCheck the documentation of torch.load)")
+
+    with pytest.raises(SystemExit):
+        main()
+    assert capsys.readouterr().err == "error: evil.ckpt: not loadable (Weights only load failed. Check the documentation of torch.load)\n"

@@ -1,6 +1,7 @@
 """Config → objects: nets written in an older config form still build."""
 from __future__ import annotations
 
+import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
@@ -27,3 +28,14 @@ def test_a_stored_config_of_the_old_form_builds_the_same_net() -> None:
         cfg.model.net = OLD_XDNCNN
     units = [m for m in build_net(cfg).modules() if isinstance(m, XUnit)]
     assert len(units) == 2 and all(u.kernel_size == 5 and u.gate_kind == "tanh" for u in units)
+
+
+@pytest.mark.parametrize("size", [2, 4])
+def test_an_even_kernel_size_is_named(size):
+    from conftest import TINY, compose
+
+    from xnet.utils.build import build_net
+    from xnet.protocol.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"model=xdncnn \(model.net\): kernel_size={size}: must be odd"):
+        build_net(compose("train", [*TINY, f"model.net.kernel_size={size}", "paths.output_dir=/tmp/unused"]))

@@ -22,6 +22,10 @@ def eval_cfg(*overrides):
     ("data.patch_size=abc", "data.patch_size='abc': must be an integer"),
     ("trainer.max_steps=0", "trainer.max_steps=0: must be >= 1 (or -1)"),
     ("optim.lr=0", "optim.lr=0: must be > 0"),
+    ("optim.lr=nan", "optim.lr=nan: must be a finite number"),      # nan passed every comparison
+    ("optim.lr=inf", "optim.lr=inf: must be a finite number"),
+    ("optim.weight_decay=-inf", "optim.weight_decay=-inf: must be a finite number"),
+    ("optim.weight_decay=-0.1", "optim.weight_decay=-0.1: must be >= 0"),
 ])
 def test_bad_training_values_are_named(override, message):
     with pytest.raises(ConfigError) as info:

@@ -10,6 +10,9 @@ from xnet.archs.xunit import XUnit, XUnitConfig
 def conv(in_ch: int, out_ch: int, kernel_size: int, bias: bool = False, padding_mode: str = "zeros") -> nn.Conv2d:
     """'Same' convolution; bias off by default since a BN or the paper's count ignores it.
     ``padding_mode="replicate"`` pads as MATLAB's ``imfilter(..., 'replicate')`` (SRCNN's release)."""
+    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
+        # kernel_size // 2 of padding keeps the image size only for odd sizes; an even one fails in the loss
+        raise ValueError(f"kernel_size={kernel_size}: must be odd and positive (1, 3, 5, ...)")
     return nn.Conv2d(in_ch, out_ch, kernel_size, padding=kernel_size // 2, bias=bias, padding_mode=padding_mode)
 
 

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+log = logging.getLogger(__name__)
 MANIFEST_DIR = Path(__file__).resolve().parent / "manifests"
 ROOT_ENV = "XNET_DATA"
 READ_CHUNK = 1 << 16
@@ -285,8 +288,62 @@ def entries_for(spec: DatasetSpec, folder: Path) -> tuple[list[ManifestEntry] | 
 def manifest_files(name: str, folder: Path) -> list[str] | None:
     """Relative paths of set ``name``'s files by its manifest (packaged, else recorded in
     ``folder`` at download), or ``None`` when it has neither."""
-    entries, _ = entries_for(DATASETS[resolve_name(name)], folder)
+    entries = manifest_entries(name, folder)
     return None if entries is None else [e.file for e in entries]
+
+
+def manifest_entries(name: str, folder: Path) -> list[ManifestEntry] | None:
+    """Set ``name``'s manifest entries (packaged, else recorded in ``folder``), or ``None``."""
+    return entries_for(DATASETS[resolve_name(name)], folder)[0]
+
+
+# --------------------------------------------------------------------------- content, cached
+
+
+def hash_cache_path() -> Path:
+    """``$XNET_HASH_CACHE``, else ``sha256.json`` in xnet's cache folder (``$XNET_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/xnet``, else ``~/.cache/xnet``)."""
+    if os.environ.get("XNET_HASH_CACHE"):
+        return Path(os.environ["XNET_HASH_CACHE"])
+    base = os.environ.get("XNET_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "xnet"
+    return Path(base) / "sha256.json"
+
+
+class HashCache:
+    """sha256 of files, remembered by path and stat (size, mtime, ctime, inode): a benchmark set is
+    checked by content on every run, and hashed again only when a file changed."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or hash_cache_path()
+        self.dirty = False
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):  # none yet, or unreadable: start afresh (it is only a cache)
+            data = {}
+        self.data = data if isinstance(data, dict) else {}
+
+    def sha256(self, file: Path) -> str:
+        st = file.stat()
+        key, stamp = str(file.resolve()), [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+        entry = self.data.get(key)
+        if isinstance(entry, dict) and entry.get("stat") == stamp and isinstance(entry.get("sha256"), str):
+            return entry["sha256"]
+        digest = _sha256_file(file)
+        self.data[key] = {"stat": stamp, "sha256": digest}
+        self.dirty = True
+        return digest
+
+    def save(self) -> None:
+        """Write the cache if it learnt something; a cache folder that cannot be written only costs time."""
+        if not self.dirty:
+            return
+        from xnet.protocol.atomic import write_json
+
+        try:
+            write_json(self.path, self.data)
+            self.dirty = False
+        except OSError as e:
+            log.debug("sha256 cache not saved: %s", e)
 
 
 def verify(name: str, root: str | os.PathLike | None = None, *, quick: bool = False) -> list[str]:

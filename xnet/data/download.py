@@ -42,6 +42,7 @@ from xnet.data.catalog import (
     safe_relpath,
     verify,
 )
+from xnet.protocol.atomic import user_mode
 from xnet.utils.progress import progress
 
 log = logging.getLogger(__name__)
@@ -160,6 +161,7 @@ def _fetch_file(url: str, dest: Path, entry: ManifestEntry, label: str, timeout:
             raise ChecksumError(label, f"{entry.bytes} bytes", f"{size} bytes", url)
         if digest != entry.sha256:
             raise ChecksumError(label, entry.sha256, digest, url)
+        user_mode(tmp)  # mkstemp made it 0600: the data gets the mode any file of the user's gets
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
@@ -388,7 +390,10 @@ def _write_recorded_manifest(staging: Path, written: list[ManifestEntry], url: s
 
 
 def _install(staging: Path, folder: Path) -> None:
-    """Move the staged tree into ``folder`` (a rename when the folder does not exist yet)."""
+    """Move the staged tree into ``folder`` (a rename when the folder does not exist yet); its
+    folders get the user's usual mode (mkdtemp made the staging folder 0700)."""
+    for sub in (staging, *(p for p in staging.rglob("*") if p.is_dir())):
+        user_mode(sub, folder=True)
     if not folder.exists():
         os.replace(staging, folder)
         return

@@ -13,10 +13,10 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from xnet.data.catalog import PACK_SUFFIX, dataset_dir, manifest_files
+from xnet.data.catalog import PACK_SUFFIX, HashCache, ManifestEntry, dataset_dir, manifest_entries
 from xnet.data.packed import list_images, load_image
-from xnet.protocol.io import IMAGE_EXTENSIONS, ImageError
 from xnet.protocol.errors import UserError
+from xnet.protocol.io import IMAGE_EXTENSIONS, ImageError
 
 log = logging.getLogger(__name__)
 
@@ -40,25 +40,43 @@ class ManifestMismatchError(UserError):
 
 def check_manifest(name: str, base: Path, sub: str, found: list[Path]) -> None:
     """``found`` (the images of ``base/sub``) must be exactly the images the manifest of set
-    ``name`` lists there; sets without a manifest are not checked."""
-    listed = manifest_files(name, base)
-    if listed is None:
+    ``name`` lists there, by name and by content (sha256, cached by file stat: see
+    :class:`~xnet.data.catalog.HashCache`); sets without a manifest are not checked."""
+    entries = manifest_entries(name, base)
+    if entries is None:
         return
     where = PurePosixPath(sub) if sub else PurePosixPath(".")
-    expected = {PurePosixPath(f).name for f in listed if PurePosixPath(f).parent == where and PurePosixPath(f).suffix.lower() in IMAGE_EXTENSIONS}
+    expected = {PurePosixPath(e.file).name: e for e in entries
+                if PurePosixPath(e.file).parent == where and PurePosixPath(e.file).suffix.lower() in IMAGE_EXTENSIONS}
     names = {f.name for f in found}
-    if names == expected:
-        return
-    extra, missing = sorted(names - expected), sorted(expected - names)
-    parts = [f"{len(names)} images where its manifest lists {len(expected)}"]
-    parts += [f"not in it: {', '.join(extra[:5])}{' ...' if len(extra) > 5 else ''}"] if extra else []
-    parts += [f"missing: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}"] if missing else []
     folder = base / sub if sub else base
-    raise ManifestMismatchError(
-        f"{folder}: not the {name} set ({'; '.join(parts)}) — its published figures need exactly those files: "
-        f"remove the others, re-fetch with `python -m xnet.data.download {name}`, or score it as a plain folder with strict=false "
-        f"(e.g. +data.test.strict=false) or data.test.path={folder}"
-    )
+    if names != expected.keys():
+        extra, missing = sorted(names - expected.keys()), sorted(expected.keys() - names)
+        parts = [f"{len(names)} images where its manifest lists {len(expected)}"]
+        parts += [f"not in it: {', '.join(extra[:5])}{' ...' if len(extra) > 5 else ''}"] if extra else []
+        parts += [f"missing: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}"] if missing else []
+        raise ManifestMismatchError(f"{folder}: not the {name} set ({'; '.join(parts)}) — {_remedy(name, folder)}")
+    check_contents(name, folder, found, expected)
+
+
+def check_contents(name: str, folder: Path, found: list[Path], expected: dict[str, ManifestEntry]) -> None:
+    """Every file of ``found`` must have its manifest entry's sha256 (an image replaced by another
+    of the same name would be scored as the published one)."""
+    cache = HashCache()
+    try:  # images inside a pack are checked by the pack itself (every source file at packing, pixels on reading)
+        changed = [f.name for f in found if f.is_file() and cache.sha256(f) != expected[f.name].sha256]
+    finally:
+        cache.save()
+    if changed:
+        raise ManifestMismatchError(
+            f"{folder}: not the {name} set ({', '.join(changed[:5])}{' ...' if len(changed) > 5 else ''}: other content than its "
+            f"manifest's sha256) — {_remedy(name, folder)}"
+        )
+
+
+def _remedy(name: str, folder: Path) -> str:
+    return (f"its published figures need exactly those files: remove the others, re-fetch with `python -m xnet.data.download {name}`, "
+            f"or score it as a plain folder with strict=false (e.g. +data.test.strict=false) or data.test.path={folder}")
 
 
 class ImageSource:

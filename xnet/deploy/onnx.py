@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from xnet.protocol.errors import is_environment_error
+
 __all__ = ["export_onnx", "onnx_parity"]
 
 
@@ -58,7 +60,9 @@ def export_onnx(
             )
             program.save(str(path), external_data=False)
             return path
-        except Exception as exc:  # noqa: BLE001 - try the other exporter
+        except Exception as exc:  # try the other exporter
+            if is_environment_error(exc):  # a full disk or no permission: the other exporter fares no better
+                raise
             errors.append(f"dynamo exporter: {type(exc).__name__}: {exc}")
         try:
             dynamic_axes = {"input": {2: "height", 3: "width"}, "output": {2: "out_height", 3: "out_width"}}
@@ -74,7 +78,9 @@ def export_onnx(
             )
             warnings.warn(f"exported with the TorchScript ONNX exporter ({errors[0]})", stacklevel=2)
             return path
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
+            if is_environment_error(exc):
+                raise
             errors.append(f"TorchScript exporter: {type(exc).__name__}: {exc}")
     raise RuntimeError("ONNX export failed:\n" + "\n".join(errors))
 

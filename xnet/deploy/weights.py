@@ -21,9 +21,9 @@ from typing import Any, Iterable, Mapping
 import torch
 from torch import nn
 
-from xnet.protocol.atomic import atomic_path
+from xnet.protocol.atomic import atomic_write
 from xnet.protocol.errors import WeightsError
-from xnet.utils.config import read_stored_config
+from xnet.utils.config import current_targets
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,10 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     if path.suffix == ".mat":  # MATLAB releases (SRCNN .mat, DnCNN MatConvNet)
         from xnet.deploy.matlab_weights import read_mat  # lazy: scipy is an optional dependency
 
-        return read_mat(path), {}
+        try:
+            return read_mat(path), {}
+        except ValueError as e:  # not a MATLAB file, or a layout that is not a known release: it names the file
+            raise WeightsError(str(e)) from e
     state, extra = _read_safetensors(path) if path.suffix == ".safetensors" else _read_torch(path)
     check_finite(state, path)
     return state, extra
@@ -199,13 +202,13 @@ def save_state_dict(state: dict[str, torch.Tensor], path: str | os.PathLike) -> 
     """``state`` as ``.safetensors`` or ``.pth`` (by the suffix), written atomically."""
     path = Path(path)
     state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-    with atomic_path(path) as tmp:
+    with atomic_write(path) as f:  # Python writes the bytes: a full disk is an OSError naming the file
         if path.suffix == ".safetensors":
-            from safetensors.torch import save_file
+            from safetensors.torch import save
 
-            save_file(state, str(tmp))
+            f.write(save(state))
         else:
-            torch.save(state, tmp)
+            torch.save(state, f)
     return path
 
 
@@ -256,4 +259,13 @@ def zoo_model_config(path: Path) -> dict[str, Any] | None:
     config = path.parent / "config.yaml"
     if path.name != "weights.safetensors" or not config.is_file():
         return None
-    return read_stored_config(config).get("model")
+    from omegaconf import DictConfig, OmegaConf
+
+    try:  # OmegaConf's loader is YAML's safe one; nothing is resolved here (xnet.utils.trust checks the rest)
+        loaded = OmegaConf.load(config)
+        model = OmegaConf.to_container(loaded).get("model") if isinstance(loaded, DictConfig) else None
+    except Exception as e:  # whatever the parser says, the file is not a config
+        raise WeightsError(f"{config}: not a readable zoo config (a YAML mapping with a model: node): {e}") from e
+    if model is not None and not isinstance(model, dict):
+        raise WeightsError(f"{config}: its model: node is not a mapping")
+    return current_targets(model) if model is not None else None

@@ -101,16 +101,25 @@ def xunit_variant(xunit: dict | None, run_dir: Path | None = None) -> str:
     return "custom" if xunit else "paper"
 
 
-def _net_counts(config: dict) -> tuple[int | None, int | None]:
-    """(paper-convention params, activation params) of the config's net, by instantiating it."""
+def _net_counts(config: dict, origin: Path | None = None) -> tuple[int | None, int | None]:
+    """(paper-convention params, activation params) of the config's net, by instantiating it; a config read
+    from a run's file (``origin``) may only build an xnet architecture (:mod:`xnet.utils.trust`)."""
+    from xnet.utils.trust import UntrustedConfigError, check_targets
+
     try:
         from hydra.utils import instantiate
 
         from xnet.archs.params import count_paper_params
         from xnet.figures.budget import activation_params
 
-        net = instantiate(current_net_config(config["model"]["net"]), _convert_="all")
+        net = current_net_config(config["model"]["net"])
+        if origin is not None:
+            check_targets(net, str(origin), where="config.model.net")
+        net = instantiate(net, _convert_="all")
         return count_paper_params(net), activation_params(net)
+    except UntrustedConfigError as e:
+        log.warning("%s", e)
+        return None, None
     except Exception as e:  # noqa: BLE001 - a row without counts is still a row
         log.debug("cannot instantiate the net of a run: %s", e)
         return None, None
@@ -156,7 +165,7 @@ def row_of(data: dict[str, Any], config: dict[str, Any], run_dir: Path | None) -
     name = data.get("model") or model.get("name") or str(net.get("_target_", "?")).rsplit(".", 1)[-1].lower()
     has_xunit = "xunit" in net
     params, act = data.get("params_paper"), None
-    counted, act = _net_counts(config) if net else (None, None)
+    counted, act = _net_counts(config, run_dir / "metrics.json" if run_dir else None) if net else (None, None)
     params = params if params is not None else counted
     depth = net.get("depth")
     if depth is None and net.get("num_blocks") is not None:  # xDnCNN-style: blocks + first + last conv

@@ -1,6 +1,7 @@
 """Callbacks for long runs trained in chunks (e.g. ≤10-minute GPU leases)."""
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import signal
@@ -62,6 +63,40 @@ class WallClock(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.elapsed, self.reached = float(state_dict["elapsed"]), dict(state_dict["reached"])
+
+
+class TimePerChunk(Callback):
+    """``trainer.max_time`` is the time of *this* chunk: Lightning's Timer restores the training
+    time of earlier chunks from the checkpoint, so with the same ``max_time`` every resumed chunk
+    stopped at once and the step count never moved again. Its saved state is dropped on load (the
+    summed time across chunks is :class:`WallClock`'s ``time/train_s``)."""
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        for key in [k for k in checkpoint.get("callbacks") or {} if str(k).startswith("Timer")]:
+            del checkpoint["callbacks"][key]
+
+
+class PruneUntrackedBest(Callback):
+    """``save_top_k`` after a resume: a run killed between writing a new ``best-*`` and removing
+    the one it displaced resumes from a state that knows only one of them; the other stayed
+    forever. At the start of training (the ModelCheckpoint's state restored), the files of its
+    own filename pattern it does not track are removed."""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        from lightning.pytorch.callbacks import ModelCheckpoint
+
+        if not trainer.is_global_zero:
+            return
+        for cb in trainer.checkpoint_callbacks:
+            # only a state restored from this very folder (best_k_models filled) says which files are the run's
+            if not isinstance(cb, ModelCheckpoint) or not cb.best_k_models or not cb.filename or cb.save_top_k < 0:
+                continue
+            prefix = cb.filename.split("{")[0]
+            tracked = {Path(p).resolve() for p in (*cb.best_k_models, cb.best_model_path, cb.last_model_path) if p}
+            for f in Path(cb.dirpath).glob(f"{glob.escape(prefix)}*{cb.FILE_EXTENSION}"):
+                if prefix and f.resolve() not in tracked:
+                    logging.getLogger("xnet.train").info("removed %s: not among the run's top-%d checkpoints", f, cb.save_top_k)
+                    f.unlink(missing_ok=True)
 
 
 class SaveLastOnStop(Callback):

@@ -131,9 +131,14 @@ class RestorationModule(L.LightningModule):
 
     def _raise_nonfinite(self, step: int, value: float) -> None:
         raise NonFiniteLossError(
-            f"loss became {value} at step {step}; weights were not updated by it. "
-            "The last good checkpoint is the run's last.ckpt; lower optim.lr or check the data."
+            f"loss became {value} at step {step}; weights were not updated by it. {self._last_good()}; lower optim.lr or check the data."
         )
+
+    def _last_good(self) -> str:
+        """Where the last good weights are — said only if a checkpoint was saved before the loss broke."""
+        callback = self._trainer.checkpoint_callback if self._trainer is not None else None
+        last = Path(callback.dirpath) / "last.ckpt" if callback is not None and callback.dirpath else None
+        return f"The last good checkpoint is {last}" if last is not None and last.is_file() else "No checkpoint was saved before it"
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.global_step % max(1, self.hparams.nonfinite_check_every) == 0:

@@ -122,12 +122,13 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     return uint8_levels(x.detach().float().cpu()).to(torch.uint8).permute(1, 2, 0).numpy()
 
 
-def save_image(x: torch.Tensor, path: str | os.PathLike) -> Path:
+def save_image(x: torch.Tensor, path: str | os.PathLike, overwrite: bool = True) -> Path:
     """Write a ``C×H×W`` float image in [0, 1] as an 8-bit PNG (parents created), atomically: a
-    full disk leaves no partial PNG and an :class:`~xnet.protocol.errors.OutputError` naming ``path``."""
+    full disk leaves no partial PNG and an :class:`~xnet.protocol.errors.OutputError` naming ``path``;
+    without ``overwrite`` an existing ``path`` is kept (an OutputError too)."""
     path = Path(path)
     arr = to_uint8(x)
-    with atomic_path(path) as tmp:
+    with atomic_path(path, overwrite) as tmp:
         Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr).save(tmp, format="PNG")
     return path
 

@@ -18,7 +18,7 @@ MAX_DIRNAME = 120  # characters of overrides kept in a folder name; longer ones 
 
 #: overrides that never name a run: where it writes, how it is launched and logged, what it resumes
 #: (a key and everything under it: ``hydra`` covers ``hydra.run.dir`` and ``hydra/launcher``)
-NEVER_IN_NAMES = ("hydra", "paths", "ckpt_path", "threads", "logger", "experiment", "trainer.enable_progress_bar")
+NEVER_IN_NAMES = ("hydra", "paths", "ckpt_path", "overwrite", "threads", "logger", "experiment", "trainer.enable_progress_bar")
 
 
 def names_a_run(key: str) -> bool:

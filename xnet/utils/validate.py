@@ -7,6 +7,7 @@ skipped, so one rule list serves every entry point.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -38,6 +39,8 @@ class Rule:
             return None
         if isinstance(value, bool) or not isinstance(value, (int, float) if self.kind is float else int):
             return f"{self.key}={value!r}: must be {'a number' if self.kind is float else 'an integer'}"
+        if not math.isfinite(value):  # nan passes every comparison below, inf every lower bound
+            return f"{self.key}={value}: must be a finite number"
         if self.low is not None and (value <= self.low if self.strict else value < self.low):
             bound = f"> {self.low}" if self.strict else f">= {self.low}"
             extra = f" (or {', '.join(map(str, self.also))})" if self.also else ""
@@ -53,7 +56,7 @@ RULES: dict[str, tuple[Rule, ...]] = {
         Rule("data.patch_size", int, 1), Rule("data.batch_size", int, 1), Rule("data.samples_per_epoch", int, 1),
         Rule("data.num_workers", int, 0), Rule("data.val_limit", int, 1, optional=True),
         Rule("trainer.max_steps", int, 1, also=(-1,)), Rule("trainer.val_check_interval", float, 0, strict=True, optional=True),
-        Rule("optim.lr", float, 0, strict=True),
+        Rule("optim.lr", float, 0, strict=True), Rule("optim.weight_decay", float, 0, optional=True),
     ),
     "evaluate": COMMON + TILING + (Rule("limit", int, 1, optional=True),),
     "restore": COMMON + TILING,
