@@ -8,7 +8,6 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-
 from helpers_triton import needs_triton, run_interpreted
 
 # bf16 outputs: the interpreter casts float32 to bf16 by truncation, not rounding to nearest, so one

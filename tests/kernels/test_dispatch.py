@@ -7,13 +7,12 @@ import warnings
 
 import pytest
 import torch
+from helpers_xunit import randomise, single_thread  # noqa: F401 - single_thread: autouse fixture
 
-import xnet.kernels.dispatch as dispatch
 from xnet.archs.dncnn import XDnCNN
 from xnet.archs.xunit import XUnit, XUnitConfig
+from xnet.kernels import dispatch
 from xnet.kernels.dispatch import Impl, Target, resolve, runs_now
-
-from helpers_xunit import randomise, single_thread  # noqa: F401 - single_thread: autouse fixture
 
 CPU, CUDA = "cpu", "cuda"
 YES, NO = (lambda: True), (lambda: False)
@@ -32,29 +31,29 @@ def _no_legacy_env(monkeypatch):
     "target,expected",
     [
         # an xUnit's choice (XUnitConfig.impl): auto is native on the CPU (where it fits), torch on CUDA
-        (dict(op="xunit"), Impl.NATIVE),
-        (dict(op="xunit", native_fits=False), Impl.EAGER),
-        (dict(op="xunit", device=CUDA), Impl.EAGER),
-        (dict(op="xunit", choice="torch"), Impl.EAGER),
-        (dict(op="xunit", choice="triton", device=CUDA), Impl.TRITON),
-        (dict(op="xunit", choice="triton", device=CUDA, triton_fits=False), Impl.EAGER),  # e.g. r > 11, SyncBN
-        (dict(op="xunit", choice="triton"), Impl.NATIVE),  # a CUDA choice on the CPU: the CPU's auto
-        (dict(op="xunit", choice="triton", interpreting=True), Impl.TRITON),  # the interpreter runs CPU tensors
-        (dict(op="xunit", choice="nchw", device=CUDA), Impl.NCHW),
-        (dict(op="xunit", choice="nchw"), Impl.NATIVE),
-        (dict(op="xunit", choice="native", device=CUDA), Impl.EAGER),  # a CPU choice on CUDA: CUDA's auto
-        (dict(op="xunit", choice="native", native_fits=False), Impl.EAGER),
-        (dict(op="depthwise", choice="triton", device=CUDA), Impl.TRITON),
-        (dict(op="depthwise", interpreting=True), Impl.NATIVE),  # auto never sends CPU input to Triton
+        ({"op": "xunit"}, Impl.NATIVE),
+        ({"op": "xunit", "native_fits": False}, Impl.EAGER),
+        ({"op": "xunit", "device": CUDA}, Impl.EAGER),
+        ({"op": "xunit", "choice": "torch"}, Impl.EAGER),
+        ({"op": "xunit", "choice": "triton", "device": CUDA}, Impl.TRITON),
+        ({"op": "xunit", "choice": "triton", "device": CUDA, "triton_fits": False}, Impl.EAGER),  # e.g. r > 11, SyncBN
+        ({"op": "xunit", "choice": "triton"}, Impl.NATIVE),  # a CUDA choice on the CPU: the CPU's auto
+        ({"op": "xunit", "choice": "triton", "interpreting": True}, Impl.TRITON),  # the interpreter runs CPU tensors
+        ({"op": "xunit", "choice": "nchw", "device": CUDA}, Impl.NCHW),
+        ({"op": "xunit", "choice": "nchw"}, Impl.NATIVE),
+        ({"op": "xunit", "choice": "native", "device": CUDA}, Impl.EAGER),  # a CPU choice on CUDA: CUDA's auto
+        ({"op": "xunit", "choice": "native", "native_fits": False}, Impl.EAGER),
+        ({"op": "depthwise", "choice": "triton", "device": CUDA}, Impl.TRITON),
+        ({"op": "depthwise", "interpreting": True}, Impl.NATIVE),  # auto never sends CPU input to Triton
         # the fused xUnit: Triton on CUDA, native on CPU, else tiled torch ops
-        (dict(op="fused_xunit", device=CUDA), Impl.TRITON),
-        (dict(op="fused_xunit", device=CUDA, triton_fits=False), Impl.TILED),
-        (dict(op="fused_xunit", device=CUDA, choice="torch"), Impl.TILED),
-        (dict(op="fused_xunit"), Impl.NATIVE),
-        (dict(op="fused_xunit", interpreting=True), Impl.NATIVE),
-        (dict(op="fused_xunit", native_fits=False), Impl.TILED),
-        (dict(op="fused_xunit", choice="torch"), Impl.TILED),
-        (dict(op="fused_xunit", choice="triton", interpreting=True), Impl.TRITON),
+        ({"op": "fused_xunit", "device": CUDA}, Impl.TRITON),
+        ({"op": "fused_xunit", "device": CUDA, "triton_fits": False}, Impl.TILED),
+        ({"op": "fused_xunit", "device": CUDA, "choice": "torch"}, Impl.TILED),
+        ({"op": "fused_xunit"}, Impl.NATIVE),
+        ({"op": "fused_xunit", "interpreting": True}, Impl.NATIVE),
+        ({"op": "fused_xunit", "native_fits": False}, Impl.TILED),
+        ({"op": "fused_xunit", "choice": "torch"}, Impl.TILED),
+        ({"op": "fused_xunit", "choice": "triton", "interpreting": True}, Impl.TRITON),
     ],
 )
 def test_resolution_table(target: dict, expected: Impl) -> None:
@@ -118,7 +117,7 @@ def test_the_deprecated_environment_variable_maps_to_the_config_value(monkeypatc
 
 def test_nothing_reads_the_environment_at_import() -> None:
     """The old module-level CUDA_LAYOUT (read from the environment at import) is gone."""
-    import xnet.kernels.depthwise as depthwise
+    from xnet.kernels import depthwise
 
     assert not hasattr(depthwise, "CUDA_LAYOUT")
 

@@ -98,7 +98,9 @@ class XUnit(nn.Module):
         self.relu = nn.ReLU() if config.relu else nn.Identity()
         use_bias = (not config.post_norm) if config.bias is None else config.bias
         conv_impl = config.impl if config.combine == "product" else "auto"  # FReLU's funnel runs as today
-        self.depthwise = DepthwiseConv2d(channels, config.kernel_size, bias=use_bias, impl=conv_impl) if config.depthwise else nn.Identity()
+        self.depthwise: nn.Module = nn.Identity()
+        if config.depthwise:
+            self.depthwise = DepthwiseConv2d(channels, config.kernel_size, bias=use_bias, impl=conv_impl)
         self.post_norm = nn.BatchNorm2d(channels) if config.post_norm else nn.Identity()
         self.memory_lean = config.memory_lean
         self.impl = config.impl
@@ -144,6 +146,7 @@ class XUnit(nn.Module):
         return x * self.weight_map(x)
 
     def extra_repr(self) -> str:
-        extra = (f", combine={self.combine}" if self.combine != "product" else "") + (", memory_lean=True" if self.memory_lean else "")
+        extra = f", combine={self.combine}" if self.combine != "product" else ""
+        extra += ", memory_lean=True" if self.memory_lean else ""
         extra += f", impl={self.impl}" if self.impl != "auto" else ""
         return f"channels={self.channels}, kernel_size={self.kernel_size}, gate={self.gate_kind}{extra}"

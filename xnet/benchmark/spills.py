@@ -82,7 +82,8 @@ VARIANTS = (
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--all", action="store_true", help=f"every variant at r = 1, 3, ..., {MAX_KERNEL_SIZE} (default: the paper's r = 9)")
+    ap.add_argument("--all", action="store_true",
+                    help=f"every variant at r = 1, 3, ..., {MAX_KERNEL_SIZE} (default: the paper's xUnit at r = 9)")
     args = ap.parse_args(argv)
     sizes = range(1, MAX_KERNEL_SIZE + 1, 2) if args.all else (9,)
     results: list[Resources] = audit(workload(VARIANTS if args.all else ({},), sizes))

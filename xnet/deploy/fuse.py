@@ -352,8 +352,8 @@ class FusedXUnit(nn.Module):
                 resolved[x.device.type] = impl
         if impl in (Impl.NATIVE, Impl.TRITON) and not runs_now(impl, x):
             if choice != "auto":
-                raise RuntimeError(f"the {impl.value} xUnit kernel cannot take this input ({x.dtype}, "
-                                   f"{'channels_last' if x.is_contiguous(memory_format=torch.channels_last) else 'NCHW'})")
+                layout = "channels_last" if x.is_contiguous(memory_format=torch.channels_last) else "NCHW"
+                raise RuntimeError(f"the {impl.value} xUnit kernel cannot take this input ({x.dtype}, {layout})")
             return Impl.TILED
         return impl
 

@@ -204,8 +204,8 @@ def depthwise_conv_backward(
         return gu, gw, gb
     if impl is Impl.NCHW:
         grads = torch.ops.aten.convolution_backward(
-            grad.contiguous(), u.contiguous(), weight, bias_sizes, list(conv.stride), list(conv.padding), list(conv.dilation),
-            False, [0, 0], conv.groups, list(mask),
+            grad.contiguous(), u.contiguous(), weight, bias_sizes, list(conv.stride), list(conv.padding),
+            list(conv.dilation), False, [0, 0], conv.groups, list(mask),
         )
         gu = grads[0].contiguous(memory_format=torch.channels_last) if grads[0] is not None else None
         return gu, grads[1], grads[2]

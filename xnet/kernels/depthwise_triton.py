@@ -33,7 +33,10 @@ from xnet.kernels.triton_launch import (
     triton_interpreting,
 )
 
-__all__ = ["TritonDepthwiseConv", "depthwise_grad_weight_triton", "depthwise_triton", "depthwise_triton_applies", "taps_of"]
+__all__ = [
+    "TritonDepthwiseConv", "combine_stats", "depthwise_grad_weight_triton", "depthwise_triton",
+    "depthwise_triton_applies", "rows_per_chunk", "taps_of",
+]
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -83,7 +86,7 @@ def depthwise_triton(
     n, c, height, width = u.shape
     taps = taps_of(weight)
     y = torch.empty_like(u)
-    parts = (u.new_empty(n * height, c, dtype=torch.float32), u.new_empty(n * height, c, dtype=torch.float32)) if stats else None
+    parts = tuple(u.new_empty(n * height, c, dtype=torch.float32) for _ in range(2)) if stats else None
     launch(
         "dw_conv", lambda m: (n * height, _cdiv(c, m["BLOCK_C"])),
         u, taps, taps if bias is None else bias.detach().contiguous(), taps if coef is None else coef, y,

@@ -87,7 +87,8 @@ def legacy_cuda_choice() -> str | None:
 @functools.cache
 def _warn_legacy(value: str) -> None:
     if value not in _LEGACY:
-        raise ValueError(f"XNET_CUDA_DEPTHWISE={value!r}: choose one of {sorted(_LEGACY)} (or set model.net.xunit.impl)")
+        raise ValueError(f"XNET_CUDA_DEPTHWISE={value!r}: choose one of {sorted(_LEGACY)} "
+                         "(or set model.net.xunit.impl)")
     warnings.warn(
         f"XNET_CUDA_DEPTHWISE={value} is deprecated: set model.net.xunit.impl={_LEGACY[value]} instead",
         FutureWarning, stacklevel=4,
@@ -113,7 +114,8 @@ def _native_ready() -> bool:
 
 @functools.cache
 def _note_other_device(op: str, choice: str, device: str) -> None:
-    log.info("%s impl=%s is for %s: on %s it runs as auto", op, choice, "the CPU" if choice == "native" else "CUDA", device)
+    meant = "the CPU" if choice == "native" else "CUDA"
+    log.info("%s impl=%s is for %s: on %s it runs as auto", op, choice, meant, device)
 
 
 def _resolve_fused(t: Target, native_ready: Callable[[], bool], triton_ready: Callable[[], bool]) -> Impl:
@@ -122,7 +124,9 @@ def _resolve_fused(t: Target, native_ready: Callable[[], bool], triton_ready: Ca
     triton_device = t.device == "cuda" or (t.device == "cpu" and t.interpreting)
     if t.choice == "triton":
         if not (triton_device and t.triton_fits and triton_ready()):
-            raise RuntimeError("Triton xUnit kernel needs Triton and a 4-D float CUDA input (CPU input: TRITON_INTERPRET=1)")
+            raise RuntimeError(
+                "Triton xUnit kernel needs Triton and a 4-D float CUDA input (CPU input: TRITON_INTERPRET=1)"
+            )
         return Impl.TRITON
     if t.choice == "native":
         if not (t.device == "cpu" and t.native_fits):

@@ -69,7 +69,9 @@ SOURCES = {
 TUNE_KEYS = {
     "dw_conv": ["C", "R", "HAS_BIAS", "HAS_IN", "RELU", "STATS"],
     "dw_dgrad": ["C", "R", "HAS_IN", "RELU", "STATS"],
-    "xunit_fused": ["C", "R", "GATE", "RELU", "HAS_IN", "HAS_DW", "HAS_DW_BIAS", "HAS_MID", "HAS_OUT_SCALE", "HAS_OUT_SHIFT"],
+    "xunit_fused": [
+        "C", "R", "GATE", "RELU", "HAS_IN", "HAS_DW", "HAS_DW_BIAS", "HAS_MID", "HAS_OUT_SCALE", "HAS_OUT_SHIFT",
+    ],
     "dw_wgrad": ["C", "R", "HAS_IN", "RELU"],
     "row_stats": ["C"],
     "gate_fwd": ["C", "GATE"],
@@ -135,7 +137,11 @@ def recording() -> Iterator[list[Launch]]:
 
 
 def launch(
-    name: str, grid: Callable[[dict[str, int]], tuple[int, ...]], *args: Any, config: dict[str, int] | None = None, **consts: Any
+    name: str,
+    grid: Callable[[dict[str, int]], tuple[int, ...]],
+    *args: Any,
+    config: dict[str, int] | None = None,
+    **consts: Any,
 ) -> None:
     """Run kernel ``name`` on ``grid(meta)`` (``meta``: the tile sizes): autotuned over
     :data:`CONFIGS` on a GPU, with ``config`` (default the first) when given or under the interpreter."""

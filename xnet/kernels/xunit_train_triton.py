@@ -18,15 +18,21 @@ backward: weight gradient (dw_wgrad)   gc, x (window; ReLU(BN1(x)) on the fly)  
 backward: gx = gy·g + BN1⁻ᵀ(ga)        gy, x, c, ga / gx                           5
 =====================================  ==========================================  ======
 
-23 in all, against about 45 for the same unit as torch ops (each BN, the ReLU, the conv, the
-gate's three elementwise ops and the product reading and writing whole tensors, forward and
-backward). What cannot be fused is what a BatchNorm's batch statistics force: its apply must wait
-for a reduction over the whole batch, so each BN costs one extra read forward and backward. The
-elementwise work rides on the conv kernels' loads (BN1 + ReLU) and epilogues (BN2's statistics,
-the ReLU mask, BN1's backward sums); ``g`` and ``gd`` are recomputed from ``x`` and ``c`` wherever
-needed rather than stored. Saved for backward: ``x`` and ``c`` (``memory_lean``: ``x`` only, and
-the conv is recomputed, one more conv pass). Statistics: per-row (mean, M2) merged with Chan's
-formula, sums per row added by torch — deterministic, no atomics, no bf16 accumulation.
+23 in all, against about 60 for the same unit as torch ops under autocast (forward ~20: each BN
+three, the ReLU two, the conv two, the gate's ``-d``, ``·d`` and ``exp`` seven, the product three;
+backward ~40, each op's gradient reading and writing whole tensors). What cannot be fused is what a
+BatchNorm's batch statistics force: its apply must wait for a reduction over the whole batch, so
+each BN costs one extra read forward and backward. The elementwise work rides on the conv kernels'
+loads (BN1 + ReLU) and epilogues (BN2's statistics, the ReLU mask, BN1's backward sums); ``g`` and
+``gd`` are recomputed from ``x`` and ``c`` wherever needed rather than stored. Saved for backward:
+``x`` and ``c`` (``memory_lean``: ``x`` only, and the conv is recomputed, one more conv pass).
+Statistics: per-row (mean, M2) merged with Chan's formula, sums per row added by torch —
+deterministic, no atomics, no bf16 accumulation.
+
+The trade-off, untimed: at r = 9 the three convs (forward, input and weight gradients) do 81
+multiply-adds per element each, so on a GPU they are bound by arithmetic and on-chip loads rather
+than by device memory; BN1 + ReLU on the loads costs two more operations per tap (instead of two
+more passes to write and read ``u``). The benchmark's ``xunit_step`` times the result.
 
 BatchNorm semantics are torch's: batch statistics in training (running statistics updated once,
 unbiased variance, ``momentum=None`` as a cumulative average), running statistics in eval mode.
@@ -158,7 +164,8 @@ class XUnitTritonFunction(torch.autograd.Function):
             else:
                 mean, var = pre.running_mean.float(), pre.running_var.float()
             coef[S1], coef[T1], coef[A1], coef[B1] = _affine(pre, mean, var)
-        cv, parts = depthwise_triton(x, conv.weight, conv.bias, coef=coef if has_in else None, relu=relu, stats=post_batch)
+        pre_coef = coef if has_in else None
+        cv, parts = depthwise_triton(x, conv.weight, conv.bias, coef=pre_coef, relu=relu, stats=post_batch)
         if isinstance(post, _BN):
             if post_batch:
                 mean, var = combine_stats(parts, w)
@@ -206,7 +213,8 @@ class XUnitTritonFunction(torch.autograd.Function):
         if need[3] and conv.bias is not None:
             grads[3] = gc.float().sum((0, 2, 3)) if has_post else sum_gd
         if need[2]:
-            grads[2] = depthwise_grad_weight_triton(gc, x, conv.kernel_size[0], coef=coef if has_in else None, relu=relu)
+            pre_coef = coef if has_in else None
+            grads[2] = depthwise_grad_weight_triton(gc, x, conv.kernel_size[0], coef=pre_coef, relu=relu)
         gx = None
         if need_x or need[0] or need[1]:
             ga = torch.empty_like(x)
@@ -226,7 +234,8 @@ class XUnitTritonFunction(torch.autograd.Function):
                 gx = torch.empty_like(x)
                 launch("xunit_grad_input", grid, gy, x, cv, ga, coef, gx, c, h, w, *strides, GATE=gate)
         slots = _slots(unit)
-        out = [g.to(s.dtype) if g is not None and s is not None and n_ else None for g, s, n_ in zip(grads, slots, need)]
+        out = [g.to(s.dtype) if g is not None and s is not None and wanted else None
+               for g, s, wanted in zip(grads, slots, need)]
         return (gx, None, None, *out)
 
 

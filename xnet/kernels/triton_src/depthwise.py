@@ -36,7 +36,9 @@ def dw_conv(
     m2 = tl.zeros([BLOCK_C], dtype=tl.float32)
     for w0 in range(0, W, BLOCK_W):
         ws = w0 + tl.arange(0, BLOCK_W)
-        acc = tiles.conv_taps(src_img, s_h, s_w, h, ws, c_ok, H, W, C, taps, cs, s_in, t_in, R, HAS_IN, RELU, BLOCK_W, BLOCK_C)
+        acc = tiles.conv_taps(
+            src_img, s_h, s_w, h, ws, c_ok, H, W, C, taps, cs, s_in, t_in, R, HAS_IN, RELU, BLOCK_W, BLOCK_C
+        )
         if HAS_BIAS:
             acc += tl.load(bias + cs, mask=c_ok, other=0.0).to(tl.float32)[None, :]
         ok = (ws < W)[:, None] & c_ok[None, :]

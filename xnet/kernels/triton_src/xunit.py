@@ -146,7 +146,9 @@ def dw_dgrad(
     for w0 in range(0, W, BLOCK_W):
         ws = w0 + tl.arange(0, BLOCK_W)
         ok = (ws < W)[:, None] & c_ok[None, :]
-        gr = tiles.conv_taps(gc_img, s_h, s_w, h, ws, c_ok, H, W, C, taps, cs, s1, t1, R, False, False, BLOCK_W, BLOCK_C)
+        gr = tiles.conv_taps(
+            gc_img, s_h, s_w, h, ws, c_ok, H, W, C, taps, cs, s1, t1, R, False, False, BLOCK_W, BLOCK_C
+        )
         if RELU or STATS:
             xv = tl.load(x_row + ws[:, None] * s_w, mask=ok, other=0.0).to(tl.float32)
         if RELU:
@@ -228,7 +230,9 @@ def xunit_fused(
         ok = (ws < W)[:, None] & c_ok[None, :]
         xv = tl.load(x_row + ws[:, None] * sx_w, mask=ok, other=0.0).to(tl.float32)
         if HAS_DW:
-            d = tiles.conv_taps(x_img, sx_h, sx_w, h, ws, c_ok, H, W, C, taps, cs, s_in, t_in, R, HAS_IN, RELU, BLOCK_W, BLOCK_C)
+            d = tiles.conv_taps(
+                x_img, sx_h, sx_w, h, ws, c_ok, H, W, C, taps, cs, s_in, t_in, R, HAS_IN, RELU, BLOCK_W, BLOCK_C
+            )
             if HAS_DW_BIAS:
                 d += tl.load(dw_bias + cs, mask=c_ok, other=0.0).to(tl.float32)[None, :]
         else:
