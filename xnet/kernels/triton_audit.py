@@ -71,8 +71,7 @@ def _specialise(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple
 
 
 def _kwargs(launch: Launch, config: dict[str, int]) -> dict[str, Any]:
-    tiles = {k: v for k, v in config.items() if k.isupper()}
-    return {**launch.consts, **tiles, "num_warps": config["num_warps"], "num_stages": config["num_stages"]}
+    return {**launch.consts, **config}  # the tiles as constexprs, warps, stages, maxnreg as options
 
 
 def compile_sm90(launch: Launch, config: dict[str, int]) -> tuple[int, int]:

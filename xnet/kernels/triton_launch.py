@@ -34,25 +34,22 @@ FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 #: at once: beyond 11 the registers run out); larger r runs torch's convolution
 MAX_KERNEL_SIZE = 11
 
-_CONV = (
-    {"BLOCK_W": 16, "BLOCK_C": 32, "num_warps": 4, "num_stages": 3},
-    {"BLOCK_W": 16, "BLOCK_C": 64, "num_warps": 4, "num_stages": 3},
-    {"BLOCK_W": 32, "BLOCK_C": 64, "num_warps": 8, "num_stages": 3},
-)
-_ROWS = (
-    {"BLOCK_W": 32, "BLOCK_C": 64, "num_warps": 4, "num_stages": 3},
-    {"BLOCK_W": 64, "BLOCK_C": 64, "num_warps": 8, "num_stages": 3},
-)
+
+
+def _config(block_w: int, block_c: int, warps: int) -> dict[str, int]:
+    # maxnreg: an explicit register limit (the hardware's) keeps ptxas from trimming a kernel to an
+    # occupancy step by spilling a few bytes (it did, 8-32 B, at 48-168 registers without one)
+    return {"BLOCK_W": block_w, "BLOCK_C": block_c, "num_warps": warps, "num_stages": 3, "maxnreg": 255}
+
+
+_CONV = (_config(16, 32, 4), _config(16, 64, 4), _config(32, 64, 8))
+_ROWS = (_config(32, 64, 4), _config(64, 64, 8))
 #: kernel -> its tile configurations (autotuned on a GPU)
 CONFIGS: dict[str, tuple[dict[str, int], ...]] = {
     "dw_conv": _CONV,
     "dw_dgrad": _CONV,
     "xunit_fused": _CONV,
-    "dw_wgrad": (
-        {"BLOCK_W": 8, "BLOCK_C": 32, "num_warps": 4, "num_stages": 3},
-        {"BLOCK_W": 8, "BLOCK_C": 64, "num_warps": 4, "num_stages": 3},
-        {"BLOCK_W": 16, "BLOCK_C": 64, "num_warps": 8, "num_stages": 3},
-    ),
+    "dw_wgrad": (_config(8, 32, 4), _config(8, 64, 4), _config(16, 64, 8)),
     "row_stats": _ROWS,
     "gate_fwd": _ROWS,
     "gate_bwd": _ROWS,
@@ -101,14 +98,21 @@ def kernel(name: str) -> Any:
     return getattr(importlib.import_module(f"xnet.kernels.triton_src.{SOURCES[name]}"), name)
 
 
+def _tiles(config: dict[str, int]) -> dict[str, int]:
+    """A configuration's constexprs (``BLOCK_W``, ``BLOCK_C``)."""
+    return {k: v for k, v in config.items() if k.isupper()}
+
+
+def _options(config: dict[str, int]) -> dict[str, int]:
+    """A configuration's compile options (warps, pipeline stages, register limit)."""
+    return {k: v for k, v in config.items() if not k.isupper()}
+
+
 @functools.cache
 def _tuned(name: str) -> Any:
     import triton
 
-    configs = [
-        triton.Config({k: v for k, v in c.items() if k.isupper()}, num_warps=c["num_warps"], num_stages=c["num_stages"])
-        for c in CONFIGS[name]
-    ]
+    configs = [triton.Config(_tiles(c), **_options(c)) for c in CONFIGS[name]]
     return triton.autotune(configs=configs, key=TUNE_KEYS[name])(kernel(name))
 
 
@@ -151,6 +155,5 @@ def launch(
     if config is None and not triton_interpreting():
         _tuned(name)[grid](*args, **consts)
         return
-    config = dict(CONFIGS[name][0] if config is None else config)
-    tiles = {k: v for k, v in config.items() if k.isupper()}
-    kernel(name)[grid(tiles)](*args, **consts, **tiles, num_warps=config["num_warps"], num_stages=config["num_stages"])
+    config = CONFIGS[name][0] if config is None else config
+    kernel(name)[grid(_tiles(config))](*args, **consts, **_tiles(config), **_options(config))
