@@ -43,7 +43,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--thread-counts", type=int, nargs="*", default=[], help="extra thread counts for --thread-table")
     ap.add_argument("--train-compile", action="store_true", help="also train with torch.compile (compile time reported; slow to start)")
     ap.add_argument("--depthwise-kernels", action="store_true",
-                    help="also time the depthwise conv kernels (cuDNN/torch vs Triton) and one xUnit's step by xunit.impl")
+                    help="also time the depthwise conv kernels (cuDNN/torch vs Triton) and one xUnit's step by impl")
     ap.add_argument("--no-inference", action="store_true")
     ap.add_argument("--no-train", action="store_true")
     ap.add_argument("--train-batch", type=int, default=None, help="default 64 (quick on CPU: 4)")
@@ -117,8 +117,9 @@ def main(argv: list[str] | None = None) -> int:
             rep.print_ms(f"depthwise r={out['r']} conv, {'×'.join(map(str, out['shape'][:2]))}×{out['shape'][2]}² {out['dtype']} ({device}): ms",
                          out["ms"], out["errors"])
             dev_report["xunit_step"] = out = xunit_step(device, settings)
-            rep.print_ms(f"one xUnit forward + backward by impl, {'×'.join(map(str, out['shape']))} {out['dtype']} ({device}): ms",
-                         out["ms"], out["errors"])
+            shape = "×".join(map(str, out["shape"]))
+            title = f"one xUnit forward + backward by impl, {shape} {out['dtype']} ({device}): ms"
+            rep.print_ms(title, out["ms"], out["errors"])
         rep.save_report(report, ratios, args.json)
         for family in families:
             dev_report["families"][family], family_ratios = run_family(family, device, settings, args)

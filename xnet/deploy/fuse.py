@@ -178,8 +178,9 @@ class FusedXUnit(nn.Module):
     Every optional term is ``None`` when absent. All tensors are buffers (``state_dict`` round-trips).
 
     The module holds the tensors; :meth:`choose` says which op runs them (its ``cpu_kernel`` /
-    ``gpu_kernel`` resolved once per device by :func:`xnet.kernels.dispatch.resolve`): the Triton kernel (:mod:`xnet.kernels.xunit_triton`), the native CPU kernel
-    (:mod:`xnet.kernels.xunit_native`), torch ops on row tiles of about ``tile_bytes`` per thread
+    ``gpu_kernel`` resolved once per device by :func:`xnet.kernels.dispatch.resolve`): the Triton
+    kernel (:mod:`xnet.kernels.xunit_triton`), the native CPU kernel (:mod:`xnet.kernels.xunit_native`),
+    torch ops on row tiles of about ``tile_bytes`` per thread
     (:func:`xnet.kernels.xunit_gate.fused_xunit_tiled`) or, under autograd, tracing, compiling or
     export, :meth:`forward_reference`. With ``inplace`` the output overwrites the input (CPU paths).
     """
