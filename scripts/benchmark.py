@@ -17,7 +17,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from xnet.benchmark import report as rep  # noqa: E402
-from xnet.benchmark.components import data_pipeline, depthwise_kernels  # noqa: E402
+from xnet.benchmark.components import data_pipeline, depthwise_kernels, xunit_step  # noqa: E402
 from xnet.benchmark.latency import inference_costs, thread_scaling  # noqa: E402
 from xnet.benchmark.models import FAMILIES  # noqa: E402
 from xnet.benchmark.settings import Settings  # noqa: E402
@@ -42,7 +42,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--thread-table", action="store_true", help="CPU: fused inference ratio at 1, 2 and all threads, with a per-layer split")
     ap.add_argument("--thread-counts", type=int, nargs="*", default=[], help="extra thread counts for --thread-table")
     ap.add_argument("--train-compile", action="store_true", help="also train with torch.compile (compile time reported; slow to start)")
-    ap.add_argument("--depthwise-kernels", action="store_true", help="also time the depthwise conv kernels (cuDNN/torch vs Triton)")
+    ap.add_argument("--depthwise-kernels", action="store_true",
+                    help="also time the depthwise conv kernels (cuDNN/torch vs Triton) and one xUnit's step by impl")
     ap.add_argument("--no-inference", action="store_true")
     ap.add_argument("--no-train", action="store_true")
     ap.add_argument("--train-batch", type=int, default=None, help="default 64 (quick on CPU: 4)")
@@ -115,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
             dev_report["depthwise_kernels"] = out = depthwise_kernels(device, settings)
             rep.print_ms(f"depthwise r={out['r']} conv, {'×'.join(map(str, out['shape'][:2]))}×{out['shape'][2]}² {out['dtype']} ({device}): ms",
                          out["ms"], out["errors"])
+            dev_report["xunit_step"] = out = xunit_step(device, settings)
+            shape = "×".join(map(str, out["shape"]))
+            title = f"one xUnit forward + backward by impl, {shape} {out['dtype']} ({device}): ms"
+            rep.print_ms(title, out["ms"], out["errors"])
         rep.save_report(report, ratios, args.json)
         for family in families:
             dev_report["families"][family], family_ratios = run_family(family, device, settings, args)

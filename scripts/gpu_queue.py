@@ -52,6 +52,9 @@ RUNS = REPO / "runs"
 RESULTS = REPO / "results" / "gpu"
 TRITON_ARCHIVE = REPO / ".triton_cache" / "triton_cache.tar.gz"
 OUT_FILES = 8  # what comes back from a slot: at most 8 files
+#: the layouts the slot chooses among, by their XNET_CUDA_DEPTHWISE names (xnet.kernels.dispatch maps them to
+#: model.net.xunit.impl: cudnn = torch, nchw, triton = the fused Triton xUnit)
+LAYOUTS = ("cudnn", "nchw", "triton")
 DEFAULT_LAYOUT = "cudnn"  # XNET_CUDA_DEPTHWISE unset: xnet.kernels.depthwise.CUDA_LAYOUT's default
 
 #: what the CUDA tests, the benchmark and the smoke check run, besides the test files marked cuda and
@@ -219,12 +222,8 @@ def layout_mode(layout: str) -> str:
 def fastest_tested(bench: dict[str, Any] | None, device: str, tests_ok: bool) -> tuple[str, dict[str, float]]:
     """The depthwise layout xDnCNN's bf16 training step was fastest with: another than the default only when
     the CUDA tests passed on this code and it is ≥ 5 % faster."""
-    from xnet.kernels.dispatch import CHOICES
-
     runs = step_times(bench, device, "dncnn")
-    times = {
-        lay: runs[f"xDnCNN/{layout_mode(lay)}"] for lay in CHOICES["depthwise"] if f"xDnCNN/{layout_mode(lay)}" in runs
-    }
+    times = {lay: runs[f"xDnCNN/{layout_mode(lay)}"] for lay in LAYOUTS if f"xDnCNN/{layout_mode(lay)}" in runs}
     if DEFAULT_LAYOUT not in times or not tests_ok:
         return DEFAULT_LAYOUT, times
     best = min(times, key=times.get)

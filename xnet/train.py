@@ -248,6 +248,7 @@ def finish(cfg: DictConfig, trainer: L.Trainer, module: RestorationModule, task:
         return {"name": cfg.name, "status": "ok", "step": trainer.global_step, "rank": trainer.global_rank}
     metrics: dict[str, Any] = {k: float(v) for k, v in trainer.callback_metrics.items()}
     metrics.update(module.params)
+    metrics.update(module.compile_status)  # a compile that failed and fell back to eager says so
     report, best = None, best_checkpoint(trainer)
     if cfg.get("test_after_fit") and cfg.data.get("test") and not trainer.fast_dev_run:
         report = test_best(cfg, module, task, best)

@@ -5,56 +5,53 @@ subprocess so that it cannot leak into other tests); with CUDA it also runs comp
 """
 from __future__ import annotations
 
-import importlib.util
-import json
 import os
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
-
-from xnet.archs.common import Restorer
-from xnet.deploy.fuse import FusedXUnit, fuse, max_abs_diff
-from xnet.archs.dncnn import XDnCNN
-from xnet.archs.xunit import XUnit
-from xnet.kernels.dispatch import Impl
-
+from helpers_triton import needs_triton, run_interpreted
 from helpers_xunit import randomise, single_thread  # noqa: F401 - single_thread: autouse fixture
 
-has_triton = importlib.util.find_spec("triton") is not None
-needs_triton = pytest.mark.skipif(not has_triton, reason="triton not installed")
-def needs_cuda(fn):
-    return pytest.mark.cuda(pytest.mark.skipif(not has_triton, reason="needs triton")(fn))
+from xnet.archs.common import Restorer
+from xnet.archs.dncnn import XDnCNN
+from xnet.archs.xunit import XUnit
+from xnet.deploy.fuse import FusedXUnit, fuse, max_abs_diff
+from xnet.kernels.dispatch import Impl
 
-# Every gate; kernel sizes 1/3/9; each optional term on and off; no depthwise conv (then the mid
-# affine); a 24-channel width (a partial channel block), borders on every side; bf16 input.
-_INTERPRETED = textwrap.dedent(
-    """
-    import itertools, json, torch
+
+def needs_cuda(fn):
+    return pytest.mark.cuda(needs_triton(fn))
+
+
+# Every gate; kernel sizes 1/3/9/11; each optional term on and off; no depthwise conv (then the mid
+# affine); C = 1, 3, 24, 64, 96 (partial channel blocks); H and W not multiples of any tile; both
+# layouts; every tile configuration in turn; bf16 input.
+_INTERPRETED = """
+    import json, torch
     from xnet.archs.common import Restorer
     from xnet.deploy.fuse import FusedXUnit, fuse, max_abs_diff
     from xnet.archs.dncnn import XDnCNN
     from xnet.archs.xunit import GATES, XUnit
+    from xnet.kernels.triton_launch import CONFIGS
     from xnet.kernels.xunit_triton import fused_xunit_triton
     from helpers_xunit import randomise
 
     torch.manual_seed(0)
-    cases = [dict(gate=g) for g in GATES]
-    cases += [dict(kernel_size=1), dict(kernel_size=9), dict(pre_norm=False, relu=False)]
-    cases += [dict(depthwise=False), dict(depthwise=False, post_norm=False), dict(post_norm=False)]
+    cases = [(dict(gate=g), 24) for g in GATES]
+    cases += [(dict(kernel_size=1), 1), (dict(kernel_size=9), 64), (dict(kernel_size=11), 96)]
+    cases += [(dict(pre_norm=False, relu=False), 3), (dict(depthwise=False), 24)]
+    cases += [(dict(depthwise=False, post_norm=False), 24), (dict(post_norm=False), 24)]
     out = {}
-    for i, opts in enumerate(cases):
-        unit = randomise(XUnit(24, **{"kernel_size": 3, **opts}), seed=i)
+    for i, (opts, c) in enumerate(cases):
+        unit = randomise(XUnit(c, **{"kernel_size": 3, **opts}), seed=i)
         fused = FusedXUnit.from_xunit(unit).eval()
-        fused.absorb_output_affine(torch.rand(24) + 0.5, torch.randn(24))
-        fused.gpu_kernel = "triton"
-        x = torch.randn(2, 24, 6, 13).contiguous(memory_format=torch.channels_last)
+        fused.absorb_output_affine(torch.rand(c) + 0.5, torch.randn(c))
+        x = torch.randn(2, c, 5, 19)
+        x = x.contiguous(memory_format=torch.channels_last) if i % 2 == 0 else x
         with torch.no_grad():
-            y = fused(x)
-            out[str(opts)] = (y - fused.forward_reference(x)).abs().max().item()
-            assert y.is_contiguous(memory_format=torch.channels_last)
+            y = fused_xunit_triton(x, fused.terms(), config=CONFIGS["xunit_fused"][i % len(CONFIGS["xunit_fused"])])
+            out[f"{opts}:C{c}"] = (y - fused.forward_reference(x)).abs().max().item()
+            assert y.stride() == x.stride()
     x16 = torch.randn(1, 24, 5, 9).to(torch.bfloat16)
     with torch.no_grad():
         y16 = fused_xunit_triton(x16, fused.terms())
@@ -65,21 +62,15 @@ _INTERPRETED = textwrap.dedent(
     x = torch.rand(1, 1, 7, 10)
     out["model"] = max_abs_diff(model, fuse(model, gpu_kernel="triton"), x, clip=None)
     print("RESULT" + json.dumps(out))
-    """
-)
+"""
 
 
 @needs_triton
 def test_triton_kernel_matches_reference_interpreted() -> None:
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": os.path.dirname(__file__) + "/.."}
-    proc = subprocess.run(
-        [sys.executable, "-c", _INTERPRETED], capture_output=True, text=True, env=env, timeout=600
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout.split("RESULT", 1)[1])
+    result = run_interpreted(_INTERPRETED)
     assert result.pop("bf16_dtype") == "torch.bfloat16"
-    assert result.pop("bf16_rel") <= 2**-7  # one bf16 rounding of the output
-    assert len(result) == 11
+    assert result.pop("bf16_rel") <= 2**-7  # one bf16 cast of the output (truncating in the interpreter)
+    assert len(result) == 12
     for case, diff in result.items():
         assert diff <= 1e-5, case
 
@@ -92,9 +83,8 @@ def test_triton_not_used_for_cpu_input_by_default() -> None:
         assert fused.choose(x, triton_ready=lambda: True) is not Impl.TRITON
     if os.environ.get("TRITON_INTERPRET", "0") in {"", "0"}:
         fused.gpu_kernel = "triton"  # required, but CPU input without the interpreter: a clear error
-        with pytest.raises(RuntimeError, match="Triton"):
-            with torch.no_grad():
-                fused(x)
+        with pytest.raises(RuntimeError, match="Triton"), torch.no_grad():
+            fused(x)
     with pytest.raises(ValueError, match="gpu_kernel"):
         fuse(unit, gpu_kernel="cuda")
 

@@ -11,9 +11,12 @@ import torch
 from torch import nn
 
 from xnet.kernels.depthwise import DepthwiseConv2d
-from xnet.kernels.dispatch import Call, Impl, choose_impl
+from xnet.kernels.dispatch import CHOICES, Impl, Target, resolve, runs_now
 from xnet.kernels.gate import GATES, gate
+from xnet.kernels.triton_launch import triton_interpreting
 from xnet.kernels.xunit_autograd import xunit_lean
+from xnet.kernels.xunit_train_triton import fits as triton_fits
+from xnet.kernels.xunit_train_triton import xunit_triton_train
 
 __all__ = ["COMBINES", "DepthwiseConv2d", "GATES", "XUnit", "XUnitConfig", "gate"]
 
@@ -37,8 +40,13 @@ class XUnitConfig:
         bias: bias in the depthwise conv; the paper's parameter convention does not count it, and a
             following BN makes it redundant, so it is on only when ``post_norm`` is off.
         memory_lean: when gradients are needed, save only the input for backward and recompute
-            the gate there (:mod:`xnet.kernels.xunit_autograd`); same values and gradients, BN running
-            statistics updated once per forward. Off: the plain autograd graph.
+            the gate there (:mod:`xnet.kernels.xunit_autograd`; with ``impl=triton`` the conv is
+            recomputed); same values and gradients, BN running statistics updated once per forward.
+            Off: the plain autograd graph.
+        impl: the kernels that run the unit (:mod:`xnet.kernels.dispatch`), resolved once per
+            device: ``auto`` (native depthwise kernels on CPU, cuDNN on CUDA), ``torch``, ``native``,
+            ``nchw`` (CUDA) or ``triton`` (CUDA: the whole unit, forward and backward, as Triton
+            kernels). Not part of the architecture: weights load whatever it says.
     """
 
     kernel_size: int = 9
@@ -50,8 +58,11 @@ class XUnitConfig:
     combine: str = "product"
     bias: bool | None = None
     memory_lean: bool = False
+    impl: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.impl not in CHOICES["xunit"]:
+            raise ValueError(f"unknown xUnit impl {self.impl!r}; choose one of {CHOICES['xunit']}")
         if self.gate not in GATES:
             raise ValueError(f"unknown xUnit gate {self.gate!r}; choose one of {GATES}")
         if self.combine not in COMBINES:
@@ -86,9 +97,38 @@ class XUnit(nn.Module):
         self.pre_norm = nn.BatchNorm2d(channels) if config.pre_norm else nn.Identity()
         self.relu = nn.ReLU() if config.relu else nn.Identity()
         use_bias = (not config.post_norm) if config.bias is None else config.bias
-        self.depthwise = DepthwiseConv2d(channels, config.kernel_size, bias=use_bias) if config.depthwise else nn.Identity()
+        conv_impl = config.impl if config.combine == "product" else "auto"  # FReLU's funnel runs as today
+        self.depthwise: nn.Module = nn.Identity()
+        if config.depthwise:
+            self.depthwise = DepthwiseConv2d(channels, config.kernel_size, bias=use_bias, impl=conv_impl)
         self.post_norm = nn.BatchNorm2d(channels) if config.post_norm else nn.Identity()
         self.memory_lean = config.memory_lean
+        self.impl = config.impl
+
+    @property
+    def impl(self) -> str:
+        """The unit's ``XUnitConfig.impl``; setting it (e.g. the benchmark) resolves it afresh."""
+        return getattr(self, "_impl_choice", "auto")
+
+    @impl.setter
+    def impl(self, choice: str) -> None:
+        if choice not in CHOICES["xunit"]:
+            raise ValueError(f"unknown xUnit impl {choice!r}; choose one of {CHOICES['xunit']}")
+        self._impl_choice = choice
+        self._resolved: dict[str, Impl] = {}
+        if isinstance(self.depthwise, DepthwiseConv2d) and self.combine == "product":
+            self.depthwise.impl = choice
+
+    def implementation(self, x: torch.Tensor) -> Impl:
+        """``TRITON`` where the whole unit runs as Triton kernels on this call, else ``EAGER`` (its
+        modules, the depthwise conv by its own resolved kernels). Resolved on the first call per device."""
+        resolved = getattr(self, "_resolved", {})
+        impl = resolved.get(x.device.type)
+        if impl is None:
+            target = Target("xunit", self.impl, x.device.type, interpreting=triton_interpreting(), native_fits=False,
+                            triton_fits=triton_fits(self))
+            impl = resolved[x.device.type] = resolve(target)
+        return impl if impl is Impl.TRITON and runs_now(impl, x) else Impl.EAGER
 
     def weight_map(self, x: torch.Tensor) -> torch.Tensor:
         """The gate ``g`` (Fig 5's weight maps)."""
@@ -98,12 +138,15 @@ class XUnit(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.combine == "max":  # FReLU: no fused or lean path computes the funnel
             return torch.maximum(x, self.weight_map(x))
+        if self.implementation(x) is Impl.TRITON:
+            return xunit_triton_train(self, x, lean=self.memory_lean)
         needs_grad = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
-        call = Call.of("xunit", x, needs_grad=needs_grad, choice="lean" if self.memory_lean else "auto")
-        if choose_impl(call) is Impl.LEAN:
+        if self.memory_lean and needs_grad:
             return xunit_lean(self, x)
         return x * self.weight_map(x)
 
     def extra_repr(self) -> str:
-        extra = (f", combine={self.combine}" if self.combine != "product" else "") + (", memory_lean=True" if self.memory_lean else "")
+        extra = f", combine={self.combine}" if self.combine != "product" else ""
+        extra += ", memory_lean=True" if self.memory_lean else ""
+        extra += f", impl={self.impl}" if self.impl != "auto" else ""
         return f"channels={self.channels}, kernel_size={self.kernel_size}, gate={self.gate_kind}{extra}"

@@ -1,5 +1,6 @@
 """Single components timed alone: the xUnit's depthwise conv kernels (cuDNN/torch against
-Triton, what to tune on a new GPU) and the ways to draw a training batch."""
+Triton, autotuned and at each tile configuration), one xUnit's training step by ``impl``, and the
+ways to draw a training batch."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -9,11 +10,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from xnet.archs.xunit import XUnit
 from xnet.benchmark.measure import interleaved_times, median_ms
 from xnet.benchmark.settings import Settings
 from xnet.data.datasets import PatchDataset
 from xnet.data.device import DevicePatchSampler, PackedImages
 from xnet.kernels import depthwise_triton as dt
+from xnet.kernels.triton_launch import CONFIGS
 from xnet.protocol.degradations import GaussianNoise
 from xnet.protocol.tasks import Task
 
@@ -42,16 +45,55 @@ def depthwise_kernels(device: torch.device, settings: Settings) -> dict[str, Any
         "torch_nchw/grad_weight": lambda: aten_bwd(ud, gd, [False, True, False]),
     }
     if dt.depthwise_triton_applies(u, w):
-        for bw in (16, 32, 64):
-            fns[f"triton_w{bw}/fwd"] = lambda bw=bw: dt.depthwise_triton(u, w, None, block_w=bw)
-        for rows in (8, 16, 32):
-            fns[f"triton_rows{rows}/grad_weight"] = lambda rows=rows: dt.depthwise_grad_weight_triton(grad, u, r, rows_per_chunk=rows)
+        wf = w.flip(-1, -2)
+        fns["triton/fwd"] = lambda: dt.depthwise_triton(u, w)  # autotuned (the first call tunes)
+        fns["triton/grad_input"] = lambda: dt.depthwise_triton(grad, wf)
+        fns["triton/grad_weight"] = lambda: dt.depthwise_grad_weight_triton(grad, u, r)
+        for i, cfg in enumerate(CONFIGS["dw_conv"]):
+            fns[f"triton_cfg{i}/fwd"] = lambda cfg=cfg: dt.depthwise_triton(u, w, config=cfg)
+        for i, cfg in enumerate(CONFIGS["dw_wgrad"]):
+            fns[f"triton_cfg{i}/grad_weight"] = lambda cfg=cfg: dt.depthwise_grad_weight_triton(grad, u, r, config=cfg)
     out: dict[str, Any] = {"shape": [n, c, hw, hw], "r": r, "dtype": str(dtype), "ms": {}, "errors": {}}
     for key, fn in fns.items():  # one at a time: a failing variant must not take the others down
         try:
             out["ms"][key] = median_ms(interleaved_times({key: fn}, 2, max(5, settings.repeats), device)[key])
         except Exception as exc:  # noqa: BLE001 - recorded, e.g. a Triton compile error on a new GPU
             out["errors"][key] = f"{type(exc).__name__}: {exc}"[:300]
+    return out
+
+
+def xunit_step(device: torch.device, settings: Settings) -> dict[str, Any]:
+    """ms for one xUnit's forward + backward (64 channels, r = 9; on CUDA batch 64 × 80² under bf16
+    autocast, on the CPU 4 × 48² float32) with each ``impl`` that runs on the device, plain and
+    memory-lean, and the peak memory of a step on CUDA."""
+    cuda = device.type == "cuda"
+    n, c, hw = (64, 64, 80) if cuda else (4, 64, 48)
+    impls = ("torch", "nchw", "triton") if cuda else ("auto", "torch")
+    g = torch.Generator(device=device).manual_seed(0)
+    dtype = torch.bfloat16 if cuda else torch.float32
+    x = torch.randn(n, c, hw, hw, device=device, generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
+    gy = torch.randn(x.shape, device=device, generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
+    out: dict[str, Any] = {"shape": [n, c, hw, hw], "r": 9, "dtype": str(dtype), "ms": {}, "peak_MB": {}, "errors": {}}
+    for impl in impls:
+        for lean in (False, True):
+            key = f"{impl}{'_lean' if lean else ''}"
+            unit = XUnit(c, kernel_size=9, memory_lean=lean, impl=impl).to(device, memory_format=torch.channels_last)
+            xg = x.detach().requires_grad_()
+
+            def step(unit: XUnit = unit, xg: torch.Tensor = xg) -> None:
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+                    y = unit(xg)
+                y.backward(gy.to(y.dtype))
+
+            try:
+                out["ms"][key] = median_ms(interleaved_times({key: step}, 2, max(5, settings.repeats), device)[key])
+                if cuda:
+                    torch.cuda.reset_peak_memory_stats(device)
+                    base = torch.cuda.memory_allocated(device)
+                    step()
+                    out["peak_MB"][key] = (torch.cuda.max_memory_allocated(device) - base) / 2**20
+            except Exception as exc:  # noqa: BLE001 - recorded (a compile error on a new GPU, out of memory)
+                out["errors"][key] = f"{type(exc).__name__}: {exc}"[:300]
     return out
 
 

@@ -1,7 +1,7 @@
 """Training cost of a family's two models: one step (MSE, fused Adam) at batch × crop on
 channels_last tensors, as ``RestorationModule`` trains — time, samples/s, peak memory and the
 activations saved for backward — in each training mode (plain, memory-lean xUnits, and on CUDA
-bf16 autocast and the depthwise-conv layouts; compiled on request)."""
+bf16 autocast and each ``xunit.impl``; compiled on request)."""
 from __future__ import annotations
 
 import gc
@@ -15,14 +15,15 @@ from xnet.archs.xunit import XUnit
 from xnet.benchmark.measure import interleaved_times, median_ms, saved_tensor_bytes, step_peak_mb, sync
 from xnet.benchmark.models import Family, synthetic_image, upscale
 from xnet.benchmark.settings import Settings
-from xnet.kernels import depthwise
 from xnet.utils.memory import release_freed_memory
 
 TRAIN_MODES = ("plain", "lean")
-#: CUDA modes; nchw / triton: the xUnits' depthwise convs in NCHW / by xnet.kernels.depthwise_triton
+#: CUDA modes: bf16 is xunit.impl=auto (cuDNN); nchw: the depthwise convs in NCHW; triton: the whole
+#: xUnit as Triton kernels (xnet.kernels.xunit_train_triton), with lean: the conv recomputed in backward
 TRAIN_MODES_CUDA = ("bf16", "lean_bf16", "nchw_bf16", "triton_bf16", "triton_lean_bf16")
 XUNIT_ONLY_MODES = ("lean", "nchw", "triton")  # prefixes of modes that change nothing but the xUnits
-_LAYOUT_OF_MODE = {"nchw": "nchw", "triton": "triton"}
+#: a mode's xunit.impl (by its first word; the others run auto on the CPU, torch's cuDNN on CUDA)
+IMPL_OF_MODE = {"nchw": "nchw", "triton": "triton"}
 
 
 def train_modes(device: torch.device, compiled: bool) -> tuple[str, ...]:
@@ -75,10 +76,10 @@ def train_run(family: Family, name: str, mode: str, batch: tuple[torch.Tensor, t
     or ``error`` (e.g. out of memory)."""
     inp, target = batch
     model = family.build(name).to(device, memory_format=torch.channels_last).train()
-    if "lean" in mode:
-        for m in model.modules():
-            if isinstance(m, XUnit):
-                m.memory_lean = True
+    for m in model.modules():
+        if isinstance(m, XUnit):
+            m.memory_lean = "lean" in mode
+            m.impl = IMPL_OF_MODE.get(mode.split("_")[0], "auto" if device.type == "cpu" else "torch")
     opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)  # as RestorationModule
     if mode.startswith("compile"):
         model.compile()  # in place, as RestorationModule(compile=True)
@@ -112,16 +113,11 @@ def training_costs(family: Family, device: torch.device, settings: Settings) -> 
     batch = training_batch(family, settings, device)
     out: dict[str, Any] = {"batch": settings.train_batch, "crop": settings.train_crop, "input": list(batch[0].shape), "runs": {}}
     base, xname = family.names
-    default_layout = depthwise.CUDA_LAYOUT
     for mode in train_modes(device, settings.train_compile):
         for name in (base, xname):
             if name == base and mode.startswith(XUNIT_ONLY_MODES):
                 continue
-            depthwise.CUDA_LAYOUT = _LAYOUT_OF_MODE.get(mode.split("_")[0], default_layout)
-            try:
-                out["runs"][f"{name}/{mode}"] = train_run(family, name, mode, batch, device, settings)
-            finally:
-                depthwise.CUDA_LAYOUT = default_layout
+            out["runs"][f"{name}/{mode}"] = train_run(family, name, mode, batch, device, settings)
             gc.collect()
             release_freed_memory()  # the next run's allocation pattern differs: start from a clean heap
             if device.type == "cuda":

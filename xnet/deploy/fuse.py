@@ -4,7 +4,8 @@
 pairs become one conv, a BN after an xUnit is composed into its output multiply (``x·g·s + t``),
 any other BN becomes a per-channel affine, and each :class:`~xnet.archs.xunit.XUnit` becomes a
 :class:`FusedXUnit`, whose kernel (native CPU, Triton, tiled torch ops or the out-of-place
-reference) :func:`xnet.kernels.dispatch.choose_impl` picks per call. Exact up to float rounding
+reference) its ``cpu_kernel`` / ``gpu_kernel`` resolve to (:func:`xnet.kernels.dispatch.resolve`, once per
+device). Exact up to float rounding
 (``tests/deploy/test_fuse.py``); the README's Speed section says how fast.
 """
 from __future__ import annotations
@@ -18,7 +19,8 @@ import torch
 from torch import nn
 
 from xnet.archs.xunit import GATES, XUnit
-from xnet.kernels.dispatch import Call, Impl, choose_impl
+from xnet.kernels.dispatch import Impl, Target, functional_only, resolve, runs_now
+from xnet.kernels.triton_launch import triton_interpreting
 from xnet.kernels.xunit_gate import FusedTerms, fused_xunit_reference, fused_xunit_tiled
 from xnet.kernels.xunit_native import fused_xunit_native, native_kernel
 from xnet.kernels.xunit_triton import fused_xunit_triton
@@ -175,9 +177,10 @@ class FusedXUnit(nn.Module):
     conv carries the folded second BN) or, without a depthwise conv, ``d = u·mid_scale + mid_shift``.
     Every optional term is ``None`` when absent. All tensors are buffers (``state_dict`` round-trips).
 
-    The module holds the tensors; :meth:`choose` asks :func:`xnet.kernels.dispatch.choose_impl` which
-    op runs them: the Triton kernel (:mod:`xnet.kernels.xunit_triton`), the native CPU kernel
-    (:mod:`xnet.kernels.xunit_native`), torch ops on row tiles of about ``tile_bytes`` per thread
+    The module holds the tensors; :meth:`choose` says which op runs them (its ``cpu_kernel`` /
+    ``gpu_kernel`` resolved once per device by :func:`xnet.kernels.dispatch.resolve`): the Triton
+    kernel (:mod:`xnet.kernels.xunit_triton`), the native CPU kernel (:mod:`xnet.kernels.xunit_native`),
+    torch ops on row tiles of about ``tile_bytes`` per thread
     (:func:`xnet.kernels.xunit_gate.fused_xunit_tiled`) or, under autograd, tracing, compiling or
     export, :meth:`forward_reference`. With ``inplace`` the output overwrites the input (CPU paths).
     """
@@ -212,14 +215,9 @@ class FusedXUnit(nn.Module):
         #: Overwrite the input with the output (eager inference only). ``fuse`` sets it when the
         #: input is a preceding conv's fresh output that nothing else reads.
         self.inplace = False
-        #: ``auto``: the native CPU kernel when it applies and builds, else torch ops; ``native``:
-        #: require it (error if unavailable); ``torch``: torch ops only.
         self.cpu_kernel = "auto"
         #: threads for the native kernel (default: ``torch.get_num_threads()``)
         self.native_workers: int | None = None
-        #: ``auto``: the Triton kernel for CUDA input when Triton imports, else torch ops;
-        #: ``triton``: require it (on CPU input too, which only Triton's interpreter can run);
-        #: ``torch``: torch ops only.
         self.gpu_kernel = "auto"
         for name, value in (
             ("in_scale", in_scale),
@@ -232,6 +230,29 @@ class FusedXUnit(nn.Module):
             ("out_shift", out_shift),
         ):
             self.register_buffer(name, None if value is None else value.detach().clone())
+
+    @property
+    def cpu_kernel(self) -> str:
+        """``auto``: the native CPU kernel when it applies and builds, else torch ops; ``native``:
+        require it (error if unavailable); ``torch``: torch ops only."""
+        return getattr(self, "_kernels", ("auto", "auto"))[0]
+
+    @cpu_kernel.setter
+    def cpu_kernel(self, choice: str) -> None:
+        self._kernels = (choice, getattr(self, "_kernels", ("auto", "auto"))[1])
+        self._resolved: dict[str, Impl] = {}
+
+    @property
+    def gpu_kernel(self) -> str:
+        """``auto``: the Triton kernel for CUDA input when Triton imports, else torch ops;
+        ``triton``: require it (on CPU input too, which only Triton's interpreter can run);
+        ``torch``: torch ops only."""
+        return getattr(self, "_kernels", ("auto", "auto"))[1]
+
+    @gpu_kernel.setter
+    def gpu_kernel(self, choice: str) -> None:
+        self._kernels = (getattr(self, "_kernels", ("auto", "auto"))[0], choice)
+        self._resolved = {}
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -312,15 +333,30 @@ class FusedXUnit(nn.Module):
         return fused_xunit_reference(x, self.terms())
 
     def choose(self, x: torch.Tensor, terms: FusedTerms | None = None, **ready: Any) -> Impl:
-        """How this unit runs on ``x`` (:func:`xnet.kernels.dispatch.choose_impl`, which ``ready``
-        goes to; ``cpu_kernel`` is the choice for CPU input, ``gpu_kernel`` for CUDA input and,
-        when ``triton``, for any)."""
+        """How this unit runs on ``x``: the reference under autograd, tracing, compiling or export;
+        else ``cpu_kernel`` (CPU input) or ``gpu_kernel`` (CUDA input, or any when ``triton``) as
+        :func:`xnet.kernels.dispatch.resolve` resolves it on the first call per device (``ready``,
+        for tests, goes to it and skips the cache)."""
+        if (torch.is_grad_enabled() and x.requires_grad) or functional_only() or x.dim() != 4:
+            return Impl.EAGER  # what compile fuses and export records
         terms = self.terms() if terms is None else terms
         choice = self.gpu_kernel if self.gpu_kernel == "triton" or x.device.type != "cpu" else self.cpu_kernel
-        call = Call.of(
-            "fused_xunit", x, choice=choice, native_fits=_native_terms(terms), triton_fits=_on_device(terms, x)
-        )
-        return choose_impl(call, **ready)
+        resolved = self.__dict__.setdefault("_resolved", {})
+        impl = None if ready else resolved.get(x.device.type)
+        if impl is None:
+            target = Target(
+                "fused_xunit", choice, x.device.type, interpreting=triton_interpreting(),
+                native_fits=_native_terms(terms) and self.channels % 16 == 0, triton_fits=_on_device(terms, x),
+            )
+            impl = resolve(target, **ready)
+            if not ready:
+                resolved[x.device.type] = impl
+        if impl in (Impl.NATIVE, Impl.TRITON) and not runs_now(impl, x):
+            if choice != "auto":
+                layout = "channels_last" if x.is_contiguous(memory_format=torch.channels_last) else "NCHW"
+                raise RuntimeError(f"the {impl.value} xUnit kernel cannot take this input ({x.dtype}, {layout})")
+            return Impl.TILED
+        return impl
 
     def extra_repr(self) -> str:
         terms = [f"channels={self.channels}", f"kernel_size={self.kernel_size}", f"gate={self.gate_kind}"]
@@ -437,8 +473,7 @@ class Deployed(nn.Module):
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
         compiled = self.compiled
-        call = Call.of("deployed", x, choice="auto" if compiled is None else "compiled")
-        if choose_impl(call) is not Impl.COMPILED:
+        if compiled is None or functional_only():  # inside another trace: the eager body records
             return self.body(x)
         try:
             return compiled(x)

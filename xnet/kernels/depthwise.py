@@ -1,31 +1,26 @@
-"""The xUnit's depthwise r×r convolution on CPU: native forward and backward, else torch.
+"""The xUnit's depthwise r×r convolution: an ``nn.Conv2d`` whose forward and backward run the
+kernels its ``impl`` resolves to (:mod:`xnet.kernels.dispatch`, once per device).
 
-PyTorch's CPU depthwise convolution is slow at r = 9, and its backward especially (≈ 9 ms against
-1.3 ms for the native kernels at batch 4 × 64 × 48², the most expensive op of an xDnCNN training
-step). :func:`depthwise_conv` runs the native kernels of :mod:`xnet.kernels.xunit_native` when they
-apply — float32 channels_last CPU input, C % 16 == 0, stride 1, dilation 1, zero "same" padding,
-eager (not tracing, compiling or exporting) — through :class:`DepthwiseConvFunction`:
+* ``native`` (the CPU's ``auto``): the kernels of :mod:`xnet.kernels.xunit_native` through
+  :class:`DepthwiseConvFunction` — forward: the one-pass kernel in conv-only mode; input gradient:
+  the same kernel with the taps flipped (a "same" correlation's adjoint); weight gradient: a
+  row-parallel reduction kernel; bias gradient: a sum. PyTorch's CPU depthwise convolution is slow
+  at r = 9, its backward especially (≈ 9 ms against 1.3 ms native at batch 4 × 64 × 48²). They take
+  float32 channels_last input with C % 16 == 0; other calls run torch's conv.
+* ``torch`` (CUDA's ``auto``): ``F.conv2d`` — on CUDA cuDNN, whose depthwise kernels are slow at
+  r = 9: on an H200 an xDnCNN training step (bf16, batch 64 × 80²) takes 93 ms against DnCNN-S's
+  10 ms, ~76 ms of it in convolutions;
+* ``nchw``: CUDA channels_last input convolved as an NCHW copy (in bf16 torch still picks cuDNN:
+  96.7 vs 93.2 ms per step);
+* ``triton``: :class:`~xnet.kernels.depthwise_triton.TritonDepthwiseConv` (forward, input and weight
+  gradients). Inside an xUnit ``impl=triton`` runs the whole unit as Triton kernels instead
+  (:mod:`xnet.kernels.xunit_train_triton`); this conv is then only its fallback.
 
-* forward: the one-pass kernel in conv-only mode;
-* input gradient: the same kernel with the taps flipped (a "same" correlation's adjoint);
-* weight gradient: a row-parallel reduction kernel; bias gradient: a sum.
-
-On CUDA, cuDNN's depthwise kernels are very slow at r = 9: on an H200, an xDnCNN training step
-(bf16, batch 64 × 80²) takes 93 ms against DnCNN-S's 10 ms, ~76 ms of it in convolutions, and eager
-fp32 inference of a 321×481 image takes 32 ms channels_last against 8.9 ms NCHW (where torch's own
-direct depthwise kernel runs instead of cuDNN). ``CUDA_LAYOUT`` (env ``XNET_CUDA_DEPTHWISE``) picks:
-``cudnn`` (default; measured fastest of the two for bf16 training), ``nchw`` (NCHW in, channels_last
-out: in bf16 torch still picks cuDNN, 96.7 vs 93.2 ms per step), ``triton`` (the direct kernels of
-:mod:`xnet.kernels.depthwise_triton`: forward, input and weight gradients; not yet timed on a GPU).
-``scripts/benchmark.py`` times them side by side.
-
-:func:`choose_depthwise` asks the one chooser (:mod:`xnet.kernels.dispatch`); anything else runs the
-module's own ``F.conv2d``. :func:`depthwise_conv_backward` is the backward
-alone, for the memory-lean xUnit's hand-ordered backward. No double backward on the native path.
+``scripts/benchmark.py`` times them side by side. :func:`depthwise_conv_backward` is the backward
+alone, for the memory-lean xUnit's hand-ordered backward. No double backward on the kernel paths.
 """
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
@@ -33,15 +28,20 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from xnet.kernels.depthwise_triton import TritonDepthwiseConv, depthwise_grad_weight_triton, depthwise_triton
-from xnet.kernels.dispatch import Call, Impl, choose_impl
-from xnet.kernels.xunit_native import depthwise_conv_native, depthwise_grad_weight_native, native_kernel
-
-#: how a CUDA channels_last input is convolved (see the module doc)
-CUDA_LAYOUT = os.environ.get("XNET_CUDA_DEPTHWISE", "cudnn")
+from xnet.kernels.depthwise_triton import (
+    TritonDepthwiseConv,
+    depthwise_grad_weight_triton,
+    depthwise_triton,
+)
+from xnet.kernels.dispatch import Impl, Target, resolve, runs_now
+from xnet.kernels.triton_launch import MAX_KERNEL_SIZE, triton_interpreting
+from xnet.kernels.xunit_native import (
+    depthwise_conv_native,
+    depthwise_grad_weight_native,
+    native_kernel,
+)
 
 __all__ = [
-    "CUDA_LAYOUT",
     "DepthwiseConv2d",
     "DepthwiseConvFunction",
     "choose_depthwise",
@@ -53,14 +53,27 @@ __all__ = [
 
 class DepthwiseConv2d(nn.Conv2d):
     """The xUnit's r×r depthwise convolution (zero "same" padding): an ``nn.Conv2d`` (same
-    parameters, ``state_dict`` and hooks) whose forward and backward run the kernels
-    :func:`depthwise_conv` picks (native on CPU, Triton or cuDNN on CUDA; torch's conv otherwise)."""
+    parameters, ``state_dict`` and hooks) whose forward and backward run the kernels ``impl``
+    resolves to on each device (see the module doc; ``auto``: native on CPU, torch on CUDA)."""
 
-    def __init__(self, channels: int, kernel_size: int, bias: bool = True) -> None:
+    def __init__(self, channels: int, kernel_size: int, bias: bool = True, impl: str = "auto") -> None:
         super().__init__(channels, channels, kernel_size, padding=kernel_size // 2, groups=channels, bias=bias)
+        self.impl = impl
+
+    @property
+    def impl(self) -> str:
+        return getattr(self, "_impl_choice", "auto")  # a module pickled before impl existed: auto
+
+    @impl.setter
+    def impl(self, choice: str) -> None:
+        self._impl_choice = choice
+        self._resolved: dict[str, Impl] = {}  # device type -> Impl, filled on the first call there
 
     def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         return depthwise_conv(self, input, weight, bias)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (f", impl={self.impl}" if self.impl != "auto" else "")
 
 
 def _same_padding(conv: nn.Conv2d) -> bool:
@@ -75,31 +88,45 @@ def _same_padding(conv: nn.Conv2d) -> bool:
     )
 
 
-def _kernel_geometry(u: torch.Tensor, conv: nn.Conv2d) -> bool:
-    """The fast kernels' conv: depthwise over ``u``'s channels, stride 1, dilation 1, zero 'same' padding."""
-    c = u.shape[1] if u.dim() == 4 else -1
+def _kernel_geometry(conv: nn.Conv2d) -> bool:
+    """The fast kernels' conv: depthwise, stride 1, dilation 1, zero 'same' padding."""
     return (
-        conv.groups == conv.in_channels == conv.out_channels == c
+        conv.groups == conv.in_channels == conv.out_channels
         and tuple(conv.stride) == (1, 1)
         and tuple(conv.dilation) == (1, 1)
         and _same_padding(conv)
     )
 
 
+def resolved_impl(conv: nn.Conv2d, device: torch.device) -> Impl:
+    """``conv``'s implementation on ``device`` (its ``impl``, resolved on the first call there)."""
+    cache = getattr(conv, "_resolved", None)
+    if cache is None:  # a plain nn.Conv2d: as DepthwiseConv2d(impl="auto")
+        cache = {}
+    impl = cache.get(device.type)
+    if impl is None:
+        geometry = _kernel_geometry(conv)
+        target = Target(
+            "depthwise", getattr(conv, "impl", "auto"), device.type, interpreting=triton_interpreting(),
+            native_fits=geometry and conv.in_channels % 16 == 0,
+            triton_fits=geometry and conv.kernel_size[0] <= MAX_KERNEL_SIZE,
+        )
+        impl = cache[device.type] = resolve(target)
+    return impl
+
+
 def choose_depthwise(u: torch.Tensor, conv: nn.Conv2d, weight: torch.Tensor | None = None) -> Impl:
-    """How ``conv`` (with ``weight``, default its own) convolves ``u``: :func:`xnet.kernels.dispatch.choose_impl`
-    on this call, with ``CUDA_LAYOUT`` as the user's choice."""
+    """How ``conv`` (with ``weight``, default its own) convolves ``u`` on this call: its resolved
+    implementation where :func:`~xnet.kernels.dispatch.runs_now` (and the weight fits), else torch."""
     weight = conv.weight if weight is None else weight
-    geometry = _kernel_geometry(u, conv)
-    call = Call.of(
-        "depthwise",
-        u,
-        needs_grad=False,  # the native and Triton kernels have their backward
-        choice=CUDA_LAYOUT,
-        native_fits=geometry and weight.dtype == torch.float32,
-        triton_fits=geometry and weight.device == u.device,
-    )
-    return choose_impl(call)
+    impl = resolved_impl(conv, u.device)
+    if not runs_now(impl, u) or u.shape[1] != conv.in_channels:
+        return Impl.EAGER
+    if impl is Impl.NATIVE and weight.dtype != torch.float32:
+        return Impl.EAGER
+    if impl is Impl.TRITON and weight.device != u.device:
+        return Impl.EAGER
+    return impl
 
 
 def native_depthwise_applies(u: torch.Tensor, conv: nn.Conv2d, weight: torch.Tensor | None = None) -> bool:
@@ -139,8 +166,8 @@ class DepthwiseConvFunction(torch.autograd.Function):
 def depthwise_conv(
     conv: nn.Conv2d, u: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """``conv``'s depthwise convolution of ``u`` with ``weight``/``bias`` (default: its own),
-    natively where :func:`native_depthwise_applies`, else ``F.conv2d``."""
+    """``conv``'s depthwise convolution of ``u`` with ``weight``/``bias`` (default: its own), by the
+    implementation :func:`choose_depthwise` gives for this call."""
     if weight is None:
         weight, bias = conv.weight, conv.bias
     impl = choose_depthwise(u, conv, weight)
@@ -171,14 +198,14 @@ def depthwise_conv_backward(
     bias_sizes = [bias.shape[0]] if bias is not None else None
     if impl is Impl.TRITON:
         r = weight.shape[-1]
-        gu = depthwise_triton(grad, weight.flip(-1, -2)).to(u.dtype) if mask[0] else None
+        gu = depthwise_triton(grad, weight.flip(-1, -2))[0].to(u.dtype) if mask[0] else None
         gw = depthwise_grad_weight_triton(grad, u, r).to(weight.dtype) if mask[1] else None
         gb = grad.float().sum((0, 2, 3)).to(weight.dtype) if mask[2] else None
         return gu, gw, gb
     if impl is Impl.NCHW:
         grads = torch.ops.aten.convolution_backward(
-            grad.contiguous(), u.contiguous(), weight, bias_sizes, list(conv.stride), list(conv.padding), list(conv.dilation),
-            False, [0, 0], conv.groups, list(mask),
+            grad.contiguous(), u.contiguous(), weight, bias_sizes, list(conv.stride), list(conv.padding),
+            list(conv.dilation), False, [0, 0], conv.groups, list(mask),
         )
         gu = grads[0].contiguous(memory_format=torch.channels_last) if grads[0] is not None else None
         return gu, grads[1], grads[2]

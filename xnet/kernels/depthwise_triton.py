@@ -1,109 +1,58 @@
-"""Triton kernels for the xUnit's depthwise r×r convolution in training: forward, input gradient,
-weight gradient (channels_last or any layout; fp32, fp16 or bf16 tensors, float32 arithmetic).
+"""The depthwise r×r convolution on the GPU with Triton (zero "same" padding, stride 1; any memory
+layout; fp32, fp16 or bf16 tensors with float32 arithmetic): forward, input and weight gradients.
 
-Why: cuDNN's depthwise kernels are slow at r = 9 — on an H200 an xDnCNN training step (bf16, batch
-64 × 80²) spends ~76 of its ~95 ms in convolutions, against 10 ms for DnCNN-S's whole step — yet a
-9×9 depthwise conv is tiny work (81 multiply-adds per output element): a direct kernel is bound by
-on-chip reads, not by DRAM.
+The kernels (:mod:`xnet.kernels.triton_src.depthwise`) can also read ``u = ReLU(x·s + t)`` from
+``x`` on the fly and reduce the output's per-channel statistics in the forward's epilogue; the fused
+training xUnit (:mod:`xnet.kernels.xunit_train_triton`) uses both, :class:`TritonDepthwiseConv` (a
+plain depthwise conv, ``DepthwiseConv2d(impl="triton")``) neither.
 
-* forward ``y = DW(u) + b``: one program per image row × ``BLOCK_W`` pixels × ``BLOCK_C``
-  channels; the ``r × r`` neighbourhood is read through L1/L2 (neighbouring programs share it),
-  zero outside the image (the conv's "same" zero padding), float32 accumulation, ``y`` written once;
-* input gradient: the same kernel on the output gradient with the taps flipped (the adjoint of a
-  "same" correlation);
-* weight gradient ``gW[c, ky, kx] = Σ g[n, h, w, c] · u[n, h+ky-p, w+kx-p, c]``: one program per
-  tap × chunk of rows × channel block, reducing over its pixels; the taps of a chunk are adjacent
-  program ids, so the chunk's tiles are re-read from L2, not DRAM. Partial sums per chunk are
-  added by torch; the bias gradient is ``g.sum``.
+* forward ``y = DW(u) + b``: a program per image row and channel block walks the row in tiles; the
+  ``r × r`` neighbourhood of a tile is read through L1/L2 (neighbouring tiles share it);
+* input gradient: the forward with the taps flipped (the adjoint of a "same" correlation);
+* weight gradient ``gW[c, ky, kx] = Σ g[n, c, h, w] · u[n, c, h + ky − p, w + kx − p]``: a program per
+  tap row ``ky`` × chunk of image rows × channel block, all ``kx`` of the row at once; partial sums
+  per chunk are added by torch (deterministic: no atomics). The chunks are sized so that the grid
+  has about eight programs per multiprocessor.
 
-:class:`TritonDepthwiseConv` ties them into an autograd function; :mod:`xnet.kernels.depthwise` uses
-it on CUDA when ``XNET_CUDA_DEPTHWISE=triton``. The kernels also run on CPU tensors under Triton's
-interpreter (``TRITON_INTERPRET=1``), which is how the tests check them without a GPU.
+Tile sizes: ``triton.autotune`` over :data:`xnet.kernels.triton_launch.CONFIGS`. The kernels also
+run on CPU tensors under Triton's interpreter (``TRITON_INTERPRET=1``), which is how the tests
+check them without a GPU.
 """
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import torch
 from torch.autograd.function import once_differentiable
 
-from xnet.kernels import triton_tiles
-from xnet.kernels.triton_tiles import FLOAT_DTYPES, channel_block
-from xnet.kernels.xunit_triton import triton_available, triton_interpreting
+from xnet.kernels.triton_launch import (
+    FLOAT_DTYPES,
+    MAX_KERNEL_SIZE,
+    launch,
+    triton_available,
+    triton_interpreting,
+)
 
-__all__ = ["TritonDepthwiseConv", "depthwise_triton", "depthwise_triton_applies", "depthwise_grad_weight_triton"]
+__all__ = [
+    "TritonDepthwiseConv", "combine_stats", "depthwise_grad_weight_triton", "depthwise_triton",
+    "depthwise_triton_applies", "rows_per_chunk", "taps_of",
+]
 
 
-@functools.lru_cache(maxsize=None)
-def _kernels() -> tuple[Any, Any]:
-    """The jitted kernels (built on first use, so importing xnet never imports Triton)."""
-    import triton
-    import triton.language as tl
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
 
-    triton_tiles.load()
 
-    @triton.jit
-    def dw_fwd(
-        u_ptr, w_ptr, b_ptr, y_ptr,
-        C, H, W, sun, suc, suh, suw, syn, syc, syh, syw,
-        R: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr,
-    ):
-        n, h, ws, cs, w_ok, c_ok = triton_tiles.row_tile(C, H, W, BLOCK_W, BLOCK_C)
-        u_img = u_ptr + n.to(tl.int64) * sun + cs[None, :] * suc
-        acc = tl.zeros([BLOCK_W, BLOCK_C], dtype=tl.float32)
-        for ky in tl.static_range(R):
-            hh = h + ky - R // 2 + tl.zeros([BLOCK_W], dtype=tl.int32)  # vector: see xunit_triton
-            h_ok = (hh >= 0) & (hh < H)
-            for kx in tl.static_range(R):
-                ww = ws + kx - R // 2
-                ok = (h_ok & (ww >= 0) & (ww < W))[:, None] & c_ok[None, :]
-                u = tl.load(u_img + hh[:, None].to(tl.int64) * suh + ww[:, None] * suw, mask=ok, other=0.0)
-                wt = tl.load(w_ptr + (ky * R + kx) * C + cs, mask=c_ok, other=0.0)
-                acc += u.to(tl.float32) * wt.to(tl.float32)[None, :]
-        if HAS_BIAS:
-            acc += tl.load(b_ptr + cs, mask=c_ok, other=0.0).to(tl.float32)[None, :]
-        triton_tiles.store_tile(y_ptr, acc, n, h, ws, cs, w_ok, c_ok, syn, syc, syh, syw)
-
-    @triton.jit
-    def dw_wgrad(
-        g_ptr, u_ptr, out_ptr,
-        C, H, W, ROWS, ROWS_PER_CHUNK, sgn, sgc, sgh, sgw, sun, suc, suh, suw,
-        R: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr,
-    ):
-        tap = tl.program_id(0)  # ky * R + kx: the fastest-varying id, so a chunk's taps run together
-        chunk = tl.program_id(1)
-        cs = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
-        c_ok = cs < C
-        dy = tap // R - R // 2
-        dx = tap % R - R // 2
-        acc = tl.zeros([BLOCK_C], dtype=tl.float32)
-        for i in range(0, ROWS_PER_CHUNK):
-            row = chunk * ROWS_PER_CHUNK + i
-            n = row // H
-            h = row % H
-            zero = tl.zeros([BLOCK_W], dtype=tl.int32)  # masks as vectors (see xunit_triton)
-            row_in = (row + zero) < ROWS
-            hh = h + dy + zero
-            row_ok = row_in & (hh >= 0) & (hh < H)
-            g_row = g_ptr + n.to(tl.int64) * sgn + h.to(tl.int64) * sgh + cs[None, :] * sgc
-            u_row = u_ptr + n.to(tl.int64) * sun + cs[None, :] * suc
-            for w0 in range(0, W, BLOCK_W):
-                ws = w0 + tl.arange(0, BLOCK_W)
-                ww = ws + dx
-                g_ok = (row_in & (ws < W))[:, None] & c_ok[None, :]
-                u_ok = (row_ok & (ww >= 0) & (ww < W))[:, None] & c_ok[None, :]
-                g = tl.load(g_row + ws[:, None] * sgw, mask=g_ok, other=0.0).to(tl.float32)
-                u = tl.load(u_row + hh[:, None].to(tl.int64) * suh + ww[:, None] * suw, mask=u_ok, other=0.0).to(tl.float32)
-                acc += tl.sum(g * u, axis=0)
-        tl.store(out_ptr + (chunk * R * R + tap) * C + cs, acc, mask=c_ok)
-
-    return dw_fwd, dw_wgrad
+def taps_of(weight: torch.Tensor) -> torch.Tensor:
+    """A ``C×1×r×r`` depthwise weight as the kernels take it: float32 ``[r·r, C]`` (tap-major)."""
+    c, r = weight.shape[0], weight.shape[-1]
+    return weight.detach().reshape(c, r * r).t().float().contiguous()
 
 
 def depthwise_triton_applies(u: torch.Tensor, weight: torch.Tensor) -> bool:
     """A 4-D float tensor on CUDA (on the CPU under the interpreter), a ``C×1×r×r`` weight on the
-    same device, r odd; the caller checks stride 1, dilation 1 and zero "same" padding."""
+    same device, r odd and ≤ :data:`~xnet.kernels.triton_launch.MAX_KERNEL_SIZE`; the caller checks
+    stride 1, dilation 1 and zero "same" padding."""
     device_ok = u.is_cuda or (u.device.type == "cpu" and triton_interpreting())
     return (
         device_ok
@@ -115,39 +64,82 @@ def depthwise_triton_applies(u: torch.Tensor, weight: torch.Tensor) -> bool:
         and weight.shape[1] == 1
         and weight.shape[2] == weight.shape[3]
         and weight.shape[2] % 2 == 1
+        and weight.shape[2] <= MAX_KERNEL_SIZE
         and weight.device == u.device
     )
 
 
-def depthwise_triton(u: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, block_w: int = 32) -> torch.Tensor:
-    """``y = DW_r(u) + bias`` (zero "same" padding), in ``u``'s dtype and memory format."""
+def depthwise_triton(
+    u: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    *,
+    coef: torch.Tensor | None = None,
+    relu: bool = False,
+    stats: bool = False,
+    config: dict[str, int] | None = None,
+) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+    """``(y, parts)``: ``y = DW_r(v) + bias`` in ``u``'s dtype and memory format, with ``v = u``, or
+    ``v = ReLU(u·coef[0] + coef[1])`` when ``coef`` is given (``relu``: the ReLU alone without it);
+    with ``stats`` also ``parts`` = the per-row (mean, M2) of ``y``, two float32 ``[N·H, C]`` tensors
+    (:func:`combine_stats` adds them up), else ``None``."""
     n, c, height, width = u.shape
-    r = weight.shape[-1]
+    taps = taps_of(weight)
     y = torch.empty_like(u)
-    taps = weight.reshape(c, r * r).t().contiguous()  # [ky*r + kx][c]
-    bc = channel_block(c)
-    grid = (n * height, -(-width // block_w), -(-c // bc))
-    _kernels()[0][grid](
-        u, taps, taps if bias is None else bias.contiguous(), y,
-        c, height, width, *u.stride(), *y.stride(),
-        R=r, HAS_BIAS=bias is not None, BLOCK_W=block_w, BLOCK_C=bc,
+    parts = tuple(u.new_empty(n * height, c, dtype=torch.float32) for _ in range(2)) if stats else None
+    launch(
+        "dw_conv", lambda m: (n * height, _cdiv(c, m["BLOCK_C"])),
+        u, taps, taps if bias is None else bias.detach().contiguous(), taps if coef is None else coef, y,
+        *(parts or (taps, taps)), c, height, width, *u.stride(), *y.stride(),
+        R=weight.shape[-1], HAS_BIAS=bias is not None, HAS_IN=coef is not None, RELU=relu, STATS=stats, config=config,
     )
-    return y
+    return y, parts
 
 
-def depthwise_grad_weight_triton(grad: torch.Tensor, u: torch.Tensor, r: int, rows_per_chunk: int = 16, block_w: int = 32) -> torch.Tensor:
-    """``∂L/∂W`` (``C×1×r×r``, float32) of ``y = DW_r(u)`` given ``grad = ∂L/∂y``."""
+def combine_stats(parts: tuple[torch.Tensor, torch.Tensor], width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel (mean, biased variance) from per-row (mean, M2) partials of rows of ``width``
+    pixels (Chan et al.'s parallel formula: no large sums subtracted)."""
+    row_mean, row_m2 = parts
+    mean = row_mean.mean(0)
+    m2 = row_m2.sum(0) + width * (row_mean - mean).square().sum(0)
+    return mean, m2 / (row_mean.shape[0] * width)
+
+
+#: multiprocessors assumed off a GPU: an H200's (the spill audit replays its launches on meta tensors)
+DEFAULT_SMS = 132
+
+
+def rows_per_chunk(rows: int, r: int, device: torch.device) -> int:
+    """Image rows per weight-gradient program: about eight programs (over the ``r`` tap rows) per
+    multiprocessor of ``device`` (:data:`DEFAULT_SMS` off a GPU)."""
+    sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else DEFAULT_SMS
+    return max(1, _cdiv(rows, _cdiv(8 * sms, r)))
+
+
+def depthwise_grad_weight_triton(
+    grad: torch.Tensor,
+    u: torch.Tensor,
+    r: int,
+    *,
+    coef: torch.Tensor | None = None,
+    relu: bool = False,
+    chunk_rows: int | None = None,
+    config: dict[str, int] | None = None,
+) -> torch.Tensor:
+    """``∂L/∂W`` (``C×1×r×r``, float32) of ``y = DW_r(v)`` given ``grad = ∂L/∂y``, with ``v`` as in
+    :func:`depthwise_triton`; ``chunk_rows``: image rows per program (default :func:`rows_per_chunk`)."""
     n, c, height, width = u.shape
     rows = n * height
-    chunks = -(-rows // rows_per_chunk)
-    bc = channel_block(c)
-    partial = torch.empty(chunks, r * r, c, device=u.device, dtype=torch.float32)
-    _kernels()[1][(r * r, chunks, -(-c // bc))](
-        grad, u, partial,
-        c, height, width, rows, rows_per_chunk, *grad.stride(), *u.stride(),
-        R=r, BLOCK_W=block_w, BLOCK_C=bc,
+    chunk_rows = chunk_rows or rows_per_chunk(rows, r, u.device)
+    chunks = _cdiv(rows, chunk_rows)
+    part = u.new_empty(chunks, r * r, c, dtype=torch.float32)
+    launch(
+        "dw_wgrad", lambda m: (r, chunks, _cdiv(c, m["BLOCK_C"])),
+        grad, u, part if coef is None else coef, part,
+        c, height, width, rows, chunk_rows, *grad.stride(), *u.stride(),
+        R=r, KX=1 << (r - 1).bit_length(), HAS_IN=coef is not None, RELU=relu, config=config,
     )
-    return partial.sum(0).t().reshape(c, 1, r, r)
+    return part.sum(0).t().reshape(c, 1, r, r)
 
 
 class TritonDepthwiseConv(torch.autograd.Function):
@@ -158,14 +150,14 @@ class TritonDepthwiseConv(torch.autograd.Function):
     def forward(ctx: Any, u: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         ctx.has_bias = bias is not None
         ctx.save_for_backward(u, weight)
-        return depthwise_triton(u, weight, bias)
+        return depthwise_triton(u, weight, bias)[0]
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         u, weight = ctx.saved_tensors
         need_u, need_w, need_b = ctx.needs_input_grad
-        gu = depthwise_triton(grad, weight.flip(-1, -2)).to(u.dtype) if need_u else None
+        gu = depthwise_triton(grad, weight.flip(-1, -2))[0].to(u.dtype) if need_u else None
         gw = depthwise_grad_weight_triton(grad, u, weight.shape[-1]).to(weight.dtype) if need_w else None
         gb = grad.float().sum((0, 2, 3)).to(weight.dtype) if need_b and ctx.has_bias else None
         return gu, gw, gb

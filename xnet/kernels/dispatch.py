@@ -1,42 +1,67 @@
 """The one chooser of how an xUnit runs (as timm's ``create_act.get_act_layer`` is for activations).
 
-:func:`choose_impl` maps one call — which op, on what input, what the user asked for — to an
-:class:`Impl`. ``XUnit`` (eager or memory-lean), ``DepthwiseConv2d`` (native CPU, Triton, NCHW or
-torch), the deployed ``FusedXUnit`` (native CPU, Triton, tiled torch ops or the reference) and
-``Deployed`` (its compiled twin or eager) all ask it; none of them decides on its own.
+A module's implementation is a config value, resolved **once per module and device** by
+:func:`resolve` — on the module's first call on that device — not on every call and not from the
+environment at import: ``XUnit`` and its ``DepthwiseConv2d`` from ``XUnitConfig.impl``
+(``model.net.xunit.impl``), the deployed ``FusedXUnit`` from ``fuse(cpu_kernel=..., gpu_kernel=...)``.
+Per call only :func:`runs_now` is asked: while tracing, compiling or exporting, or for an input a
+kernel cannot take (a dtype, a layout), the call runs torch ops instead.
+
+``XUnitConfig.impl`` (the ``xunit`` op; its ``DepthwiseConv2d`` takes the same value):
+
+* ``auto`` — today's behaviour: on the CPU the native depthwise kernels where they apply (float32
+  channels_last, C % 16 == 0), on CUDA torch's (cuDNN) convolution;
+* ``torch`` — torch ops only;
+* ``native`` — the CPU's native depthwise kernels (an error where they do not build);
+* ``nchw`` — CUDA: the depthwise conv on NCHW copies (torch's direct kernel instead of cuDNN's);
+* ``triton`` — CUDA: the whole unit, forward and backward, as Triton kernels
+  (:mod:`xnet.kernels.xunit_train_triton`); a unit they cannot run (``fits``) uses torch ops.
+
+A choice for one device leaves the other at ``auto`` (``triton`` on a CPU without Triton's
+interpreter, ``native`` on CUDA), so a config trained on a GPU evaluates on a CPU. The environment
+variable ``XNET_CUDA_DEPTHWISE`` (``cudnn``/``nchw``/``triton``) is deprecated: it is read at
+resolution, only where the config says ``auto``, with a warning.
 """
 from __future__ import annotations
 
 import enum
+import functools
+import logging
+import os
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
-from xnet.kernels.triton_tiles import FLOAT_DTYPES
+from xnet.kernels.triton_launch import (
+    FLOAT_DTYPES,
+    triton_available,
+)
 from xnet.kernels.xunit_native import native_kernel
-from xnet.kernels.xunit_triton import triton_available, triton_interpreting
 
-__all__ = ["CHOICES", "Call", "Impl", "choose_impl", "functional_only"]
+__all__ = ["CHOICES", "Impl", "Target", "functional_only", "legacy_cuda_choice", "resolve", "runs_now"]
+
+log = logging.getLogger(__name__)
 
 
 class Impl(str, enum.Enum):
     EAGER = "eager"  # plain torch ops under autograd: F.conv2d, FusedXUnit.forward_reference, the fused body
-    LEAN = "lean"  # XUnit training that saves only its input (xunit_autograd)
     NATIVE = "native"  # the C++ CPU kernels (xunit_native)
-    TRITON = "triton"  # the Triton GPU kernels (xunit_triton, depthwise_triton)
+    TRITON = "triton"  # the Triton kernels (xunit_train_triton, depthwise_triton, xunit_triton)
     NCHW = "nchw"  # a CUDA channels_last input through torch's NCHW depthwise kernel
     TILED = "tiled"  # fused torch ops on cache-sized row tiles (eager fused inference)
     COMPILED = "compiled"  # the torch.compile twin of a deployed model
 
 
-#: what a user may ask for, per op; ``auto``: the fastest implementation that runs
+#: what a user may ask for, per op; ``auto``: today's default (see the module doc)
 CHOICES = {
-    "xunit": ("auto", "lean"),  # XUnit(memory_lean=...)
-    "depthwise": ("auto", "cudnn", "nchw", "triton"),  # env XNET_CUDA_DEPTHWISE
+    "xunit": ("auto", "torch", "native", "nchw", "triton"),  # XUnitConfig.impl
+    "depthwise": ("auto", "torch", "native", "nchw", "triton"),  # DepthwiseConv2d(impl=...)
     "fused_xunit": ("auto", "torch", "native", "triton"),  # fuse(cpu_kernel=..., gpu_kernel=...)
-    "deployed": ("auto", "compiled"),  # fuse(compile=True)
 }
+_CUDA_ONLY = ("nchw", "triton")
+_LEGACY = {"cudnn": "torch", "nchw": "nchw", "triton": "triton"}
 
 
 def functional_only() -> bool:
@@ -50,109 +75,123 @@ def functional_only() -> bool:
     return bool(onnx is not None and onnx.is_in_onnx_export())
 
 
+def legacy_cuda_choice() -> str | None:
+    """``XNET_CUDA_DEPTHWISE`` as an ``impl`` (deprecated: warns once), or None when unset."""
+    value = os.environ.get("XNET_CUDA_DEPTHWISE", "").strip()
+    if not value:
+        return None
+    _warn_legacy(value)
+    return _LEGACY.get(value)
+
+
+@functools.cache
+def _warn_legacy(value: str) -> None:
+    if value not in _LEGACY:
+        raise ValueError(f"XNET_CUDA_DEPTHWISE={value!r}: choose one of {sorted(_LEGACY)} "
+                         "(or set model.net.xunit.impl)")
+    warnings.warn(
+        f"XNET_CUDA_DEPTHWISE={value} is deprecated: set model.net.xunit.impl={_LEGACY[value]} instead",
+        FutureWarning, stacklevel=4,
+    )
+
+
 @dataclass(frozen=True)
-class Call:
-    """What the chooser looks at. ``native_fits`` / ``triton_fits``: the op's own conditions for
-    those kernels beyond device, dtype and layout (weights alike, stride 1, zero 'same' padding, a
-    depthwise conv ...)."""
+class Target:
+    """What :func:`resolve` looks at: the op, the user's choice, the device type and the module's
+    own conditions for the native and Triton kernels (channels, geometry, weight dtype ...)."""
 
     op: str
-    device: str = "cpu"
-    dtype: torch.dtype = torch.float32
-    dims: int = 4
-    channels_last: bool = True
-    channels: int = 16
-    needs_grad: bool = False
-    functional: bool = False  # tracing, compiling or exporting
-    interpreting: bool = False  # TRITON_INTERPRET=1: Triton runs CPU tensors
     choice: str = "auto"
+    device: str = "cpu"
+    interpreting: bool = False  # TRITON_INTERPRET=1: Triton runs CPU tensors
     native_fits: bool = True
     triton_fits: bool = True
-
-    @classmethod
-    def of(cls, op: str, x: torch.Tensor, needs_grad: bool | None = None, **kw) -> "Call":
-        """The call of ``op`` on ``x`` now (grad mode, tracing, interpreter read here)."""
-        return cls(
-            op,
-            device=x.device.type,
-            dtype=x.dtype,
-            dims=x.dim(),
-            channels_last=x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last),
-            channels=x.shape[1] if x.dim() > 1 else 0,
-            needs_grad=(torch.is_grad_enabled() and x.requires_grad) if needs_grad is None else needs_grad,
-            functional=functional_only(),
-            interpreting=triton_interpreting(),
-            **kw,
-        )
 
 
 def _native_ready() -> bool:
     return native_kernel() is not None
 
 
-def _native_runs(call: Call, ready: Callable[[], bool]) -> bool:
-    """float32 channels_last CPU input, C % 16 == 0 (one 64-byte line per pixel and block), built."""
-    shape_ok = call.dims == 4 and call.channels_last and call.channels % 16 == 0
-    eager = not call.functional  # ctypes calls neither trace nor compile
-    return eager and call.device == "cpu" and call.dtype == torch.float32 and shape_ok and call.native_fits and ready()
+@functools.cache
+def _note_other_device(op: str, choice: str, device: str) -> None:
+    meant = "the CPU" if choice == "native" else "CUDA"
+    log.info("%s impl=%s is for %s: on %s it runs as auto", op, choice, meant, device)
 
 
-def _triton_runs(call: Call, ready: Callable[[], bool]) -> bool:
-    device_ok = call.device == "cuda" or (call.device == "cpu" and call.interpreting)
-    eager = not call.functional
-    return eager and device_ok and call.dims == 4 and call.dtype in FLOAT_DTYPES and call.triton_fits and ready()
-
-
-def _fused(call: Call, native_ready: Callable[[], bool], triton_ready: Callable[[], bool]) -> Impl:
-    if call.functional or call.needs_grad or call.dims != 4:  # what compile fuses and export records
-        return Impl.EAGER
-    if call.choice == "triton":
-        if not _triton_runs(call, triton_ready):
+def _resolve_fused(t: Target, native_ready: Callable[[], bool], triton_ready: Callable[[], bool]) -> Impl:
+    """A deployed FusedXUnit (``choice``: ``gpu_kernel`` for CUDA input or when it is ``triton``,
+    else ``cpu_kernel``): Triton on CUDA, native on the CPU, else tiled torch ops."""
+    triton_device = t.device == "cuda" or (t.device == "cpu" and t.interpreting)
+    if t.choice == "triton":
+        if not (triton_device and t.triton_fits and triton_ready()):
             raise RuntimeError(
                 "Triton xUnit kernel needs Triton and a 4-D float CUDA input (CPU input: TRITON_INTERPRET=1)"
             )
         return Impl.TRITON
-    if call.choice == "native":
-        if not _native_runs(call, lambda: True):
+    if t.choice == "native":
+        if not (t.device == "cpu" and t.native_fits):
             raise RuntimeError("native xUnit kernel needs NHWC float32 CPU input, C % 16 == 0 and a depthwise conv")
         if not native_ready():
             raise RuntimeError("native xUnit kernel unavailable (see the earlier warning)")
         return Impl.NATIVE
-    if call.choice == "auto" and call.device == "cuda" and _triton_runs(call, triton_ready):
+    if t.choice == "auto" and t.device == "cuda" and t.triton_fits and triton_ready():
         return Impl.TRITON
-    if call.choice == "auto" and _native_runs(call, native_ready):
+    if t.choice == "auto" and t.device == "cpu" and t.native_fits and native_ready():
         return Impl.NATIVE
     return Impl.TILED
 
 
-def _depthwise(call: Call, native_ready: Callable[[], bool], triton_ready: Callable[[], bool]) -> Impl:
-    if _native_runs(call, native_ready):  # has its own backward: training too
-        return Impl.NATIVE
-    if call.choice == "triton" and _triton_runs(call, triton_ready):
-        return Impl.TRITON
-    if call.choice == "nchw" and call.device == "cuda" and call.channels_last:
-        return Impl.NCHW
-    return Impl.EAGER
-
-
-def choose_impl(
-    call: Call,
+def resolve(
+    target: Target,
     native_ready: Callable[[], bool] = _native_ready,
     triton_ready: Callable[[], bool] = triton_available,
 ) -> Impl:
-    """How ``call`` runs. ``native_ready`` / ``triton_ready`` say whether those kernels load; they
-    are asked last, so the native kernel is built only where it would run.
+    """The implementation of ``target`` on its device, decided once. ``native_ready`` /
+    ``triton_ready`` say whether those kernels load; they are asked last, so the native kernel is
+    built only where it would run.
 
-    Raises ``ValueError`` for a choice the op does not offer and ``RuntimeError`` where a fused
-    xUnit is told to use a kernel that cannot run it.
+    Raises ``ValueError`` for a choice the op does not offer and ``RuntimeError`` where a kernel
+    asked for by name cannot run (not built, no Triton).
     """
-    if call.choice not in CHOICES.get(call.op, ()):
-        raise ValueError(f"{call.op}: unknown implementation {call.choice!r}; choose one of {CHOICES.get(call.op)}")
-    if call.op == "xunit":  # lean only pays where a backward will run
-        return Impl.LEAN if call.choice == "lean" and call.needs_grad else Impl.EAGER
-    if call.op == "deployed":
-        compiled = call.choice == "compiled" and not (call.needs_grad or call.functional)
-        return Impl.COMPILED if compiled else Impl.EAGER
-    if call.op == "fused_xunit":
-        return _fused(call, native_ready, triton_ready)
-    return _depthwise(call, native_ready, triton_ready)
+    t = target
+    if t.choice not in CHOICES.get(t.op, ()):
+        raise ValueError(f"{t.op}: unknown implementation {t.choice!r}; choose one of {CHOICES.get(t.op)}")
+    if t.op == "fused_xunit":
+        return _resolve_fused(t, native_ready, triton_ready)
+    choice = t.choice
+    if choice == "auto" and t.device == "cuda":
+        choice = legacy_cuda_choice() or "auto"
+    gpu = t.device == "cuda" or (t.device == "cpu" and t.interpreting and choice == "triton")
+    if (choice in _CUDA_ONLY and not gpu) or (choice == "native" and t.device != "cpu"):
+        _note_other_device(t.op, choice, t.device)
+        choice = "auto"
+    if choice == "triton":
+        if not triton_ready():
+            raise RuntimeError(f"{t.op} impl=triton: Triton does not import here (it comes with CUDA builds of torch)")
+        return Impl.TRITON if t.triton_fits else Impl.EAGER
+    if choice == "nchw":
+        return Impl.NCHW
+    if choice == "native":
+        if t.native_fits and not native_ready():
+            raise RuntimeError(f"{t.op} impl=native: the native CPU kernel is unavailable (see the earlier warning)")
+        return Impl.NATIVE if t.native_fits else Impl.EAGER
+    if choice == "auto" and t.device == "cpu" and t.native_fits and native_ready():
+        return Impl.NATIVE
+    return Impl.EAGER
+
+
+def runs_now(impl: Impl, x: torch.Tensor) -> bool:
+    """Whether the resolved ``impl`` runs this call on ``x``: no kernel while tracing, compiling or
+    exporting (plain torch ops, which those record); the native kernels take float32
+    channels_last input, the Triton kernels a 4-D float tensor, NCHW a channels_last one."""
+    if impl in (Impl.EAGER, Impl.TILED):
+        return True
+    if functional_only() or x.dim() != 4:
+        return False
+    if impl is Impl.NATIVE:
+        return x.dtype == torch.float32 and x.is_contiguous(memory_format=torch.channels_last)
+    if impl is Impl.TRITON:
+        return x.dtype in FLOAT_DTYPES
+    if impl is Impl.NCHW:
+        return x.is_contiguous(memory_format=torch.channels_last)
+    return True

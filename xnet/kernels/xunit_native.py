@@ -319,7 +319,7 @@ def fused_xunit_native(
     workers: int | None = None,
 ) -> torch.Tensor:
     """One fused xUnit forward with the native kernel ``lib`` (from :func:`native_kernel`); the
-    caller asks :func:`xnet.kernels.dispatch.choose_impl`. With ``inplace`` the output overwrites ``x``. ``workers``:
+    caller chose it (:mod:`xnet.kernels.dispatch`). With ``inplace`` the output overwrites ``x``. ``workers``:
     threads (default ``torch.get_num_threads()``), over channel groups and row bands."""
     n, c, height, width = x.shape
     optional = (t.in_scale, t.in_shift, t.out_scale, t.out_shift)

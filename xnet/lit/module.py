@@ -18,6 +18,7 @@ from xnet.archs.params import param_summary
 from xnet.lit.schedules import lr_factor
 from xnet.protocol.io import save_image
 from xnet.protocol.tasks import Task
+from xnet.utils.compiling import compile_in_place
 from xnet.utils.precision import exact_float32
 
 log = logging.getLogger(__name__)
@@ -44,9 +45,10 @@ class RestorationModule(L.LightningModule):
         nonfinite_check_every: steps between checks that no loss was NaN/inf. With fused Adam a
             non-finite loss skips its update on the device (no host sync per step); the check then
             stops the run naming the first bad step. Without fused Adam it is checked every step.
-        compile: ``torch.compile`` the restorer in place (state-dict keys unchanged); a graph that
-            fails to compile runs eagerly (dynamo's ``suppress_errors``). Off by default: measure it
-            first (``scripts/benchmark.py --train-compile``).
+        compile: ``torch.compile`` the restorer in place (state-dict keys unchanged); if compiling
+            fails the run goes on eagerly, with a warning in the log and the reason in
+            ``metrics.json`` (``compile``, ``compile_error``; :mod:`xnet.utils.compiling`). Off by
+            default: measure it first (``scripts/benchmark.py --train-compile``).
         log_images: validation images whose (input, output, target) triplets are logged.
         config: the resolved run config, stored in every checkpoint so a checkpoint is self-contained.
     """
@@ -82,13 +84,13 @@ class RestorationModule(L.LightningModule):
         self.monitor_psnr, self.monitor_ssim = MeanMetric(), MeanMetric()
         self.params = param_summary(net)
         self._bad_step: torch.Tensor | None = None  # first step with a non-finite loss (-1: none)
+        #: how the restorer runs, for metrics.json: {} (eager), or compile_in_place's status
+        self.compile_status: dict[str, str] = {}
 
     def configure_model(self) -> None:
         if self.hparams.compile and not getattr(self, "_compiled", False):
-            import torch._dynamo
-
-            torch._dynamo.config.suppress_errors = True  # fall back to eager, never stop a run
-            self.restorer.compile()
+            # no process-wide suppress_errors: a failed compile falls back to eager visibly
+            self.compile_status = compile_in_place(self.restorer, "restorer")
             self._compiled = True
 
     @property
