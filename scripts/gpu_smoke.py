@@ -111,7 +111,7 @@ def check_training_step(torch, device: str) -> str:
     task = Task("denoise", "grey", GaussianNoise(25), residual=True)
     rng = np.random.default_rng(0)
     images = [(f"{i}", rng.integers(0, 256, size=(64, 72, 1), dtype=np.uint8)) for i in range(3)]
-    sampler = DevicePatchSampler(PackedImages([images], task, 40).to(device), task, 40, 16, seed=0)
+    sampler = DevicePatchSampler(PackedImages([images], task, 40).to(device), task, 40, 16, "flips", seed=0)
     batch = sampler.draw()
     if batch["input"].device.type != torch.device(device).type:
         raise AssertionError(f"the sampler drew its batch on {batch['input'].device}, not {device}")
