@@ -3,6 +3,7 @@ as the package ``xnet.conf``; and the model zoo (``weights/``: ``zoo.json``, the
 safetensors weights, configs, reports, model cards) is copied into the built package as
 ``xnet/_zoo``, so an installed xnet lists and loads it by name (``xnet.deploy.weights.zoo_root``). An editable
 install reads ``weights/`` in place."""
+
 import shutil
 from pathlib import Path
 

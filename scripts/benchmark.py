@@ -4,6 +4,7 @@ SRResNet / xSRResNet), built from the model configs ``xnet.train`` uses: paramet
 inference latency per deployment variant, training step time and memory (:mod:`xnet.benchmark`).
 Prints a table per family with x-model / baseline ratios and writes everything to ``--json``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,13 +17,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from xnet.benchmark import report as rep  # noqa: E402
-from xnet.benchmark.components import data_pipeline, depthwise_kernels, xunit_step  # noqa: E402
-from xnet.benchmark.latency import inference_costs, thread_scaling  # noqa: E402
-from xnet.benchmark.models import FAMILIES  # noqa: E402
-from xnet.benchmark.settings import Settings  # noqa: E402
-from xnet.benchmark.training import training_costs  # noqa: E402
-from xnet.utils.memory import release_freed_memory, retain_freed_memory  # noqa: E402
+from xnet.benchmark import report as rep
+from xnet.benchmark.components import data_pipeline, depthwise_kernels, xunit_step
+from xnet.benchmark.latency import inference_costs, thread_scaling
+from xnet.benchmark.models import FAMILIES
+from xnet.benchmark.settings import Settings
+from xnet.benchmark.training import training_costs
+from xnet.utils.memory import release_freed_memory, retain_freed_memory
 
 
 def parser() -> argparse.ArgumentParser:
@@ -34,16 +35,38 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--families", default=",".join(FAMILIES), help=f"comma list of {list(FAMILIES)}")
     ap.add_argument("--repeats", type=int, default=None, help="timed repeats per variant (default 15, quick 5)")
     ap.add_argument("--warmup", type=int, default=None, help="warm-up rounds (default 2, quick 1)")
-    ap.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
-                    help="fused+torch.compile variant (auto: on if a C++ compiler is found, and on CUDA)")
-    ap.add_argument("--no-retain-memory", action="store_true",
-                    help="let glibc hand freed memory back to the OS (default: keep it, as the entry points do)")
-    ap.add_argument("--data-pipeline", action="store_true", help="also time the training-batch pipelines (device gather, kornia, DataLoader)")
-    ap.add_argument("--thread-table", action="store_true", help="CPU: fused inference ratio at 1, 2 and all threads, with a per-layer split")
+    ap.add_argument(
+        "--compile",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="fused+torch.compile variant (auto: on if a C++ compiler is found, and on CUDA)",
+    )
+    ap.add_argument(
+        "--no-retain-memory",
+        action="store_true",
+        help="let glibc hand freed memory back to the OS (default: keep it, as the entry points do)",
+    )
+    ap.add_argument(
+        "--data-pipeline",
+        action="store_true",
+        help="also time the training-batch pipelines (device gather, kornia, DataLoader)",
+    )
+    ap.add_argument(
+        "--thread-table",
+        action="store_true",
+        help="CPU: fused inference ratio at 1, 2 and all threads, with a per-layer split",
+    )
     ap.add_argument("--thread-counts", type=int, nargs="*", default=[], help="extra thread counts for --thread-table")
-    ap.add_argument("--train-compile", action="store_true", help="also train with torch.compile (compile time reported; slow to start)")
-    ap.add_argument("--depthwise-kernels", action="store_true",
-                    help="also time the depthwise conv kernels (cuDNN/torch vs Triton) and one xUnit's step by impl")
+    ap.add_argument(
+        "--train-compile",
+        action="store_true",
+        help="also train with torch.compile (compile time reported; slow to start)",
+    )
+    ap.add_argument(
+        "--depthwise-kernels",
+        action="store_true",
+        help="also time the depthwise conv kernels (cuDNN/torch vs Triton) and one xUnit's step by impl",
+    )
     ap.add_argument("--no-inference", action="store_true")
     ap.add_argument("--no-train", action="store_true")
     ap.add_argument("--train-batch", type=int, default=None, help="default 64 (quick on CPU: 4)")
@@ -56,19 +79,28 @@ def settings_for(device: torch.device, args: argparse.Namespace) -> Settings:
     """The flags' values on ``device`` (``--quick`` shrinks the CPU training batch only)."""
     quick_cpu = args.quick and device.type == "cpu"
     return Settings(
-        warmup=args.warmup, repeats=args.repeats,
-        compile_enabled=args.compile == "on" or (args.compile == "auto" and (device.type == "cuda" or rep.c_compiler() is not None)),
-        train_batch=args.train_batch or (4 if quick_cpu else 64), train_crop=args.train_crop or (48 if quick_cpu else 80),
-        train_steps=args.train_steps, train_compile=args.train_compile, thread_counts=tuple(args.thread_counts),
+        warmup=args.warmup,
+        repeats=args.repeats,
+        compile_enabled=args.compile == "on"
+        or (args.compile == "auto" and (device.type == "cuda" or rep.c_compiler() is not None)),
+        train_batch=args.train_batch or (4 if quick_cpu else 64),
+        train_crop=args.train_crop or (48 if quick_cpu else 80),
+        train_steps=args.train_steps,
+        train_compile=args.train_compile,
+        thread_counts=tuple(args.thread_counts),
     )
 
 
-def run_family(name: str, device: torch.device, settings: Settings, args: argparse.Namespace) -> tuple[dict[str, Any], list[rep.Ratio]]:
+def run_family(
+    name: str, device: torch.device, settings: Settings, args: argparse.Namespace
+) -> tuple[dict[str, Any], list[rep.Ratio]]:
     family, res, ratios = FAMILIES[name], {}, []
     if args.thread_table and device.type == "cpu":
         res["threads"] = thread_scaling(family, settings)
         rep.print_threads(name, family, res["threads"])
-        ratios += [(f"[cpu] {name}: fused ratio at {n} threads", r["ratio"]) for n, r in res["threads"]["threads"].items()]
+        ratios += [
+            (f"[cpu] {name}: fused ratio at {n} threads", r["ratio"]) for n, r in res["threads"]["threads"].items()
+        ]
     if not args.no_inference:
         res["inference"] = inference_costs(family, device, settings)
     gc.collect()
@@ -99,7 +131,10 @@ def main(argv: list[str] | None = None) -> int:
         print("CUDA not available: skipping it")
         devices.remove("cuda")
 
-    report: dict[str, Any] = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "devices": {}}
+    report: dict[str, Any] = {
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "devices": {},
+    }
     ratios: list[rep.Ratio] = []
     torch.backends.cudnn.benchmark = True  # autotuned convs, as trainer=gpu runs them
     for dev_name in devices:
@@ -111,11 +146,18 @@ def main(argv: list[str] | None = None) -> int:
         report["devices"][dev_name] = dev_report
         if args.data_pipeline:
             dev_report["data_pipeline"] = out = data_pipeline(device, settings)
-            rep.print_ms(f"data pipeline ({device}): ms per batch of {out['batch']} × {out['crop']}²", out["ms_per_batch"], width=12)
+            rep.print_ms(
+                f"data pipeline ({device}): ms per batch of {out['batch']} × {out['crop']}²",
+                out["ms_per_batch"],
+                width=12,
+            )
         if args.depthwise_kernels:
             dev_report["depthwise_kernels"] = out = depthwise_kernels(device, settings)
-            rep.print_ms(f"depthwise r={out['r']} conv, {'×'.join(map(str, out['shape'][:2]))}×{out['shape'][2]}² {out['dtype']} ({device}): ms",
-                         out["ms"], out["errors"])
+            rep.print_ms(
+                f"depthwise r={out['r']} conv, {'×'.join(map(str, out['shape'][:2]))}×{out['shape'][2]}² {out['dtype']} ({device}): ms",
+                out["ms"],
+                out["errors"],
+            )
             dev_report["xunit_step"] = out = xunit_step(device, settings)
             shape = "×".join(map(str, out["shape"]))
             title = f"one xUnit forward + backward by impl, {shape} {out['dtype']} ({device}): ms"

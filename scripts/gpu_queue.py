@@ -1076,7 +1076,9 @@ def export_to_zoo(info: dict[str, Any], ckpt: Path, reports: list[Path], zoo_dir
         "overrides": info["overrides"],
         "checkpoint": info.get("selected_checkpoint"),
     }
-    add(entry.get("zoo", info["name"]), ckpt, reports, zoo_dir=zoo_dir, training=training, force=True)  # a re-ingest updates its entry
+    add(
+        entry.get("zoo", info["name"]), ckpt, reports, zoo_dir=zoo_dir, training=training, force=True
+    )  # a re-ingest updates its entry
 
 
 # ---------------------------------------------------------------------------------------- command line

@@ -12,6 +12,7 @@ first step at which it reached the paper recipe's final figure) and a plot.
 
     python scripts/recipe_compare.py --out results/recipe_compare --jobs 2
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,12 +36,28 @@ def run_one(model: str, recipe: str, steps: int, lr: float, args: argparse.Names
     if (run_dir / "metrics.json").exists() or _finished(run_dir, steps):
         return run_dir
     cmd = [
-        sys.executable, "-m", "xnet.train", *MODELS[model], f"model.net.width={args.width}", f"recipe={recipe}",
-        "task=denoise", "task.sigma=25", "data/val=set12", "data/test=bsd68",
-        f"data.batch_size={args.batch}", f"data.patch_size={args.crop}", f"trainer.max_steps={steps}",
-        f"trainer.val_check_interval={args.val_every}", f"optim.lr={lr}", f"optim.milestones=[{int(0.8 * steps)}]",
-        "trainer.enable_progress_bar=false", "threads=1", "logger=csv", "module.log_images=0",
-        f"seed={args.seed}", f"hydra.run.dir={run_dir}",
+        sys.executable,
+        "-m",
+        "xnet.train",
+        *MODELS[model],
+        f"model.net.width={args.width}",
+        f"recipe={recipe}",
+        "task=denoise",
+        "task.sigma=25",
+        "data/val=set12",
+        "data/test=bsd68",
+        f"data.batch_size={args.batch}",
+        f"data.patch_size={args.crop}",
+        f"trainer.max_steps={steps}",
+        f"trainer.val_check_interval={args.val_every}",
+        f"optim.lr={lr}",
+        f"optim.milestones=[{int(0.8 * steps)}]",
+        "trainer.enable_progress_bar=false",
+        "threads=1",
+        "logger=csv",
+        "module.log_images=0",
+        f"seed={args.seed}",
+        f"hydra.run.dir={run_dir}",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
     log = run_dir.parent / f"{run_dir.name}.log"
@@ -67,8 +84,17 @@ def test_psnr(run_dir: Path) -> float | None:
         return json.loads(metrics.read_text()).get("test/psnr")
     out = run_dir / "eval_bsd68"
     if not (out / "metrics.json").is_file():
-        cmd = [sys.executable, "-m", "xnet.evaluate", "task=denoise", "task.sigma=25", "data/test=bsd68",
-               f"weights={run_dir / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={out}", "threads=1"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "xnet.evaluate",
+            "task=denoise",
+            "task.sigma=25",
+            "data/test=bsd68",
+            f"weights={run_dir / 'checkpoints' / 'last.ckpt'}",
+            f"hydra.run.dir={out}",
+            "threads=1",
+        ]
         subprocess.run(cmd, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, check=True)
     return json.loads((out / "metrics.json").read_text())["psnr"]
 
@@ -85,11 +111,18 @@ def val_curve(run_dir: Path) -> list[tuple[int, float]]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=REPO / "results" / "recipe_compare", help="writes OUT.csv, OUT.json, OUT.png")
+    ap.add_argument(
+        "--out", type=Path, default=REPO / "results" / "recipe_compare", help="writes OUT.csv, OUT.json, OUT.png"
+    )
     ap.add_argument("--work", type=Path, default=REPO / "outputs" / "recipe_compare", help="the runs' own dirs")
     ap.add_argument("--steps", type=int, default=9000, help="paper recipe steps (the fast recipe gets a third)")
     ap.add_argument("--fast-lr", type=float, nargs="+", default=[1e-3, 2e-3, 4e-3])
-    ap.add_argument("--fast-recipes", nargs="+", default=["fast_cosine", "fast_wsd"], help="recipe configs run for a third of the steps")
+    ap.add_argument(
+        "--fast-recipes",
+        nargs="+",
+        default=["fast_cosine", "fast_wsd"],
+        help="recipe configs run for a third of the steps",
+    )
     ap.add_argument("--width", type=int, default=32)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--crop", type=int, default=48)
@@ -109,15 +142,20 @@ def main(argv: list[str] | None = None) -> int:
     for (model, recipe, steps, lr), run_dir in zip(jobs, dirs):
         curve = val_curve(run_dir)
         for step, psnr in curve:
-            rows.append({"model": model, "recipe": recipe, "lr": lr, "steps": steps, "step": step, "val_psnr_set12": psnr})
+            rows.append(
+                {"model": model, "recipe": recipe, "lr": lr, "steps": steps, "step": step, "val_psnr_set12": psnr}
+            )
         entry = summary.setdefault(model, {"runs": {}})
         entry["runs"][f"{recipe}_lr{lr:g}"] = {
-            "steps": steps, "final_val_psnr": curve[-1][1], "test_psnr_bsd68": test_psnr(run_dir), "curve": curve,
+            "steps": steps,
+            "final_val_psnr": curve[-1][1],
+            "test_psnr_bsd68": test_psnr(run_dir),
+            "curve": curve,
         }
-    for model, entry in summary.items():
+    for entry in summary.values():
         paper = entry["runs"]["paper_lr0.001"]
         target = paper["final_val_psnr"]
-        for key, run in entry["runs"].items():
+        for run in entry["runs"].values():
             reached = next((s for s, p in run["curve"] if p >= target), None)
             run["first_step_at_paper_final"] = reached
             run["fraction_of_paper_steps"] = None if reached is None else reached / paper["steps"]
@@ -127,14 +165,22 @@ def main(argv: list[str] | None = None) -> int:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    meta = {"command": "python scripts/recipe_compare.py " + " ".join(argv or sys.argv[1:]), "width": args.width,
-            "batch": args.batch, "crop": args.crop, "paper_steps": args.steps, "fast_steps": fast_steps}
+    meta = {
+        "command": "python scripts/recipe_compare.py " + " ".join(argv or sys.argv[1:]),
+        "width": args.width,
+        "batch": args.batch,
+        "crop": args.crop,
+        "paper_steps": args.steps,
+        "fast_steps": fast_steps,
+    }
     args.out.with_suffix(".json").write_text(json.dumps({"setup": meta, "models": summary}, indent=1))
     plot(summary, args.out.with_suffix(".png"))
     for model, entry in summary.items():
         for key, run in entry["runs"].items():
-            print(f"{model:8s} {key:16s} steps {run['steps']:6d}  final Set12 {run['final_val_psnr']:.3f}  "
-                  f"BSD68 {run['test_psnr_bsd68']:.3f}  reached paper final at {run['first_step_at_paper_final']}")
+            print(
+                f"{model:8s} {key:16s} steps {run['steps']:6d}  final Set12 {run['final_val_psnr']:.3f}  "
+                f"BSD68 {run['test_psnr_bsd68']:.3f}  reached paper final at {run['first_step_at_paper_final']}"
+            )
     return 0
 
 

@@ -1,5 +1,6 @@
 """Test settings: one CPU thread, W&B disabled, freed CPU memory kept for reuse (as the entry
 points do), the data root at ../shared/data when present."""
+
 from __future__ import annotations
 
 import os
@@ -15,7 +16,9 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("HYDRA_FULL_ERROR", "1")
 # the sha256 cache of benchmark files (xnet.data.catalog.HashCache): one of the session's own
-os.environ.setdefault("XNET_HASH_CACHE", os.path.join(__import__("tempfile").mkdtemp(prefix="xnet-test-cache-"), "sha256.json"))
+os.environ.setdefault(
+    "XNET_HASH_CACHE", os.path.join(__import__("tempfile").mkdtemp(prefix="xnet-test-cache-"), "sha256.json")
+)
 if "XNET_DATA" not in os.environ and SHARED_DATA.is_dir():
     os.environ["XNET_DATA"] = str(SHARED_DATA)
 torch.set_num_threads(1)

@@ -3,6 +3,7 @@
 ``single_thread`` is an autouse fixture: importing it into a test module applies it to every test
 there.
 """
+
 from __future__ import annotations
 
 import itertools

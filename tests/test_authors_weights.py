@@ -1,17 +1,18 @@
 """The xUnit authors' released weights (../shared/reference/authors_xunit) through `xnet.evaluate`:
 xnet's xDnCNN and xSRCNNf are the authors' models (layout, conv biases) and the protocols are theirs."""
+
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import REPO, compose
 from torch import nn
 
-from conftest import REPO, compose
 from xnet.archs.dncnn import DnCNN, XDnCNN
 from xnet.archs.plain import XNet
 from xnet.archs.srcnn import XSRCNN
-from xnet.evaluate import evaluate
 from xnet.deploy.weights import from_authors_layout, load_weights
+from xnet.evaluate import evaluate
 
 AUTHORS = REPO.parent / "shared" / "reference" / "authors_xunit"
 XDNCNN = AUTHORS / "xdncnn_res_f64k3k9_s25.pkl"
@@ -37,7 +38,10 @@ def run_eval(tmp_path: Path, overrides: list[str]) -> dict:
 @pytest.mark.parametrize("test_set", ["Set12", pytest.param("BSD68", marks=pytest.mark.slow)])
 def test_authors_xdncnn_s25_reproduces_its_figures(tmp_path, data_dir, test_set):
     expected = figures()[("xDnCNN σ=25", test_set)]
-    report = run_eval(tmp_path, ["task=denoise", "model=xdncnn", f"weights={XDNCNN}", f"data/test={test_set.lower()}", "task.sigma=25"])
+    report = run_eval(
+        tmp_path,
+        ["task=denoise", "model=xdncnn", f"weights={XDNCNN}", f"data/test={test_set.lower()}", "task.sigma=25"],
+    )
     assert abs(report["psnr"] - expected) <= 0.02, (test_set, report["psnr"], expected)
     assert report["params_paper"] == 303_616
 
@@ -46,7 +50,9 @@ def test_authors_xdncnn_s25_reproduces_its_figures(tmp_path, data_dir, test_set)
 @pytest.mark.parametrize("test_set", ["Set5", pytest.param("BSD100", marks=pytest.mark.slow)])
 def test_authors_xsrcnnf_x3_reproduces_its_figures(tmp_path, data_dir, test_set):
     expected = figures()[("xSRCNNf ×3", test_set)]
-    report = run_eval(tmp_path, ["task=sr", "model=xsrcnn_f", "task.scale=3", f"weights={XSRCNNF}", f"data/test={test_set.lower()}"])
+    report = run_eval(
+        tmp_path, ["task=sr", "model=xsrcnn_f", "task.scale=3", f"weights={XSRCNNF}", f"data/test={test_set.lower()}"]
+    )
     assert abs(report["psnr"] - expected) <= 0.02, (test_set, report["psnr"], expected)
 
 
@@ -57,11 +63,26 @@ def authors_cell_forward(state: dict, prefix: str, x: torch.Tensor) -> torch.Ten
     y = F.conv2d(x, w, b, padding=w.shape[-1] // 2)
 
     def bn(t, p):
-        return F.batch_norm(t, state[f"{p}.running_mean"], state[f"{p}.running_var"], state[f"{p}.weight"], state[f"{p}.bias"], False, 0.0, 1e-5)
+        return F.batch_norm(
+            t,
+            state[f"{p}.running_mean"],
+            state[f"{p}.running_var"],
+            state[f"{p}.weight"],
+            state[f"{p}.bias"],
+            False,
+            0.0,
+            1e-5,
+        )
 
     dw = state[f"{prefix}.module.2.weight"]
-    d = F.conv2d(F.relu(bn(y, f"{prefix}.module.0")), dw, state[f"{prefix}.module.2.bias"], padding=dw.shape[-1] // 2, groups=dw.shape[0])
-    return y * torch.exp(-bn(d, f"{prefix}.module.3") ** 2)
+    d = F.conv2d(
+        F.relu(bn(y, f"{prefix}.module.0")),
+        dw,
+        state[f"{prefix}.module.2.bias"],
+        padding=dw.shape[-1] // 2,
+        groups=dw.shape[0],
+    )
+    return y * torch.exp(-(bn(d, f"{prefix}.module.3") ** 2))
 
 
 def synthetic_authors_xdncnn(blocks: int = 2, width: int = 8) -> dict[str, torch.Tensor]:
@@ -72,11 +93,22 @@ def synthetic_authors_xdncnn(blocks: int = 2, width: int = 8) -> dict[str, torch
         return v.abs() + 0.5 if positive else v
 
     def bn(p):
-        return {f"{p}.weight": t(width) + 1, f"{p}.bias": t(width), f"{p}.running_mean": t(width), f"{p}.running_var": t(width, positive=True)}
+        return {
+            f"{p}.weight": t(width) + 1,
+            f"{p}.bias": t(width),
+            f"{p}.running_mean": t(width),
+            f"{p}.running_var": t(width, positive=True),
+        }
 
     def cell(p, cin):
-        return {f"{p}.features.0.weight": t(width, cin, 3, 3), f"{p}.features.0.bias": t(width), **bn(f"{p}.module.0"),
-                f"{p}.module.2.weight": t(width, 1, 9, 9) * 0.3, f"{p}.module.2.bias": t(width), **bn(f"{p}.module.3")}
+        return {
+            f"{p}.features.0.weight": t(width, cin, 3, 3),
+            f"{p}.features.0.bias": t(width),
+            **bn(f"{p}.module.0"),
+            f"{p}.module.2.weight": t(width, 1, 9, 9) * 0.3,
+            f"{p}.module.2.bias": t(width),
+            **bn(f"{p}.module.3"),
+        }
 
     state = cell("md1.0", 1)
     for i in range(2, blocks + 2):
@@ -94,8 +126,20 @@ def test_authors_layout_maps_onto_xdncnn_exactly():
     h = authors_cell_forward(state, "md1.0", x)
     for i in (2, 3):
         p = f"md{i}.0"
-        h = authors_cell_forward(state, f"md{i}.1", nn.functional.batch_norm(
-            h, state[f"{p}.running_mean"], state[f"{p}.running_var"], state[f"{p}.weight"], state[f"{p}.bias"], False, 0.0, 1e-5))
+        h = authors_cell_forward(
+            state,
+            f"md{i}.1",
+            nn.functional.batch_norm(
+                h,
+                state[f"{p}.running_mean"],
+                state[f"{p}.running_var"],
+                state[f"{p}.weight"],
+                state[f"{p}.bias"],
+                False,
+                0.0,
+                1e-5,
+            ),
+        )
     expected = nn.functional.conv2d(h, state["joints.weight"], state["joints.bias"], padding=1)
     torch.testing.assert_close(net(x), expected, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="modules with weights"):

@@ -1,13 +1,14 @@
 """Restorers without weights through `xnet.evaluate`: the degraded input (`model=identity`) and BM3D
 (`model=bm3d`), and the Rain12 input figures of the data README."""
+
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-
 from conftest import compose
+
 from xnet.evaluate import evaluate
 
 

@@ -1,11 +1,12 @@
 """Compose every task × model (× xUnit variant) config and instantiate it."""
+
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import CONF, compose
 from hydra.utils import instantiate
 
-from conftest import CONF, compose
 from xnet.archs.params import count_paper_params
 from xnet.utils.build import build_net, build_task
 
@@ -50,7 +51,9 @@ def test_every_task_model_pair_builds_or_is_refused_clearly(task, model):
     assert net(x).shape[-2:] == (expected, expected)
 
 
-@pytest.mark.parametrize("key,count", PAPER_COUNTS.items(), ids=lambda v: "-".join(map(str, v)) if isinstance(v, tuple) else str(v))
+@pytest.mark.parametrize(
+    "key,count", PAPER_COUNTS.items(), ids=lambda v: "-".join(map(str, v)) if isinstance(v, tuple) else str(v)
+)
 def test_configs_give_the_paper_counts(key, count):
     task, model, extra = key
     cfg, t = make(task, model, extra)
@@ -114,10 +117,21 @@ def test_data_root_follows_the_environment(monkeypatch, tmp_path):
 
 
 PAPER_PSNR = {  # the xUnit paper's Tables 1-3 (BSD68 σ, Rain12, BSD100 Y); None: no figure recorded
-    "table1_dncnn_s25": 29.22, "table1_xdncnn_s25": 29.21, "table1_dncnn_s50": 26.23, "table1_xdncnn_s50": 26.26,
-    "table2_xdncnn_rgb": 31.17, "table2_dncnn_rgb": 30.90, "table2_derainnet": None,
-    "table3_srcnn_x3": 28.41, "table3_srcnn_x4": 26.90, "table3_xsrcnn_f_x3": 28.53, "table3_xsrcnn_f_x4": 27.06,
-    "table3_xsrcnn_c_x3": 28.54, "table3_xsrcnn_c_x4": 27.04, "table3_xsrresnet_x4": 27.61, "table3_srresnet_x4": None,
+    "table1_dncnn_s25": 29.22,
+    "table1_xdncnn_s25": 29.21,
+    "table1_dncnn_s50": 26.23,
+    "table1_xdncnn_s50": 26.26,
+    "table2_xdncnn_rgb": 31.17,
+    "table2_dncnn_rgb": 30.90,
+    "table2_derainnet": None,
+    "table3_srcnn_x3": 28.41,
+    "table3_srcnn_x4": 26.90,
+    "table3_xsrcnn_f_x3": 28.53,
+    "table3_xsrcnn_f_x4": 27.06,
+    "table3_xsrcnn_c_x3": 28.54,
+    "table3_xsrcnn_c_x4": 27.04,
+    "table3_xsrresnet_x4": 27.61,
+    "table3_srresnet_x4": None,
 }
 
 
@@ -135,7 +149,9 @@ def test_the_folder_test_sets_documented_override_works():
     assert cfg.data.test.path == "/my/images" and cfg.data.test._target_.endswith("ImageFolder")
 
 
-@pytest.mark.parametrize("recipe, schedule, lr, betas", [("paper", "step", 1e-3, (0.9, 0.999)), ("fast", "wsd", 2e-3, (0.9, 0.99))])
+@pytest.mark.parametrize(
+    "recipe, schedule, lr, betas", [("paper", "step", 1e-3, (0.9, 0.999)), ("fast", "wsd", 2e-3, (0.9, 0.99))]
+)
 def test_recipes_give_the_optimiser_results_recipe_compare_measured(recipe, schedule, lr, betas):
     """recipe=paper is the paper's Adam (default betas, ×0.1 steps); recipe=fast is the schedule and Adam
     that won the CPU comparison (README "Fast recipe"), as the optimiser the module builds."""
@@ -150,13 +166,23 @@ def test_recipes_give_the_optimiser_results_recipe_compare_measured(recipe, sche
     assert opt.defaults["lr"] == pytest.approx(lr) and tuple(opt.defaults["betas"]) == betas
 
 
-@pytest.mark.parametrize("module,app", [("train", "xnet-train"), ("evaluate", "xnet-eval"), ("restore", "xnet-restore"),
-                                        ("export", "xnet-export"), ("compare", "xnet-compare")])
+@pytest.mark.parametrize(
+    "module,app",
+    [
+        ("train", "xnet-train"),
+        ("evaluate", "xnet-eval"),
+        ("restore", "xnet-restore"),
+        ("export", "xnet-export"),
+        ("compare", "xnet-compare"),
+    ],
+)
 def test_help_says_what_the_command_does_its_main_keys_and_two_examples(module, app):
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", f"xnet.{module}", "--help"], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", f"xnet.{module}", "--help"], capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr[-1000:]
     first, text = out.stdout.splitlines()[0], out.stdout
     assert first.startswith(f"{app} (python -m xnet.{module}): ") and "powered by Hydra" not in text

@@ -1,14 +1,16 @@
 """Published weight formats (SRCNN MATLAB .mat, DnCNN MatConvNet .mat, KAIR's DnCNN .pth) on small
 synthetic files of each layout: the loaded xnet net computes what the authors' code computes,
 written out independently here from the format's description (scipy's correlate, not torch)."""
+
+import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import compose
 from torch import nn
 
-from conftest import compose
 from xnet.archs.dncnn import DnCNN
 from xnet.archs.srcnn import SRCNN
 from xnet.convert import convert, main
@@ -16,7 +18,6 @@ from xnet.deploy.weights import load_weights
 
 scipy_io = pytest.importorskip("scipy.io")
 from scipy.ndimage import correlate  # noqa: E402
-
 
 # --------------------------------------------------------------------------- SRCNN MATLAB release
 
@@ -26,9 +27,12 @@ def srcnn_mat(path: Path, widths=(6, 4), ks=(5, 3, 3), seed=0) -> dict[str, np.n
     rng = np.random.default_rng(seed)
     (n1, n2), (k1, k2, k3) = widths, ks
     mat = {
-        "weights_conv1": rng.normal(0, 0.3, (k1 * k1, n1)), "biases_conv1": rng.normal(0, 0.1, (n1, 1)),
-        "weights_conv2": rng.normal(0, 0.3, (n1, k2 * k2, n2)), "biases_conv2": rng.normal(0, 0.1, (n2, 1)),
-        "weights_conv3": rng.normal(0, 0.3, (n2, k3 * k3)), "biases_conv3": np.array([[0.05]]),
+        "weights_conv1": rng.normal(0, 0.3, (k1 * k1, n1)),
+        "biases_conv1": rng.normal(0, 0.1, (n1, 1)),
+        "weights_conv2": rng.normal(0, 0.3, (n1, k2 * k2, n2)),
+        "biases_conv2": rng.normal(0, 0.1, (n2, 1)),
+        "weights_conv3": rng.normal(0, 0.3, (n2, k3 * k3)),
+        "biases_conv3": np.array([[0.05]]),
     }
     scipy_io.savemat(path, mat)
     return mat
@@ -37,17 +41,24 @@ def srcnn_mat(path: Path, widths=(6, 4), ks=(5, 3, 3), seed=0) -> dict[str, np.n
 def srcnn_demo_forward(mat: dict[str, np.ndarray], im_b: np.ndarray) -> np.ndarray:
     """SRCNN's demo (SRCNN.m) written out: reshape(v, k, k) is column-major, imfilter correlates
     with 'replicate' borders (scipy's mode='nearest')."""
+
     def kernel(v):
-        k = int(round(np.sqrt(v.size)))
+        k = math.isqrt(v.size)
         return v.reshape(k, k, order="F")
 
     w1, w2, w3 = mat["weights_conv1"], mat["weights_conv2"], mat["weights_conv3"]
-    conv1 = [np.maximum(correlate(im_b, kernel(w1[:, i]), mode="nearest") + mat["biases_conv1"][i, 0], 0) for i in range(w1.shape[1])]
+    conv1 = [
+        np.maximum(correlate(im_b, kernel(w1[:, i]), mode="nearest") + mat["biases_conv1"][i, 0], 0)
+        for i in range(w1.shape[1])
+    ]
     conv2 = []
     for i in range(w2.shape[2]):
         acc = sum(correlate(conv1[j], kernel(w2[j, :, i]), mode="nearest") for j in range(w2.shape[0]))
         conv2.append(np.maximum(acc + mat["biases_conv2"][i, 0], 0))
-    return sum(correlate(conv2[i], kernel(w3[i, :]), mode="nearest") for i in range(w3.shape[0])) + mat["biases_conv3"][0, 0]
+    return (
+        sum(correlate(conv2[i], kernel(w3[i, :]), mode="nearest") for i in range(w3.shape[0]))
+        + mat["biases_conv3"][0, 0]
+    )
 
 
 def test_srcnn_mat_loads_into_replicate_padded_srcnn(tmp_path):
@@ -59,7 +70,9 @@ def test_srcnn_mat_loads_into_replicate_padded_srcnn(tmp_path):
     np.testing.assert_allclose(out, srcnn_demo_forward(mat, im_b), atol=1e-4)
     zero_padded = SRCNN(widths=(6, 4), kernel_sizes=(5, 3, 3))
     load_weights(zero_padded, tmp_path / "x3.mat")
-    assert not np.allclose(zero_padded(torch.from_numpy(im_b).float()[None, None])[0, 0].detach().numpy(), out, atol=1e-3)
+    assert not np.allclose(
+        zero_padded(torch.from_numpy(im_b).float()[None, None])[0, 0].detach().numpy(), out, atol=1e-3
+    )
 
 
 def test_srcnn_mat_through_evaluate_and_the_convert_cli(tmp_path):
@@ -74,10 +87,20 @@ def test_srcnn_mat_through_evaluate_and_the_convert_cli(tmp_path):
     images.mkdir()
     Image.fromarray(np.random.default_rng(2).integers(0, 255, (30, 36, 3), dtype=np.uint8)).save(images / "a.png")
     assert main([str(tmp_path / "x3.mat"), str(tmp_path / "x3.safetensors")]) == 0
-    base = ["task=sr", "task.scale=3", "model=srcnn", "model.net.widths=[6,4]", "model.net.kernel_sizes=[5,3,3]",
-            "model.net.padding_mode=replicate", "data/test=folder", f"data.test.path={images}"]
-    reports = [evaluate(compose("eval", [*base, f"weights={tmp_path / w}", f"paths.output_dir={tmp_path / w}-run"]))
-               for w in ("x3.mat", "x3.safetensors")]
+    base = [
+        "task=sr",
+        "task.scale=3",
+        "model=srcnn",
+        "model.net.widths=[6,4]",
+        "model.net.kernel_sizes=[5,3,3]",
+        "model.net.padding_mode=replicate",
+        "data/test=folder",
+        f"data.test.path={images}",
+    ]
+    reports = [
+        evaluate(compose("eval", [*base, f"weights={tmp_path / w}", f"paths.output_dir={tmp_path / w}-run"]))
+        for w in ("x3.mat", "x3.safetensors")
+    ]
     assert reports[0]["per_image"] == reports[1]["per_image"] and np.isfinite(reports[0]["psnr"])
 
 
@@ -99,11 +122,31 @@ def matconvnet_dncnn(path: Path, width=4, seed=0) -> list[dict]:
     rng = np.random.default_rng(seed)
 
     def conv(cin, cout):
-        return {"type": "conv", "name": "c", "weights": _cell([rng.normal(0, 0.4, (3, 3, cin, cout)), rng.normal(0, 0.1, (cout, 1))])}
+        return {
+            "type": "conv",
+            "name": "c",
+            "weights": _cell([rng.normal(0, 0.4, (3, 3, cin, cout)), rng.normal(0, 0.1, (cout, 1))]),
+        }
 
-    bnorm = {"type": "bnorm", "weights": _cell([rng.normal(1, 0.2, (width, 1)), rng.normal(0, 0.1, (width, 1)),
-                                                np.stack([rng.normal(0, 0.2, width), rng.uniform(0.5, 1.5, width)], 1)])}
-    layers = [conv(1, width), {"type": "relu"}, conv(width, width), bnorm, {"type": "relu"}, conv(width, 1), {"type": "loss"}]
+    bnorm = {
+        "type": "bnorm",
+        "weights": _cell(
+            [
+                rng.normal(1, 0.2, (width, 1)),
+                rng.normal(0, 0.1, (width, 1)),
+                np.stack([rng.normal(0, 0.2, width), rng.uniform(0.5, 1.5, width)], 1),
+            ]
+        ),
+    }
+    layers = [
+        conv(1, width),
+        {"type": "relu"},
+        conv(width, width),
+        bnorm,
+        {"type": "relu"},
+        conv(width, 1),
+        {"type": "loss"},
+    ]
     scipy_io.savemat(path, {"net": {"layers": _cell(layers)}})
     return layers
 
@@ -121,7 +164,10 @@ def matconvnet_forward(layers: list[dict], x: np.ndarray) -> np.ndarray:
     for layer in layers:
         if layer["type"] == "conv":
             w, b = layer["weights"][0]
-            h = [sum(correlate(h[ci], w[:, :, ci, co], mode="constant") for ci in range(w.shape[2])) + b[co, 0] for co in range(w.shape[3])]
+            h = [
+                sum(correlate(h[ci], w[:, :, ci, co], mode="constant") for ci in range(w.shape[2])) + b[co, 0]
+                for co in range(w.shape[3])
+            ]
         elif layer["type"] == "bnorm":
             g, b, m = layer["weights"][0]
             h = [g[c, 0] * (h[c] - m[c, 0]) / m[c, 1] + b[c, 0] for c in range(len(h))]
@@ -154,7 +200,10 @@ def merge_bn(bn_net: DnCNN) -> dict[str, torch.Tensor]:
     while i < len(mods):
         m = mods[i]
         if isinstance(m, nn.Conv2d):
-            w, b = m.weight.detach().clone(), (m.bias.detach().clone() if m.bias is not None else torch.zeros(m.out_channels))
+            w, b = (
+                m.weight.detach().clone(),
+                (m.bias.detach().clone() if m.bias is not None else torch.zeros(m.out_channels)),
+            )
             if i + 1 < len(mods) and isinstance(mods[i + 1], nn.BatchNorm2d):
                 bn = mods[i + 1]
                 s = bn.weight / torch.sqrt(bn.running_var + bn.eps)
@@ -171,7 +220,12 @@ def test_kair_merged_dncnn_loads_into_bn_merged_dncnn(tmp_path):
     bn_net = DnCNN(depth=4, width=6).eval()
     for m in bn_net.modules():
         if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2), m.weight.data.uniform_(0.5, 1.5), m.bias.data.uniform_(-0.2, 0.2)
+            (
+                m.running_mean.uniform_(-0.5, 0.5),
+                m.running_var.uniform_(0.5, 2),
+                m.weight.data.uniform_(0.5, 1.5),
+                m.bias.data.uniform_(-0.2, 0.2),
+            )
     torch.save(merge_bn(bn_net), tmp_path / "dncnn_25.pth")
     merged = DnCNN(depth=4, width=6, bn_merged=True).eval()
     load_weights(merged, tmp_path / "dncnn_25.pth")
@@ -191,5 +245,7 @@ def test_model_configs_offer_the_published_architectures():
 
     net = build_net(cfg)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in net.modules()) and len(net) == 33
-    cfg = compose("eval", ["task=sr", "model=srcnn", "model.net.padding_mode=replicate", "paths.output_dir=/tmp/unused"])
+    cfg = compose(
+        "eval", ["task=sr", "model=srcnn", "model.net.padding_mode=replicate", "paths.output_dir=/tmp/unused"]
+    )
     assert all(m.padding_mode == "replicate" for m in build_net(cfg).modules() if isinstance(m, nn.Conv2d))

@@ -1,13 +1,14 @@
 """Evaluation: the published denoising protocol, repeatability, weight formats, restore."""
+
 import json
 from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import REPO, compose
-from xnet.evaluate import evaluate
+
 from xnet.deploy.weights import adapt_keys, load_weights, read_state_dict, save_weights
+from xnet.evaluate import evaluate
 
 REFERENCE = REPO.parent / "shared" / "reference" / "dncnn_s_retrain"
 
@@ -36,9 +37,15 @@ def test_protocol_reproduces_the_reference_dncnn_figures(tmp_path, data_dir, sig
     torch.set_num_threads(2)  # the two largest evaluations of the suite
     try:
         for test_set in ("BSD68", "Set12"):
-            report = run_eval(tmp_path / test_set, [
-                "model=dncnn", f"weights={REFERENCE}/DnCNN-S-{sigma}.pth", f"data/test={test_set.lower()}", f"task.sigma={sigma}",
-            ])
+            report = run_eval(
+                tmp_path / test_set,
+                [
+                    "model=dncnn",
+                    f"weights={REFERENCE}/DnCNN-S-{sigma}.pth",
+                    f"data/test={test_set.lower()}",
+                    f"task.sigma={sigma}",
+                ],
+            )
             assert report["images"] == {"BSD68": 68, "Set12": 12}[test_set]
             assert abs(report["psnr"] - figures[(test_set, sigma)]) <= 0.03, (test_set, sigma, report["psnr"])
     finally:
@@ -62,7 +69,9 @@ def test_fused_and_plain_inference_agree(tmp_path, tiny_run):
     args = ["experiment=demo", f"weights={ckpt}", "data/test=sample"]
     fused, plain = run_eval(tmp_path / "f", [*args, "fuse=true"]), run_eval(tmp_path / "p", [*args, "fuse=false"])
     assert fused["psnr"] == pytest.approx(plain["psnr"], abs=0.01)
-    assert all(abs(f["psnr"] - p["psnr"]) < 1e-4 for f, p in zip(fused["per_image"], plain["per_image"]))  # what the README says
+    assert all(
+        abs(f["psnr"] - p["psnr"]) < 1e-4 for f, p in zip(fused["per_image"], plain["per_image"])
+    )  # what the README says
 
 
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
@@ -118,7 +127,17 @@ def test_restore_writes_pngs(tmp_path, tiny_run):
     src.mkdir()
     Image.new("L", (40, 30), 128).save(src / "a.png")
     Image.new("RGB", (33, 21), (10, 200, 30)).save(src / "b.png")
-    cfg = compose("restore", ["experiment=demo", f"weights={ckpt}", f"input={src}", f"output={tmp_path / 'out'}", "degrade=true", "paths.output_dir=/tmp/unused"])
+    cfg = compose(
+        "restore",
+        [
+            "experiment=demo",
+            f"weights={ckpt}",
+            f"input={src}",
+            f"output={tmp_path / 'out'}",
+            "degrade=true",
+            "paths.output_dir=/tmp/unused",
+        ],
+    )
     written = restore(cfg)
     assert sorted(p.name for p in written) == ["a.png", "b.png"]
     assert Image.open(written[1]).size == (33, 21) and Image.open(written[1]).mode == "L"

@@ -1,5 +1,6 @@
 """The package's import graph has no cycles — also counting imports inside functions, which are
 often a loop dodged rather than removed —, its arrows point down the layers, and every module imports."""
+
 from __future__ import annotations
 
 import ast
@@ -28,8 +29,12 @@ def import_graph() -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
         tree = ast.parse(path.read_text())
-        typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
-                       for n in ast.walk(node)}
+        typing_only = {
+            id(n)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+            for n in ast.walk(node)
+        }
         targets = set()
         for node in ast.walk(tree):
             if id(node) in typing_only:
@@ -86,18 +91,18 @@ COMMANDS = {"xnet.train", "xnet.evaluate", "xnet.restore", "xnet.export", "xnet.
 
 def test_no_module_imports_a_command():
     graph = import_graph()
-    assert COMMANDS <= set(graph)
+    assert set(graph) >= COMMANDS
     assert {m: sorted(targets & COMMANDS) for m, targets in graph.items() if targets & COMMANDS} == {}
 
 
 #: the layers, bottom first: a module may import its own layer and those below, never one above
 LAYERS = (
-    ("xnet.protocol",),                  # tasks, degradations, image I/O, colour, rounding, metrics, errors
-    ("xnet.utils",),                     # config, build, Hydra jobs, memory, precision, progress, validation
-    ("xnet.kernels",),                   # the xUnit's kernels and their wrappers
-    ("xnet.archs",),                     # pure nn.Modules
-    ("xnet.data",),                      # sources, training pairs, the data module
-    ("xnet.lit", "xnet.deploy"),         # training; fused inference, weights, the scoring loop
+    ("xnet.protocol",),  # tasks, degradations, image I/O, colour, rounding, metrics, errors
+    ("xnet.utils",),  # config, build, Hydra jobs, memory, precision, progress, validation
+    ("xnet.kernels",),  # the xUnit's kernels and their wrappers
+    ("xnet.archs",),  # pure nn.Modules
+    ("xnet.data",),  # sources, training pairs, the data module
+    ("xnet.lit", "xnet.deploy"),  # training; fused inference, weights, the scoring loop
     ("xnet.figures", "xnet.benchmark"),  # the paper's figures, speed and memory
 )
 
@@ -122,13 +127,17 @@ def test_imports_point_down_the_layers():
 
 def test_the_protocol_imports_nothing_else_of_xnet():
     graph = import_graph()
-    assert {m: sorted(t for t in targets if not t.startswith("xnet.protocol"))
-            for m, targets in graph.items() if m.startswith("xnet.protocol")} == {m: [] for m in graph if m.startswith("xnet.protocol")}
+    assert {
+        m: sorted(t for t in targets if not t.startswith("xnet.protocol"))
+        for m, targets in graph.items()
+        if m.startswith("xnet.protocol")
+    } == {m: [] for m in graph if m.startswith("xnet.protocol")}
 
 
 def test_the_layer_check_finds_an_upward_import():
     assert upward_imports({"xnet.protocol.tasks": {"xnet.data.device"}, "xnet.train": {"xnet.lit.module"}}) == [
-        ("xnet.protocol.tasks", "xnet.data.device")]
+        ("xnet.protocol.tasks", "xnet.data.device")
+    ]
 
 
 def test_the_cycle_finder_finds_a_cycle():

@@ -1,6 +1,7 @@
 """xnet as an installed package: a wheel carries its configs and zoo and trains from anywhere; the
 console scripts exist and complete on the shell; `make install` keeps the user's torch; the declared
 lower bounds are versions that were tested."""
+
 from __future__ import annotations
 
 import os
@@ -8,14 +9,13 @@ import shutil
 import stat
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
+from conftest import REPO
 from packaging.requirements import Requirement
 from packaging.version import Version
-
-from conftest import REPO
 
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 #: versions the suite has passed on: torch 2.13.0 here (CPU); torch 2.11.0 + lightning 2.6.6 +
@@ -33,7 +33,9 @@ def test_lower_bounds_are_tested_versions(name):
 
     spec = declared()[name].specifier
     lower = [Version(s.version) for s in spec if s.operator == ">="]
-    assert lower == [min(map(Version, TESTED[name]))], f"{name}{spec}: raise the bound to a tested version or test the bound"
+    assert lower == [min(map(Version, TESTED[name]))], (
+        f"{name}{spec}: raise the bound to a tested version or test the bound"
+    )
     assert all(spec.contains(v) for v in TESTED[name]) and spec.contains(version(name).split("+")[0])
 
 
@@ -49,7 +51,14 @@ def test_console_scripts_point_at_entry_points():
 
 def test_tab_completion_lists_config_options():
     env = {**os.environ, "COMP_LINE": "xnet-train model=xd", "COMP_POINT": "19"}
-    res = subprocess.run([sys.executable, "-m", "xnet.train", "-sc", "query=bash"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        [sys.executable, "-m", "xnet.train", "-sc", "query=bash"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     assert set(res.stdout.split()) == {"model=xdncnn", "model=xdncnn_rgb"}
 
@@ -81,14 +90,24 @@ def test_make_install_keeps_an_installed_torch(tmp_path, has_torch):
         assert torch_installs == ["-m pip install -q torch==2.13.0"]  # pip's configured index: none forced
     assert installs[-1] == "-m pip install -q -e .[dev]"
     if not has_torch:  # an index only when asked for
-        res = subprocess.run(["make", "-s", "install", f"PY={py}", "TORCH_INDEX=https://download.pytorch.org/whl/cu126"], cwd=REPO,
-                             capture_output=True, text=True, timeout=60)
-        assert "-m pip install -q torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126" in log.read_text().splitlines()
+        res = subprocess.run(
+            ["make", "-s", "install", f"PY={py}", "TORCH_INDEX=https://download.pytorch.org/whl/cu126"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert (
+            "-m pip install -q torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126"
+            in log.read_text().splitlines()
+        )
 
 
 def source_copy(dest: Path) -> Path:
     """The checkout's files (tracked and new, not ignored): a build from it has no stale build/."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True, check=True).stdout
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True, check=True
+    ).stdout
     for rel in filter(None, files.decode().split("\0")):
         src = REPO / rel
         if src.is_file():
@@ -103,7 +122,18 @@ def installed(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("wheel")
     src = source_copy(tmp / "src")
     run = lambda *cmd: subprocess.run(cmd, capture_output=True, text=True, timeout=600)  # noqa: E731
-    built = run(sys.executable, "-m", "pip", "wheel", str(src), "-w", str(tmp / "dist"), "--no-deps", "--no-build-isolation", "-q")
+    built = run(
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        str(src),
+        "-w",
+        str(tmp / "dist"),
+        "--no-deps",
+        "--no-build-isolation",
+        "-q",
+    )
     assert built.returncode == 0, built.stderr[-3000:]
     (wheel,) = (tmp / "dist").glob("xnet-*.whl")
     site = tmp / "site"
@@ -122,18 +152,36 @@ def test_a_wheel_install_trains_lists_the_zoo_and_completes(installed, tmp_path)
     py = sys.executable
     where = run_installed(installed, [py, "-c", "import xnet; print(xnet.__file__)"], tmp_path)
     assert Path(where.stdout.strip()).is_relative_to(installed), where.stdout  # the installed copy, not /work/main/xnet
-    assert (installed / "xnet" / "conf" / "train.yaml").is_file() and (installed / "xnet" / "_zoo" / "zoo.json").is_file()
+    assert (installed / "xnet" / "conf" / "train.yaml").is_file() and (
+        installed / "xnet" / "_zoo" / "zoo.json"
+    ).is_file()
 
-    trained = run_installed(installed, [py, "-m", "xnet.train", "experiment=demo", "debug=fast", f"hydra.run.dir={tmp_path / 'run'}",
-                                        "trainer.enable_progress_bar=false"], tmp_path)
+    trained = run_installed(
+        installed,
+        [
+            py,
+            "-m",
+            "xnet.train",
+            "experiment=demo",
+            "debug=fast",
+            f"hydra.run.dir={tmp_path / 'run'}",
+            "trainer.enable_progress_bar=false",
+        ],
+        tmp_path,
+    )
     assert trained.returncode == 0, trained.stderr[-3000:]
     assert "Primary config directory not found" not in trained.stderr and (tmp_path / "run" / "metrics.json").is_file()
 
     zoo = run_installed(installed, [str(installed / "bin" / "xnet-zoo"), "list"], tmp_path)
     assert zoo.returncode == 0 and "xdncnn_s25_cpu" in zoo.stdout, zoo.stderr[-2000:]
 
-    completion = run_installed(installed, [str(installed / "bin" / "xnet-train"), "-sc", "query=bash"], tmp_path,
-                               COMP_LINE="xnet-train xunit=si", COMP_POINT="19")
+    completion = run_installed(
+        installed,
+        [str(installed / "bin" / "xnet-train"), "-sc", "query=bash"],
+        tmp_path,
+        COMP_LINE="xnet-train xunit=si",
+        COMP_POINT="19",
+    )
     assert completion.stdout.split() == ["xunit=sigmoid", "xunit=silu"], completion.stderr[-2000:]
     install = run_installed(installed, [str(installed / "bin" / "xnet-train"), "-sc", "install=bash"], tmp_path)
     assert "complete -o nospace -o default -F hydra_bash_completion xnet-train" in install.stdout
@@ -142,8 +190,24 @@ def test_a_wheel_install_trains_lists_the_zoo_and_completes(installed, tmp_path)
 def test_a_users_config_dir_adds_options_to_the_installed_configs(installed, tmp_path):
     mine = tmp_path / "my_conf" / "model"
     mine.mkdir(parents=True)
-    (mine / "tiny_xnet.yaml").write_text("defaults:\n  - xnet\n  - _self_\nname: tiny_xnet\nnet:\n  depth: 2\n  width: 8\n")
-    res = run_installed(installed, [str(installed / "bin" / "xnet-train"), "--config-dir", str(tmp_path / "my_conf"), "model=tiny_xnet",
-                                    "--cfg", "job", "--package", "model"], tmp_path)
+    (mine / "tiny_xnet.yaml").write_text(
+        "defaults:\n  - xnet\n  - _self_\nname: tiny_xnet\nnet:\n  depth: 2\n  width: 8\n"
+    )
+    res = run_installed(
+        installed,
+        [
+            str(installed / "bin" / "xnet-train"),
+            "--config-dir",
+            str(tmp_path / "my_conf"),
+            "model=tiny_xnet",
+            "--cfg",
+            "job",
+            "--package",
+            "model",
+        ],
+        tmp_path,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
-    assert "name: tiny_xnet" in res.stdout and "depth: 2" in res.stdout and "kernel_size: 9" in res.stdout  # merged over conf's xnet
+    assert (
+        "name: tiny_xnet" in res.stdout and "depth: 2" in res.stdout and "kernel_size: 9" in res.stdout
+    )  # merged over conf's xnet

@@ -1,12 +1,13 @@
 """What a user waiting on a long command sees: progress bars (evaluate, restore), the run dir's
 files named (export). Bars go to stderr, on a terminal or with XNET_PROGRESS=1."""
+
 from __future__ import annotations
 
 import logging
 
 import pytest
-
 from conftest import compose
+
 from xnet.utils.progress import progress, progress_enabled
 
 
@@ -31,7 +32,9 @@ def test_evaluate_says_what_it_scores_and_shows_a_bar(tmp_path, tiny_run, forced
 
     ckpt = tiny_run[0] / "checkpoints" / "last.ckpt"
     with caplog.at_level(logging.INFO, logger="xnet.deploy.inference"):
-        report = evaluate(compose("eval", [f"paths.output_dir={tmp_path}", "experiment=demo", f"weights={ckpt}", "data/test=sample"]))
+        report = evaluate(
+            compose("eval", [f"paths.output_dir={tmp_path}", "experiment=demo", f"weights={ckpt}", "data/test=sample"])
+        )
     n = report["images"]
     assert f"scoring {report['dataset']}: {n} images" in caplog.text
     assert f"{n}/{n}" in capfd.readouterr().err
@@ -47,8 +50,18 @@ def test_restore_shows_a_bar_over_the_files(tmp_path, tiny_run, forced, capfd):
     for i in range(3):
         Image.new("L", (24, 20), color=40 * i).save(src / f"{i}.png")
     ckpt = tiny_run[0] / "checkpoints" / "last.ckpt"
-    written = restore(compose("restore", ["experiment=demo", f"weights={ckpt}", f"input={src}", f"output={tmp_path / 'out'}",
-                                          f"paths.output_dir={tmp_path}"]))
+    written = restore(
+        compose(
+            "restore",
+            [
+                "experiment=demo",
+                f"weights={ckpt}",
+                f"input={src}",
+                f"output={tmp_path / 'out'}",
+                f"paths.output_dir={tmp_path}",
+            ],
+        )
+    )
     assert len(written) == 3 and "3/3" in capfd.readouterr().err
 
 
@@ -57,6 +70,16 @@ def test_export_prints_its_output_path(tmp_path, tiny_run, capsys, fmt):
     from xnet.export import export
 
     out = tmp_path / f"m.{fmt}"
-    export(compose("export", ["experiment=demo", f"weights={tiny_run[0] / 'checkpoints' / 'last.ckpt'}", f"format={fmt}",
-                              f"output={out}", "paths.output_dir=/tmp/unused"]))
+    export(
+        compose(
+            "export",
+            [
+                "experiment=demo",
+                f"weights={tiny_run[0] / 'checkpoints' / 'last.ckpt'}",
+                f"format={fmt}",
+                f"output={out}",
+                "paths.output_dir=/tmp/unused",
+            ],
+        )
+    )
     assert f"wrote {out}" in capsys.readouterr().out

@@ -1,6 +1,7 @@
 """``xnet.restore`` on the user's own files: nothing of theirs is overwritten or lost, every file
 of a folder is tried and the failures are listed, broken weights and full disks are named, and
 big images run in tiles with the untiled output."""
+
 import errno
 import subprocess
 import sys
@@ -8,18 +9,18 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import REPO, compose
 from PIL import Image
 
-from conftest import REPO, compose
-from xnet.restore import RestoreFailed, restore
 from xnet.protocol.errors import ConfigError, OutputError, WeightsError
+from xnet.restore import RestoreFailed, restore
 
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     """The demo xDnCNN with random weights and BN statistics (no training needed to test I/O)."""
-    from xnet.utils.build import build_net, build_task
     from xnet.deploy.weights import save_weights
+    from xnet.utils.build import build_net, build_task
 
     torch.manual_seed(0)
     cfg = compose("restore", ["experiment=demo", "weights=x", "input=x", "paths.output_dir=/tmp/unused"])
@@ -32,7 +33,19 @@ def weights(tmp_path_factory):
 
 
 def run_restore(weights, src, out, *extra):
-    return restore(compose("restore", ["experiment=demo", f"weights={weights}", f"input={src}", f"output={out}", "paths.output_dir=/tmp/unused", *extra]))
+    return restore(
+        compose(
+            "restore",
+            [
+                "experiment=demo",
+                f"weights={weights}",
+                f"input={src}",
+                f"output={out}",
+                "paths.output_dir=/tmp/unused",
+                *extra,
+            ],
+        )
+    )
 
 
 def photo_folder(path, names=("a.png", "b.png")):
@@ -89,12 +102,28 @@ def test_every_file_of_a_folder_is_tried_and_failures_are_listed(tmp_path, weigh
 def test_the_command_line_reports_the_failures_in_lines_and_exits_2(tmp_path, weights):
     photo_folder(tmp_path / "in", ["a.png"])
     (tmp_path / "in" / "b.png").write_bytes(b"broken")
-    res = subprocess.run([sys.executable, "-m", "xnet.restore", "experiment=demo", f"weights={weights}", f"input={tmp_path / 'in'}",
-                          f"output={tmp_path / 'out'}", f"hydra.run.dir={tmp_path / 'run'}"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "xnet.restore",
+            "experiment=demo",
+            f"weights={weights}",
+            f"input={tmp_path / 'in'}",
+            f"output={tmp_path / 'out'}",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 2, res.stderr[-2000:]
     assert "Traceback" not in res.stderr
-    assert res.stderr.splitlines()[-2:] == [f"error: 1 of 2 images failed (1 restored into {tmp_path / 'out'}):",
-                                            f"  {tmp_path / 'in' / 'b.png'}: not an image (or a format Pillow cannot read)"]
+    assert res.stderr.splitlines()[-2:] == [
+        f"error: 1 of 2 images failed (1 restored into {tmp_path / 'out'}):",
+        f"  {tmp_path / 'in' / 'b.png'}: not an image (or a format Pillow cannot read)",
+    ]
 
 
 def test_non_finite_weights_are_refused_before_any_image_is_written(tmp_path, weights):
@@ -128,7 +157,9 @@ def test_big_images_run_in_tiles_with_the_untiled_output(tmp_path, weights, monk
     whole = run_restore(weights, tmp_path / "in", tmp_path / "whole", "tiling.max_pixels=null")[0]
     tiles = []
     real = Tiler.run_tiled
-    monkeypatch.setattr(Tiler, "run_tiled", lambda self, *a: (tiles.append(len(list(self.boxes(150, 170)))), real(self, *a))[1])
+    monkeypatch.setattr(
+        Tiler, "run_tiled", lambda self, *a: (tiles.append(len(list(self.boxes(150, 170)))), real(self, *a))[1]
+    )
     tiled = run_restore(weights, tmp_path / "in", tmp_path / "tiled", "tiling.max_pixels=10000", "tiling.tile=64")[0]
     assert tiles == [9]  # 3 × 3 tiles of at most 64² (+ the receptive radius) instead of one 150 × 170 pass
     assert np.array_equal(np.asarray(Image.open(whole)), np.asarray(Image.open(tiled)))
@@ -158,9 +189,23 @@ def test_an_output_written_meanwhile_by_another_restore_is_kept(tmp_path, weight
 
 def test_a_full_filesystem_is_one_line_and_status_2(tmp_path, weights, full_disk):
     photo_folder(tmp_path / "in", ["a.png"])
-    res = subprocess.run([sys.executable, "-m", "xnet.restore", "experiment=demo", f"weights={weights}", f"input={tmp_path / 'in'}",
-                          f"output={full_disk / 'out'}", f"hydra.run.dir={tmp_path / 'run'}"], cwd=REPO, capture_output=True, text=True,
-                         timeout=300, check=False)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "xnet.restore",
+            "experiment=demo",
+            f"weights={weights}",
+            f"input={tmp_path / 'in'}",
+            f"output={full_disk / 'out'}",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert res.returncode == 2, res.stderr[-2000:]
     line = res.stderr.strip().splitlines()[-1]
     assert line.startswith(f"error: {full_disk / 'out'}") and "No space left on device" in line, line

@@ -1,4 +1,5 @@
 """The figure sweeps: every configured point builds, a tiny real multirun gives a CSV and a plot."""
+
 import csv
 import json
 import os
@@ -6,18 +7,28 @@ import subprocess
 import sys
 
 import pytest
+from conftest import CONF, REPO
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from conftest import CONF, REPO
 from xnet.archs.params import count_paper_params
 from xnet.figures.budget import activation_params, net_params
 from xnet.figures.sweep_plots import make
 
 TINY = [
-    "model.net.width=8", "trainer.max_steps=6", "trainer.val_check_interval=6", "trainer.log_every_n_steps=2",
-    "trainer.enable_progress_bar=false", "data.batch_size=4", "data.patch_size=32", "data.samples_per_epoch=24",
-    "data.val_limit=1", "data.test.limit=1", "module.log_images=0", "threads=1", "hydra/launcher=basic",
+    "model.net.width=8",
+    "trainer.max_steps=6",
+    "trainer.val_check_interval=6",
+    "trainer.log_every_n_steps=2",
+    "trainer.enable_progress_bar=false",
+    "data.batch_size=4",
+    "data.patch_size=32",
+    "data.samples_per_epoch=24",
+    "data.val_limit=1",
+    "data.test.limit=1",
+    "module.log_images=0",
+    "threads=1",
+    "hydra/launcher=basic",
     "data/train=sample",  # the embedded photo, not Train400: decoding 400 images takes seconds per job
     "hydra.sweep.subdir=${hydra.job.num}",  # the default names every override: too long a path
 ]
@@ -34,7 +45,14 @@ def compose(config_name, overrides):
 
 def run_multirun(args, cwd=REPO, timeout=120):
     env = {**os.environ, "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "xnet.train", "-m", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "xnet.train", "-m", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def sweep_points(cfg, key="arch"):
@@ -78,22 +96,37 @@ def test_fig3_is_a_product_grid_of_depth_and_xunit_kernel(quick):
     depths = {p["model.net.depth"] for p in x_points}
     kernels = {p["model.net.xunit.kernel_size"] for p in x_points}
     assert len(x_points) == len(depths) * len(kernels) and set(c_points[0]) == {"model.net.depth"}
-    counts = {("xnet", p["model.net.depth"], p["model.net.xunit.kernel_size"]): count_paper_params(net_at(xnets, p)) for p in x_points}
+    counts = {
+        ("xnet", p["model.net.depth"], p["model.net.xunit.kernel_size"]): count_paper_params(net_at(xnets, p))
+        for p in x_points
+    }
     counts |= {("convnet", p["model.net.depth"], None): count_paper_params(net_at(convnets, p)) for p in c_points}
     assert counts[("xnet", 3, 9)] == 49_024 and counts[("convnet", 9, None)] == 260_096  # the paper's headline pair
-    assert counts[("xnet", 2, 1)] == net_params(2, 64, 1)[0] and counts[("convnet", 3, None)] == net_params(3, 64, None)[0]
+    assert (
+        counts[("xnet", 2, 1)] == net_params(2, 64, 1)[0] and counts[("convnet", 3, None)] == net_params(3, 64, None)[0]
+    )
     if quick:
         assert (depths, kernels, [p["model.net.depth"] for p in c_points]) == ({2, 3, 4}, {1, 5, 9}, [3, 5, 7, 9])
         assert xnets.trainer.max_steps == convnets.trainer.max_steps == 1000
     else:
-        assert (depths, kernels, [p["model.net.depth"] for p in c_points]) == ({2, 3, 4, 5, 6}, {1, 3, 5, 7, 9}, list(range(2, 10)))
-        assert (xnets.data.batch_size, xnets.data.patch_size, xnets.optim.lr) == (64, 80, 1e-3) == (convnets.data.batch_size, convnets.data.patch_size, convnets.optim.lr)
+        assert (depths, kernels, [p["model.net.depth"] for p in c_points]) == (
+            {2, 3, 4, 5, 6},
+            {1, 3, 5, 7, 9},
+            list(range(2, 10)),
+        )
+        assert (
+            (xnets.data.batch_size, xnets.data.patch_size, xnets.optim.lr)
+            == (64, 80, 1e-3)
+            == (convnets.data.batch_size, convnets.data.patch_size, convnets.optim.lr)
+        )
 
 
 @pytest.mark.parametrize("experiment", ["fig4", "fig4_quick", "fig4_medium"])
 def test_fig4_points_are_on_budget(experiment):
     cfg = compose("train", [f"experiment={experiment}", "paths.output_dir=/tmp/unused"])
-    budget, tol = (31_136, 0.02) if "medium" in experiment else (99_136, 0.01)  # the 32-channel analogue at the medium tier
+    budget, tol = (
+        (31_136, 0.02) if "medium" in experiment else (99_136, 0.01)
+    )  # the 32-channel analogue at the medium tier
     shares = []
     for p in sweep_points(cfg):
         net = net_of(cfg, p)
@@ -112,10 +145,15 @@ def test_model_group_sweeps_compose(experiment):
         variants = params["xunit"].split(",")
         every = {f.stem for f in (CONF / "xunit").glob("*.yaml")}
         beyond_the_paper = {"frelu", "silu"}  # FReLU and SiLU: in the medium sweep only
-        assert set(variants) == (every if "medium" in experiment else every - beyond_the_paper) and len(variants) == len(set(variants))
+        assert set(variants) == (every if "medium" in experiment else every - beyond_the_paper) and len(
+            variants
+        ) == len(set(variants))
         for v in variants:  # every variant composes and builds at the deepest point
             depth = max(int(d) for d in str(params["model.net.depth"]).split(","))
-            c = compose("train", [f"experiment={experiment}", f"xunit={v}", f"model.net.depth={depth}", "paths.output_dir=/tmp/unused"])
+            c = compose(
+                "train",
+                [f"experiment={experiment}", f"xunit={v}", f"model.net.depth={depth}", "paths.output_dir=/tmp/unused"],
+            )
             instantiate(c.model.net)
     else:
         assert cfg.task.residual is False and params["model"] == "xnet,convnet"
@@ -133,7 +171,10 @@ def test_optuna_search_composes():
 def test_tiny_fig3_multirun_gives_csv_and_plot(data_dir, tmp_path):
     """2 models × 2 depths of fig3_quick, shrunk to seconds; then xnet.figures.sweep_plots on the sweep dir."""
     sweep = tmp_path / "sweep"
-    for experiment, points in (("fig3_quick_convnet", ["model.net.depth=3,5"]), ("fig3_quick", ["model.net.depth=2,3", "model.net.xunit.kernel_size=9"])):
+    for experiment, points in (
+        ("fig3_quick_convnet", ["model.net.depth=3,5"]),
+        ("fig3_quick", ["model.net.depth=2,3", "model.net.xunit.kernel_size=9"]),
+    ):
         res = run_multirun([f"experiment={experiment}", *points, *TINY, f"hydra.sweep.dir={sweep / experiment}"])
         assert res.returncode == 0, res.stderr[-3000:]
     runs = sorted(sweep.glob("*/*/metrics.json"))
@@ -141,10 +182,15 @@ def test_tiny_fig3_multirun_gives_csv_and_plot(data_dir, tmp_path):
     for m in runs:
         data = json.loads(m.read_text())
         assert data["step"] == 6 and data["test/dataset"] == "BSD68"
-    rows, csv_path, png = make("fig3", sweep, tmp_path / "fig3.png", tmp_path / "fig3.csv")
+    _rows, csv_path, png = make("fig3", sweep, tmp_path / "fig3.png", tmp_path / "fig3.csv")
     with open(csv_path) as f:
         table = list(csv.DictReader(f))
-    assert sorted((r["model"], r["depth"]) for r in table) == [("convnet", "3"), ("convnet", "5"), ("xnet", "2"), ("xnet", "3")]
+    assert sorted((r["model"], r["depth"]) for r in table) == [
+        ("convnet", "3"),
+        ("convnet", "5"),
+        ("xnet", "2"),
+        ("xnet", "3"),
+    ]
     assert all(r["status"] == "ok" and float(r["test/psnr"]) > 10 for r in table)
     assert png.stat().st_size > 10_000
 
@@ -152,7 +198,16 @@ def test_tiny_fig3_multirun_gives_csv_and_plot(data_dir, tmp_path):
 def test_a_failed_job_does_not_stop_the_sweep(data_dir, tmp_path):
     """A diverging job (absurd learning rate) is recorded as failed; the other job still runs."""
     sweep = tmp_path / "sweep"
-    res = run_multirun(["experiment=fig3_quick", "model.net.depth=2", "model.net.xunit.kernel_size=9", "optim.lr=1e30,1e-3", *TINY, f"hydra.sweep.dir={sweep}"])
+    res = run_multirun(
+        [
+            "experiment=fig3_quick",
+            "model.net.depth=2",
+            "model.net.xunit.kernel_size=9",
+            "optim.lr=1e30,1e-3",
+            *TINY,
+            f"hydra.sweep.dir={sweep}",
+        ]
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     rows = {r["run_dir"].split("_")[0]: r for r in make("table", sweep)[0]}
     assert len(rows) == 2
@@ -165,8 +220,14 @@ def test_a_sweep_run_again_skips_finished_jobs_and_resumes_interrupted_ones(tmp_
     sweep = tmp_path / "sweep"
     tiny = [o for o in TINY if not o.startswith("hydra.sweep.subdir")]  # the tier's own folder names: overrides only
     unnamed = "[experiment,trainer,logger,hydra.launcher,hydra.sweeper,trainer.max_steps,trainer.val_check_interval]"
-    base = ["experiment=fig3_medium_convnet", "data/test=bsd68_first8", "model.net.depth=2,3", f"hydra.sweep.dir={sweep}", *tiny,
-            f"hydra.job.config.override_dirname.exclude_keys={unnamed}"]  # a longer budget: the same job
+    base = [
+        "experiment=fig3_medium_convnet",
+        "data/test=bsd68_first8",
+        "model.net.depth=2,3",
+        f"hydra.sweep.dir={sweep}",
+        *tiny,
+        f"hydra.job.config.override_dirname.exclude_keys={unnamed}",
+    ]  # a longer budget: the same job
     first = run_multirun([*base, "trainer.max_steps=4", "trainer.val_check_interval=4"])
     assert first.returncode == 0, first.stderr[-2000:]
     depth = {OmegaConf.load(d / ".hydra" / "config.yaml").model.net.depth: d for d in sweep.iterdir() if d.is_dir()}
@@ -182,6 +243,8 @@ def test_a_sweep_run_again_skips_finished_jobs_and_resumes_interrupted_ones(tmp_
     assert third.returncode == 0, third.stderr[-2000:]
     assert [(j / "metrics.json").stat().st_mtime_ns for j in jobs] == stamps
     assert (third.stdout + third.stderr).count("already trained to step 6") == 2
-    one = run_multirun([o if o != "model.net.depth=2,3" else "model.net.depth=3" for o in base])  # a subset: same folder
+    one = run_multirun(
+        [o if o != "model.net.depth=2,3" else "model.net.depth=3" for o in base]
+    )  # a subset: same folder
     assert "already trained to step 6" in one.stdout + one.stderr
     assert sorted(p for p in sweep.iterdir() if p.is_dir()) == sorted(jobs)

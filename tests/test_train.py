@@ -1,18 +1,19 @@
 """Real (tiny) training runs: learning happens, checkpoints resume, divergence stops cleanly."""
+
 import csv
 import json
 import logging
 
 import pytest
 import torch
+from conftest import CONF, TINY, compose, run_train
 from omegaconf import OmegaConf
 
-from conftest import CONF, TINY, compose, run_train
-from xnet.protocol.degradations import GaussianNoise
 from xnet.evaluate import evaluate
 from xnet.lit.module import NonFiniteLossError
-from xnet.train import optimized_value
+from xnet.protocol.degradations import GaussianNoise
 from xnet.protocol.errors import ConfigError
+from xnet.train import optimized_value
 
 SEARCHED = OmegaConf.load(CONF / "hparams_search" / "optuna.yaml").optimized_metric  # what the Optuna search maximises
 
@@ -32,16 +33,23 @@ def test_short_training_raises_psnr_well_above_the_noisy_input(tiny_run):
     assert len(tested) == 1 and float(tested[0]["test/psnr"]) == pytest.approx(summary["test/psnr"], abs=1e-4)
     assert list((out / "csv" / "images").glob("*.png"))  # input | output | target triplets
     (best,) = (out / "checkpoints").glob("best-*.ckpt")  # scored after fit exactly as xnet.evaluate scores it
-    evaluated = evaluate(compose("eval", ["experiment=demo", f"weights={best}", "data/test=sample", f"paths.output_dir={out / 'eval'}"]))
+    evaluated = evaluate(
+        compose("eval", ["experiment=demo", f"weights={best}", "data/test=sample", f"paths.output_dir={out / 'eval'}"])
+    )
     assert saved["test/psnr"] == evaluated["psnr"]
 
 
 def test_resume_continues_from_the_checkpoint(tmp_path):
-    first = run_train(tmp_path, [*TINY, "trainer.max_steps=20", "trainer.val_check_interval=10", "test_after_fit=false"])
+    first = run_train(
+        tmp_path, [*TINY, "trainer.max_steps=20", "trainer.val_check_interval=10", "test_after_fit=false"]
+    )
     assert first["step"] == 20
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["global_step"] == 20 and ckpt["xnet"]["params_paper"] == 39_296
-    resumed = run_train(tmp_path, [*TINY, "trainer.max_steps=30", "trainer.val_check_interval=10", "ckpt_path=last", "test_after_fit=false"])
+    resumed = run_train(
+        tmp_path,
+        [*TINY, "trainer.max_steps=30", "trainer.val_check_interval=10", "ckpt_path=last", "test_after_fit=false"],
+    )
     assert resumed["step"] == 30  # 10 more steps, not 30 from scratch
     lines = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()
     assert len(lines) > 3
@@ -59,7 +67,12 @@ class NaNAfterTwoDraws(GaussianNoise):
 
 
 def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_good_checkpoint(tmp_path):
-    overrides = [*TINY, "trainer.val_check_interval=2", "test_after_fit=false", "task.degradation._target_=test_train.NaNAfterTwoDraws"]
+    overrides = [
+        *TINY,
+        "trainer.val_check_interval=2",
+        "test_after_fit=false",
+        "task.degradation._target_=test_train.NaNAfterTwoDraws",
+    ]
     with pytest.raises(NonFiniteLossError, match="last good checkpoint"):
         run_train(tmp_path, overrides)
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
@@ -75,7 +88,12 @@ class NaNAtOnce(GaussianNoise):
 
 
 def test_a_loss_that_breaks_before_any_save_does_not_point_at_a_checkpoint(tmp_path):
-    overrides = [*TINY, "trainer.val_check_interval=2", "test_after_fit=false", "task.degradation._target_=test_train.NaNAtOnce"]
+    overrides = [
+        *TINY,
+        "trainer.val_check_interval=2",
+        "test_after_fit=false",
+        "task.degradation._target_=test_train.NaNAtOnce",
+    ]
     with pytest.raises(NonFiniteLossError, match="No checkpoint was saved before it") as info:
         run_train(tmp_path, overrides)
     assert "last.ckpt" not in str(info.value) and not (tmp_path / "checkpoints" / "last.ckpt").exists()
@@ -88,7 +106,11 @@ def test_fast_dev_run_smoke_says_where_the_run_is_at_start_and_end(tmp_path, cap
     said = [r.getMessage() for r in caplog.records if r.name == "xnet.train"]
     assert said[0] == f"run dir: {tmp_path.resolve()}" and said[-1] == f"done: {tmp_path.resolve()}"
     saved = json.loads((tmp_path / "metrics.json").read_text())
-    assert saved["step"] == 1 and saved["config"]["name"] == "demo" and saved["val/psnr"] == pytest.approx(summary["val/psnr"])
+    assert (
+        saved["step"] == 1
+        and saved["config"]["name"] == "demo"
+        and saved["val/psnr"] == pytest.approx(summary["val/psnr"])
+    )
     assert optimized_value(summary, SEARCHED) == summary["val/psnr"]  # even a one-step run logs what a search optimises
 
 
@@ -100,7 +122,10 @@ def test_the_optimized_metric_is_read_as_the_search_names_it():
     assert optimized_value(summary, "val/psnr_input") == 20.1
     assert optimized_value(summary, None) is None
     assert optimized_value({"name": "x", "status": "ok", "step": 3, "rank": 1}, SEARCHED) is None  # DDP ranks > 0
-    with pytest.raises(ConfigError, match=r"^optimized_metric=val/ssim: this run logged no such metric \(it logged \['val/psnr', 'val/psnr_input'\]\)$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^optimized_metric=val/ssim: this run logged no such metric \(it logged \['val/psnr', 'val/psnr_input'\]\)$",
+    ):
         optimized_value(summary, "val/ssim")
 
 
@@ -108,7 +133,9 @@ def test_wandb_logger_works_offline_without_a_prompt(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.setenv("WANDB_SILENT", "true")
-    summary = run_train(tmp_path, [*TINY, "logger=wandb", "trainer.max_steps=4", "trainer.val_check_interval=2", "test_after_fit=false"])
+    summary = run_train(
+        tmp_path, [*TINY, "logger=wandb", "trainer.max_steps=4", "trainer.val_check_interval=2", "test_after_fit=false"]
+    )
     assert summary["step"] == 4
     assert list(tmp_path.glob("wandb/offline-run-*"))
 
@@ -117,6 +144,7 @@ def test_wandb_goes_offline_when_no_key_is_configured(monkeypatch, tmp_path):
     import os
 
     from conftest import compose
+
     from xnet.utils.build import setup_runtime
 
     monkeypatch.delenv("WANDB_MODE", raising=False)
@@ -128,8 +156,14 @@ def test_wandb_goes_offline_when_no_key_is_configured(monkeypatch, tmp_path):
 
 def test_time_limited_chunks_save_their_progress_and_resume(tmp_path):
     """A chunk stopped by trainer.max_time (e.g. a 10-minute lease) keeps every step it made."""
-    chunk = [*TINY, "trainer.max_steps=100000", "trainer.val_check_interval=1000", "test_after_fit=false",
-             "data.samples_per_epoch=100000", "milestones_db=[1.0]"]
+    chunk = [
+        *TINY,
+        "trainer.max_steps=100000",
+        "trainer.val_check_interval=1000",
+        "test_after_fit=false",
+        "data.samples_per_epoch=100000",
+        "milestones_db=[1.0]",
+    ]
     first = run_train(tmp_path, [*chunk, "trainer.max_time=00:00:00:03"])
     assert 0 < first["step"] < 100000
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
@@ -162,21 +196,38 @@ def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(tmp_path, load
     number) are all in the checkpoint: stopping at step 13 (mid-epoch: 8-batch epochs) and resuming
     gives bit-identical weights at step 30, for both loaders (the workers one with 2 worker processes)."""
     workers = ["data.num_workers=2"] if loader == "workers" else []
-    common = [*TINY, "trainer.max_steps=30", "trainer.val_check_interval=10", "test_after_fit=false", f"data.loader={loader}",
-              "data.samples_per_epoch=64", "recipe=fast", *workers]
+    common = [
+        *TINY,
+        "trainer.max_steps=30",
+        "trainer.val_check_interval=10",
+        "test_after_fit=false",
+        f"data.loader={loader}",
+        "data.samples_per_epoch=64",
+        "recipe=fast",
+        *workers,
+    ]
     run_train(tmp_path / "whole", common)
-    run_train(tmp_path / "split", [*common, "+callbacks.stop._target_=test_train.StopAtStep", "+callbacks.stop.step=13"])
-    assert torch.load(tmp_path / "split/checkpoints/last.ckpt", map_location="cpu", weights_only=True)["global_step"] == 13
+    run_train(
+        tmp_path / "split", [*common, "+callbacks.stop._target_=test_train.StopAtStep", "+callbacks.stop.step=13"]
+    )
+    assert (
+        torch.load(tmp_path / "split/checkpoints/last.ckpt", map_location="cpu", weights_only=True)["global_step"] == 13
+    )
     resumed = run_train(tmp_path / "split", [*common, "ckpt_path=last"])
     assert resumed["step"] == 30
-    whole, split = _weights(tmp_path / "whole/checkpoints/last.ckpt"), _weights(tmp_path / "split/checkpoints/last.ckpt")
+    whole, split = (
+        _weights(tmp_path / "whole/checkpoints/last.ckpt"),
+        _weights(tmp_path / "split/checkpoints/last.ckpt"),
+    )
     assert all(torch.equal(whole[k], split[k]) for k in whole)
 
 
 @pytest.mark.cuda
 def test_gpu_trainer_trains_on_device_data_in_bf16(tmp_path):
     """trainer=gpu: bf16 autocast, channels_last, fused Adam, batches drawn on the GPU; scoring in fp32."""
-    summary = run_train(tmp_path, [*TINY, "trainer=gpu", "trainer.max_steps=30", "trainer.val_check_interval=15", "recipe=fast"])
+    summary = run_train(
+        tmp_path, [*TINY, "trainer=gpu", "trainer.max_steps=30", "trainer.val_check_interval=15", "recipe=fast"]
+    )
     assert summary["step"] == 30
     assert summary["val/psnr"] - summary["val/psnr_input"] > 2.0
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
@@ -213,8 +264,13 @@ def test_the_train_entry_point_imports_no_torch_so_help_and_completion_are_quick
 def test_a_checkpoint_is_never_written_after_an_unchecked_non_finite_loss(tmp_path):
     """Between two checks (every 50 steps) a NaN loss skips its update on the device; a save in that
     window (here every 3 steps, the periodic last.ckpt) raises instead of writing NaN BN statistics."""
-    overrides = [*TINY, "trainer.val_check_interval=1000", "test_after_fit=false", "callbacks.periodic_last.every_n_train_steps=3",
-                 "task.degradation._target_=test_train.NaNAfterTwoDraws"]
+    overrides = [
+        *TINY,
+        "trainer.val_check_interval=1000",
+        "test_after_fit=false",
+        "callbacks.periodic_last.every_n_train_steps=3",
+        "task.degradation._target_=test_train.NaNAfterTwoDraws",
+    ]
     NaNAfterTwoDraws.draws = 0
     with pytest.raises(NonFiniteLossError, match="at step 2"):
         run_train(tmp_path, overrides)
@@ -225,6 +281,15 @@ def test_debug_tiny_scores_four_test_images_and_a_full_run_the_whole_set(tmp_pat
     """debug=tiny: 40 steps then 4 test images (not all 68 of BSD68); without it every test image counts."""
     tiny = compose("train", ["debug=tiny", "paths.output_dir=/tmp/unused"])
     assert tiny.test_limit == 4 and compose("train", ["paths.output_dir=/tmp/unused"]).test_limit is None
-    summary = run_train(tmp_path, ["experiment=demo", "debug=tiny", "trainer.enable_progress_bar=false", "data/test=bsd68",
-                                   "trainer.max_steps=2", "trainer.val_check_interval=2"])
+    summary = run_train(
+        tmp_path,
+        [
+            "experiment=demo",
+            "debug=tiny",
+            "trainer.enable_progress_bar=false",
+            "data/test=bsd68",
+            "trainer.max_steps=2",
+            "trainer.val_check_interval=2",
+        ],
+    )
     assert summary["test/images"] == 4 and summary["test/dataset"] == "BSD68"

@@ -1,6 +1,7 @@
 """Resuming: ``ckpt_path=last`` says where it looked when there is nothing (``last_if_any`` starts
 fresh for chunked runs), one last.ckpt holds the newest state, and SIGTERM/SIGINT stop cleanly
 with a last.ckpt that resumes exactly."""
+
 import os
 import signal
 import subprocess
@@ -16,7 +17,9 @@ from xnet.utils.rundir import held_run
 
 
 def test_resume_with_nothing_to_resume_names_the_folder(tmp_path):
-    with pytest.raises(ConfigError, match=f"ckpt_path=last: nothing to resume, no checkpoints/last.ckpt in the run dir {tmp_path}"):
+    with pytest.raises(
+        ConfigError, match=f"ckpt_path=last: nothing to resume, no checkpoints/last.ckpt in the run dir {tmp_path}"
+    ):
         resolve_ckpt_path("last", tmp_path)
 
 
@@ -24,13 +27,25 @@ def test_last_if_any_starts_fresh_or_resumes(tmp_path):
     assert resolve_ckpt_path("last_if_any", tmp_path) is None
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"x")
-    assert resolve_ckpt_path("last_if_any", tmp_path) == resolve_ckpt_path("last", tmp_path) == str(tmp_path / "checkpoints" / "last.ckpt")
+    assert (
+        resolve_ckpt_path("last_if_any", tmp_path)
+        == resolve_ckpt_path("last", tmp_path)
+        == str(tmp_path / "checkpoints" / "last.ckpt")
+    )
 
 
 def test_a_run_keeps_one_last_checkpoint_with_the_newest_state(tmp_path):
     """The periodic save and the validation-time save share last.ckpt (no stale last-v1.ckpt beside it)."""
-    run_train(tmp_path, [*TINY, "trainer.max_steps=8", "trainer.val_check_interval=4", "callbacks.periodic_last.every_n_train_steps=3",
-                         "test_after_fit=false"])
+    run_train(
+        tmp_path,
+        [
+            *TINY,
+            "trainer.max_steps=8",
+            "trainer.val_check_interval=4",
+            "callbacks.periodic_last.every_n_train_steps=3",
+            "test_after_fit=false",
+        ],
+    )
     names = sorted(p.name for p in (tmp_path / "checkpoints").glob("last*.ckpt"))
     assert names == ["last.ckpt"]
     assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 8
@@ -41,8 +56,16 @@ COMMON = [*TINY, "trainer.val_check_interval=1000", "data.samples_per_epoch=1000
 
 def train_until_signal(run_dir, signum, after_step=3):
     """``python -m xnet.train`` with no end in sight, sent ``signum`` once it logs step ``after_step``."""
-    cmd = [sys.executable, "-m", "xnet.train", *COMMON, "trainer.max_steps=100000", "callbacks.progress_log.every=1", "threads=1",
-           f"hydra.run.dir={run_dir}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "xnet.train",
+        *COMMON,
+        "trainer.max_steps=100000",
+        "callbacks.progress_log.every=1",
+        "threads=1",
+        f"hydra.run.dir={run_dir}",
+    ]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     output = []
     try:
@@ -108,14 +131,26 @@ SHORT = [*TINY, "trainer.max_steps=4", "trainer.val_check_interval=2", "data.val
 
 
 def cli_train(run_dir, *args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "xnet.train", *SHORT, "threads=1", *args, f"hydra.run.dir={run_dir}"], cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "xnet.train", *SHORT, "threads=1", *args, f"hydra.run.dir={run_dir}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def test_a_fresh_start_into_a_run_dir_that_holds_a_run_is_refused(tmp_path):
     run_train(tmp_path, SHORT)
-    before = {p: p.read_bytes() for p in [tmp_path / "checkpoints" / "last.ckpt", tmp_path / "csv" / "metrics.csv", tmp_path / "metrics.json"]}
-    with pytest.raises(RunDirTaken, match=rf"hydra.run.dir={tmp_path} already holds a run \(checkpoints/.*resume it with ckpt_path=last"):
+    before = {
+        p: p.read_bytes()
+        for p in [tmp_path / "checkpoints" / "last.ckpt", tmp_path / "csv" / "metrics.csv", tmp_path / "metrics.json"]
+    }
+    with pytest.raises(
+        RunDirTaken,
+        match=rf"hydra.run.dir={tmp_path} already holds a run \(checkpoints/.*resume it with ckpt_path=last",
+    ):
         run_train(tmp_path, [*SHORT, "trainer.max_steps=2"])
     assert all(p.read_bytes() == data for p, data in before.items())  # step 4 stays step 4, its log stays
 
@@ -133,7 +168,11 @@ def test_the_command_line_refuses_in_one_line_with_status_2(tmp_path):
     (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"an earlier run's")
     res = cli_train(tmp_path)
     assert res.returncode == 2, res.stderr[-2000:]
-    assert res.stderr.strip().splitlines()[-1].startswith(f"error: hydra.run.dir={tmp_path} already holds a run (checkpoints/last.ckpt)")
+    assert (
+        res.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"error: hydra.run.dir={tmp_path} already holds a run (checkpoints/last.ckpt)")
+    )
     assert (tmp_path / "checkpoints" / "last.ckpt").read_bytes() == b"an earlier run's"
 
 
@@ -184,7 +223,11 @@ def test_a_malicious_resume_checkpoint_is_refused_in_one_line(tmp_path):
     torch.save({"state_dict": {}, "global_step": 1, "optimizer_states": [], "x": Payload()}, evil)
     res = cli_train(tmp_path / "run", f"ckpt_path={evil}")
     assert res.returncode == 2, res.stderr[-2000:]
-    assert res.stderr.strip().splitlines()[-1].startswith(f"error: {evil}: not a loadable state dict with weights_only=True")
+    assert (
+        res.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"error: {evil}: not a loadable state dict with weights_only=True")
+    )
     assert "pwned" not in res.stdout
 
 
@@ -198,10 +241,20 @@ def test_a_full_disk_at_a_checkpoint_save_is_named(tmp_path, dev_full):
 def test_the_same_chunk_command_trains_on_every_time(tmp_path):
     """``trainer.max_time`` per chunk: the Timer's time from earlier chunks is not carried over
     (it was, and every chunk after the first stopped at once, exit 0, the step count frozen)."""
-    chunk = [*TINY, "trainer.max_steps=100000", "trainer.val_check_interval=1000", "data.samples_per_epoch=100000",
-             "test_after_fit=false", "trainer.max_time=00:00:00:02", "ckpt_path=last_if_any"]
+    chunk = [
+        *TINY,
+        "trainer.max_steps=100000",
+        "trainer.val_check_interval=1000",
+        "data.samples_per_epoch=100000",
+        "test_after_fit=false",
+        "trainer.max_time=00:00:00:02",
+        "ckpt_path=last_if_any",
+    ]
     steps = [run_train(tmp_path, chunk)["step"] for _ in range(3)]
     assert 0 < steps[0] < steps[1] < steps[2], steps
-    clock = next(v for k, v in torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"].items()
-                 if k.startswith("WallClock"))
+    clock = next(
+        v
+        for k, v in torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"].items()
+        if k.startswith("WallClock")
+    )
     assert clock["elapsed"] >= 3 * 2 * 0.9  # the summed training time keeps counting across chunks

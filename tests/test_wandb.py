@@ -5,6 +5,7 @@ the whole config and the group choices, the per-image test table, the paper's fi
 a resumed chunk continues its run; an evaluation is a run of job type ``eval``; wandb itself is
 asked whether it is logged in (a self-hosted server included).
 """
+
 from __future__ import annotations
 
 import json
@@ -15,21 +16,34 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, TINY, compose, run_train
 from wandb_offline import offline_runs
+
 from xnet.utils.hydra_job import JobInfo, job_dirname, run_name
 
 SWEEP_TINY = [
-    "model.net.width=8", "trainer.max_steps=4", "trainer.val_check_interval=4", "trainer.log_every_n_steps=2",
-    "trainer.enable_progress_bar=false", "data.batch_size=4", "data.patch_size=32", "data.samples_per_epoch=16",
-    "data.val_limit=1", "data.test.limit=2", "module.log_images=1", "threads=1", "data/train=sample",
+    "model.net.width=8",
+    "trainer.max_steps=4",
+    "trainer.val_check_interval=4",
+    "trainer.log_every_n_steps=2",
+    "trainer.enable_progress_bar=false",
+    "data.batch_size=4",
+    "data.patch_size=32",
+    "data.samples_per_epoch=16",
+    "data.val_limit=1",
+    "data.test.limit=2",
+    "module.log_images=1",
+    "threads=1",
+    "data/train=sample",
 ]
 
 
 def wandb_env(tmp_path: Path) -> dict[str, str]:
     """Offline, silent, and every W&B folder (settings, cache, artifacts) inside ``tmp_path``."""
-    folders = {k: tmp_path / k.lower() for k in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR")}
+    folders = {
+        k: tmp_path / k.lower()
+        for k in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR")
+    }
     for f in folders.values():
         f.mkdir(parents=True, exist_ok=True)
     return {"WANDB_MODE": "offline", "WANDB_SILENT": "true", **{k: str(v) for k, v in folders.items()}}
@@ -43,7 +57,14 @@ def offline_wandb(tmp_path, monkeypatch):
 
 def multirun(tmp_path: Path, args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, **wandb_env(tmp_path / "wandb_home"), "HYDRA_FULL_ERROR": "1", "OMP_NUM_THREADS": "1"}
-    res = subprocess.run([sys.executable, "-m", "xnet.train", "-m", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    res = subprocess.run(
+        [sys.executable, "-m", "xnet.train", "-m", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert res.returncode == 0, res.stderr[-4000:]
     return res
 
@@ -54,8 +75,19 @@ def job_dirs(sweep: Path) -> list[Path]:
 
 def test_a_multirun_gives_one_named_grouped_run_per_job_with_config_table_and_paper_gap(data_dir, tmp_path):
     sweep = tmp_path / "sweep"
-    multirun(tmp_path, ["experiment=fig3_quick", "model.net.depth=2,3", "model.net.xunit.kernel_size=9", "logger=wandb", "paper_psnr=29.21",
-                        "hydra/launcher=basic", *SWEEP_TINY, f"hydra.sweep.dir={sweep}"])
+    multirun(
+        tmp_path,
+        [
+            "experiment=fig3_quick",
+            "model.net.depth=2,3",
+            "model.net.xunit.kernel_size=9",
+            "logger=wandb",
+            "paper_psnr=29.21",
+            "hydra/launcher=basic",
+            *SWEEP_TINY,
+            f"hydra.sweep.dir={sweep}",
+        ],
+    )
     jobs = job_dirs(sweep)
     assert len(jobs) == 2 and not list(sweep.glob("*/*/metrics.json"))  # flat: data/train=... made no sub-folder
     runs = {}
@@ -66,15 +98,24 @@ def test_a_multirun_gives_one_named_grouped_run_per_job_with_config_table_and_pa
     assert set(runs) == {"depth=2 kernel_size=9", "depth=3 kernel_size=9"}  # named by the sweep axes, not "fig3_quick"
     assert len({r.id for r in runs.values()}) == 2
     xnet = runs["depth=3 kernel_size=9"]
-    assert xnet.group == "fig3_quick" and xnet.job_type == "train" and {"denoise", "xnet", "train", "multirun"} <= set(xnet.tags)
+    assert (
+        xnet.group == "fig3_quick"
+        and xnet.job_type == "train"
+        and {"denoise", "xnet", "train", "multirun"} <= set(xnet.tags)
+    )
     net = xnet.config["model"]["net"]
     assert (net["depth"], net["width"], net["xunit"]["kernel_size"]) == (3, 8, 9)
     assert xnet.config["choices"]["xunit"] == "paper" and xnet.config["choices"]["recipe"] == "paper"
     assert xnet.config["task"]["sigma"] == 25 and xnet.config["data"]["batch_size"] == 4 and xnet.config["seed"] == 0
     assert xnet.config["trainer"]["max_steps"] == 4 and "model.net.depth=3" in xnet.config["overrides"]
-    metrics = json.loads((sweep / [j.name for j in jobs if j.name.startswith("1_")][0] / "metrics.json").read_text())
-    assert xnet.summary["test/psnr"] == pytest.approx(metrics["test/psnr"]) and xnet.summary["params_paper"] == metrics["params_paper"]
-    assert xnet.summary["paper/psnr"] == 29.21 and xnet.summary["paper/gap"] == pytest.approx(metrics["test/psnr"] - 29.21)
+    metrics = json.loads((sweep / next(j.name for j in jobs if j.name.startswith("1_")) / "metrics.json").read_text())
+    assert (
+        xnet.summary["test/psnr"] == pytest.approx(metrics["test/psnr"])
+        and xnet.summary["params_paper"] == metrics["params_paper"]
+    )
+    assert xnet.summary["paper/psnr"] == 29.21 and xnet.summary["paper/gap"] == pytest.approx(
+        metrics["test/psnr"] - 29.21
+    )
     (table,) = xnet.files("media/table/test/per_image_*.table.json")
     data = json.loads(table.read_text())
     assert data["columns"][:3] == ["image", "psnr", "ssim"] and len(data["data"]) == 2
@@ -87,8 +128,21 @@ def test_joblib_workers_give_one_run_per_job_in_flat_folders(data_dir, tmp_path)
     """Pooled workers run several jobs each: every job still gets its own W&B run (and the run-dir
     resolver is registered in the workers)."""
     sweep = tmp_path / "sweep"
-    multirun(tmp_path, ["experiment=fig3_quick", "model.net.depth=2", "model.net.xunit.kernel_size=1,5,9", "logger=wandb", "data/test=bsd68_first8",
-                        "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *SWEEP_TINY, "test_after_fit=false", f"hydra.sweep.dir={sweep}"])
+    multirun(
+        tmp_path,
+        [
+            "experiment=fig3_quick",
+            "model.net.depth=2",
+            "model.net.xunit.kernel_size=1,5,9",
+            "logger=wandb",
+            "data/test=bsd68_first8",
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2",
+            *SWEEP_TINY,
+            "test_after_fit=false",
+            f"hydra.sweep.dir={sweep}",
+        ],
+    )
     jobs = job_dirs(sweep)
     assert len(jobs) == 3 and all(j.name.split("_", 1)[0] in "012" for j in jobs)
     ids = [r.id for j in jobs for r in offline_runs(j)]
@@ -110,7 +164,10 @@ def test_an_evaluation_is_an_eval_run_with_the_per_image_table(tmp_path, offline
     from xnet.evaluate import evaluate
 
     ckpt = tiny_run[0] / "checkpoints" / "last.ckpt"
-    cfg = compose("eval", [f"paths.output_dir={tmp_path}", "experiment=demo", f"weights={ckpt}", "data/test=sample", "logger=wandb"])
+    cfg = compose(
+        "eval",
+        [f"paths.output_dir={tmp_path}", "experiment=demo", f"weights={ckpt}", "data/test=sample", "logger=wandb"],
+    )
     result = evaluate(cfg)
     (run,) = offline_runs(tmp_path)
     assert run.job_type == "eval" and run.summary["psnr"] == pytest.approx(result["psnr"])
@@ -119,17 +176,35 @@ def test_an_evaluation_is_an_eval_run_with_the_per_image_table(tmp_path, offline
 
 
 def test_names_by_overrides_and_flat_job_dirs():
-    sweep = JobInfo(multirun=True, overrides=["arch=xnet_d3_r9", "data/test=set12", "optim.lr=1e-4", "hydra.launcher.n_jobs=2"],
-                    sweep_keys={"arch", "optim.lr"}, choices={"data/test": "set12", "model": "xnet"})
+    sweep = JobInfo(
+        multirun=True,
+        overrides=["arch=xnet_d3_r9", "data/test=set12", "optim.lr=1e-4", "hydra.launcher.n_jobs=2"],
+        sweep_keys={"arch", "optim.lr"},
+        choices={"data/test": "set12", "model": "xnet"},
+    )
     assert run_name(sweep, "fig3", {"arch"}) == "xnet d3 r9 lr=1e-4"
-    single = JobInfo(overrides=["experiment=table1_xdncnn_s25", "recipe=fast", "trainer.max_steps=300", "paths.output_dir=x", "logger=wandb",
-                                "hydra.run.dir=outputs/x25", "ckpt_path=last"], choices={"recipe": "fast", "logger": "wandb"})
+    single = JobInfo(
+        overrides=[
+            "experiment=table1_xdncnn_s25",
+            "recipe=fast",
+            "trainer.max_steps=300",
+            "paths.output_dir=x",
+            "logger=wandb",
+            "hydra.run.dir=outputs/x25",
+            "ckpt_path=last",
+        ],
+        choices={"recipe": "fast", "logger": "wandb"},
+    )
     assert run_name(single, "table1-xdncnn-s25") == "table1-xdncnn-s25 fast max_steps=300"
     assert run_name(JobInfo(), "demo") == "demo"
     assert job_dirname(0, "data/test=set12,model=xnet") == "0_data.test=set12,model=xnet"
     assert job_dirname(3, "x=[1, 2]") == "3_x=_1,_2_"
     long = job_dirname(7, ",".join(f"key{i}=value{i}" for i in range(40)))
-    assert len(long) <= 2 + 120 and "/" not in long and long != job_dirname(7, ",".join(f"key{i}=value{i}" for i in range(41)))
+    assert (
+        len(long) <= 2 + 120
+        and "/" not in long
+        and long != job_dirname(7, ",".join(f"key{i}=value{i}" for i in range(41)))
+    )
 
 
 def test_the_best_checkpoint_is_uploaded_only_online(tmp_path, offline_wandb):
@@ -146,7 +221,7 @@ def test_the_best_checkpoint_is_uploaded_only_online(tmp_path, offline_wandb):
 
     online = FakeRun()
     assert upload_checkpoint(online, ckpt, {"step": 30, "test/psnr": 29.0})
-    (artifact, aliases), = online.logged
+    ((artifact, aliases),) = online.logged
     assert artifact.type == "model" and artifact.name.startswith("model-abc") and aliases == ["best", "step-30"]
     offline = FakeRun()
     offline.offline, offline.logged = True, []
@@ -173,8 +248,21 @@ def test_wandb_itself_says_whether_it_is_logged_in_a_self_hosted_netrc_counts(tm
     (tmp_path / ".netrc").write_text(f"machine wandb.example.com\n  login user\n  password {'k' * 40}\n")
     (tmp_path / ".netrc").chmod(0o600)
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    env.update(HOME=str(tmp_path), NETRC=str(tmp_path / ".netrc"), WANDB_CONFIG_DIR=str(tmp_path / "cfg"), **({"WANDB_BASE_URL": base_url} if base_url else {}))
-    res = subprocess.run([sys.executable, "-c", LOGIN_CHECK], cwd=REPO, env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    env.update(
+        HOME=str(tmp_path),
+        NETRC=str(tmp_path / ".netrc"),
+        WANDB_CONFIG_DIR=str(tmp_path / "cfg"),
+        **({"WANDB_BASE_URL": base_url} if base_url else {}),
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", LOGIN_CHECK],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.split() == [expected, "no-service"]
 
@@ -184,7 +272,15 @@ def test_the_swept_keys_come_from_the_sweeps_multirun_yaml(tmp_path):
 
     from xnet.utils.hydra_job import swept_keys
 
-    OmegaConf.save(OmegaConf.create({"hydra": {"overrides": {"task": ["optim.lr=1e-3,1e-4", "arch=xnet_d3_r9", "+seed=0,1", "data/test=set12"]}}}),
-                   tmp_path / "multirun.yaml")
+    OmegaConf.save(
+        OmegaConf.create(
+            {
+                "hydra": {
+                    "overrides": {"task": ["optim.lr=1e-3,1e-4", "arch=xnet_d3_r9", "+seed=0,1", "data/test=set12"]}
+                }
+            }
+        ),
+        tmp_path / "multirun.yaml",
+    )
     assert swept_keys(tmp_path / "multirun.yaml") == {"optim.lr", "seed"}
     assert swept_keys(tmp_path / "missing.yaml") == set()

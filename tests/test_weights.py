@@ -1,10 +1,11 @@
 """Weights files that cannot be used are refused by name: truncated, corrupt or non-finite."""
+
 import pytest
 import torch
 
 from xnet.archs.dncnn import DnCNN
-from xnet.protocol.errors import WeightsError
 from xnet.deploy.weights import read_state_dict, save_weights
+from xnet.protocol.errors import WeightsError
 
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
@@ -21,7 +22,9 @@ def test_non_finite_weights_are_refused(tmp_path, bad):
     with torch.no_grad():
         net[0].weight[0, 0, 0, 0] = bad
     path = save_weights(net, tmp_path / "diverged.safetensors")
-    with pytest.raises(WeightsError, match=r"diverged\.safetensors: 1 weight tensor\(s\) hold NaN/inf values \(0\.weight\)"):
+    with pytest.raises(
+        WeightsError, match=r"diverged\.safetensors: 1 weight tensor\(s\) hold NaN/inf values \(0\.weight\)"
+    ):
         read_state_dict(path)
 
 

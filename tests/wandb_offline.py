@@ -4,14 +4,16 @@ An offline run is a folder ``offline-run-<time>-<id>`` holding ``run-<id>.wandb`
 ``Record``s in LevelDB's log format (32 KiB blocks, 7-byte record headers, records split across
 blocks as FIRST/MIDDLE/LAST), after a 7-byte file header. wandb ships no reader for it any more.
 """
+
 from __future__ import annotations
 
 import json
 import struct
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 BLOCK, HEADER = 32768, 7
 FULL, LAST = 1, 4
@@ -28,11 +30,11 @@ def records(path: Path) -> Iterator[Any]:
         if left < HEADER:  # the rest of a block is padding
             pos += left
             continue
-        _crc, size, kind = struct.unpack("<IHB", data[pos:pos + HEADER])
+        _crc, size, kind = struct.unpack("<IHB", data[pos : pos + HEADER])
         pos += HEADER
         if (size == 0 and kind == 0) or pos + size > len(data):  # the end, or a record still being written
             break
-        chunk += data[pos:pos + size]
+        chunk += data[pos : pos + size]
         pos += size
         if kind in (FULL, LAST):
             record = pb.Record()
@@ -83,7 +85,12 @@ def _read_store(folder: Path) -> OfflineRun:
     for r in records(store):
         kind = r.WhichOneof("record_type")
         if kind == "run":
-            run.id, run.name, run.group, run.job_type = r.run.run_id, r.run.display_name, r.run.run_group, r.run.job_type
+            run.id, run.name, run.group, run.job_type = (
+                r.run.run_id,
+                r.run.display_name,
+                r.run.run_group,
+                r.run.job_type,
+            )
             run.tags = list(r.run.tags)
             run.config.update(_items(r.run.config.update))
         elif kind == "config":

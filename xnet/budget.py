@@ -1,4 +1,5 @@
 """Deprecated: `python -m xnet.budget` is now `python -m xnet.figures.budget` (or `xnet-budget`)."""
+
 import sys
 
 from xnet.figures.budget import cli

@@ -13,6 +13,7 @@ model) applies to both, so both see the same inputs. Writes ``compare.csv`` (per
 PSNR per image; above the diagonal, A is better) and ``compare.json`` in the run dir, and prints
 the images where A beats B (the paper: xDnCNN best on 57 of BSD68's 68 images at σ=50).
 """
+
 from __future__ import annotations
 
 import csv
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from xnet.protocol.errors import exit_on_config_error, exit_on_user_error
 from xnet.utils.config import CONFIG_PATH, compose_config
@@ -53,7 +54,9 @@ def evaluate_side(shared: list[str], side: DictConfig, name: str) -> dict[str, A
     if side.get("metrics"):
         return json.loads(Path(str(side.metrics)).read_text())
     if not side.get("weights") and not side.get("model"):
-        raise ValueError(f"{name}: give {name}.weights=PATH|ZOO_NAME, {name}.model=NAME (bm3d, identity) or {name}.metrics=metrics.json")
+        raise ValueError(
+            f"{name}: give {name}.weights=PATH|ZOO_NAME, {name}.model=NAME (bm3d, identity) or {name}.metrics=metrics.json"
+        )
     from hydra.utils import instantiate
 
     from xnet.deploy.inference import evaluate_module, inference_module, load_restorer, pick_device
@@ -66,7 +69,14 @@ def evaluate_side(shared: list[str], side: DictConfig, name: str) -> dict[str, A
     task = build_task(cfg)
     loaded = load_restorer(cfg, task)
     source = instantiate(cfg.data.test, _convert_="all")
-    report = evaluate_module(inference_module(loaded.restorer, cfg.fuse), task, source, seed=cfg.seed, device=pick_device(cfg.device), limit=cfg.limit)
+    report = evaluate_module(
+        inference_module(loaded.restorer, cfg.fuse),
+        task,
+        source,
+        seed=cfg.seed,
+        device=pick_device(cfg.device),
+        limit=cfg.limit,
+    )
     return {"model": cfg.model.name, **task.describe(), "seed": cfg.seed, **report, "weights": loaded.weights}
 
 
@@ -79,21 +89,35 @@ def per_image(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
     b_rows = {r["image"]: r for r in b["per_image"]}
     missing = [r["image"] for r in a["per_image"] if r["image"] not in b_rows]
     if missing or len(b_rows) != len(a["per_image"]):
-        raise ValueError(f"A and B scored other images (only in one of them: {missing[:5] or sorted(set(b_rows) - {r['image'] for r in a['per_image']})[:5]})")
+        raise ValueError(
+            f"A and B scored other images (only in one of them: {missing[:5] or sorted(set(b_rows) - {r['image'] for r in a['per_image']})[:5]})"
+        )
     metrics = [k for k in a["per_image"][0] if k != "image" and k in b["per_image"][0]]
     rows = []
     for ra in a["per_image"]:
         rb = b_rows[ra["image"]]
-        rows.append({"image": ra["image"], **{f"{m}_{s}": r[m] for m in metrics for s, r in (("a", ra), ("b", rb))}, "psnr_diff": ra["psnr"] - rb["psnr"]})
+        rows.append(
+            {
+                "image": ra["image"],
+                **{f"{m}_{s}": r[m] for m in metrics for s, r in (("a", ra), ("b", rb))},
+                "psnr_diff": ra["psnr"] - rb["psnr"],
+            }
+        )
     return rows
 
 
 def summarize(rows: list[dict[str, Any]], labels: tuple[str, str]) -> dict[str, Any]:
     wins = [r["image"] for r in rows if r["psnr_diff"] > 0]
     return {
-        "a": labels[0], "b": labels[1], "images": len(rows), "a_better": len(wins), "b_better": sum(r["psnr_diff"] < 0 for r in rows),
-        "mean_psnr_a": sum(r["psnr_a"] for r in rows) / len(rows), "mean_psnr_b": sum(r["psnr_b"] for r in rows) / len(rows),
-        "mean_psnr_diff": sum(r["psnr_diff"] for r in rows) / len(rows), "a_better_images": wins,
+        "a": labels[0],
+        "b": labels[1],
+        "images": len(rows),
+        "a_better": len(wins),
+        "b_better": sum(r["psnr_diff"] < 0 for r in rows),
+        "mean_psnr_a": sum(r["psnr_a"] for r in rows) / len(rows),
+        "mean_psnr_b": sum(r["psnr_b"] for r in rows) / len(rows),
+        "mean_psnr_diff": sum(r["psnr_diff"] for r in rows) / len(rows),
+        "a_better_images": wins,
     }
 
 
@@ -119,12 +143,21 @@ def scatter(rows: list[dict[str, Any]], summary: dict[str, Any], path: Path, tit
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.6), dpi=110)
     left.plot([lo, hi], [lo, hi], color="0.6", lw=1, zorder=0)
     left.scatter(xs, ys, s=14, c=colours)
-    left.set(xlim=(lo, hi), ylim=(lo, hi), xlabel=f"B: {summary['b']} PSNR (dB)", ylabel=f"A: {summary['a']} PSNR (dB)", aspect="equal")
+    left.set(
+        xlim=(lo, hi),
+        ylim=(lo, hi),
+        xlabel=f"B: {summary['b']} PSNR (dB)",
+        ylabel=f"A: {summary['a']} PSNR (dB)",
+        aspect="equal",
+    )
     diffs = sorted(r["psnr_diff"] for r in rows)
     right.bar(range(len(diffs)), diffs, color=["tab:blue" if d > 0 else "tab:red" for d in diffs], width=0.9)
     right.axhline(0, color="0.4", lw=0.8)
     right.set(xlabel="images, sorted by A − B", ylabel="A − B PSNR (dB)", xticks=[])
-    fig.suptitle(f"{title}: A better on {summary['a_better']} of {summary['images']} images (mean {summary['mean_psnr_diff']:+.3f} dB)", fontsize=10)
+    fig.suptitle(
+        f"{title}: A better on {summary['a_better']} of {summary['images']} images (mean {summary['mean_psnr_diff']:+.3f} dB)",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -139,16 +172,31 @@ def compare(cfg: DictConfig, shared: list[str]) -> dict[str, Any]:
     reports = [evaluate_side(shared, cfg[s], s.upper()) for s in SIDES]
     labels = (side_label(cfg.a), side_label(cfg.b))
     rows = per_image(*reports)
-    summary = {**summarize(rows, labels), "dataset": reports[0]["dataset"], "task": reports[0].get("task"),
-               "sigma": reports[0].get("sigma"), "scale": reports[0].get("scale")}
+    summary = {
+        **summarize(rows, labels),
+        "dataset": reports[0]["dataset"],
+        "task": reports[0].get("task"),
+        "sigma": reports[0].get("sigma"),
+        "scale": reports[0].get("scale"),
+    }
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(rows, out / "compare.csv")
-    level = f"σ={summary['sigma']}" if summary["sigma"] is not None else (f"×{summary['scale']}" if summary["scale"] else "")
+    level = (
+        f"σ={summary['sigma']}"
+        if summary["sigma"] is not None
+        else (f"×{summary['scale']}" if summary["scale"] else "")
+    )
     scatter(rows, summary, out / "compare.png", f"{summary['dataset']} {summary['task']} {level}".strip())
-    (out / "compare.json").write_text(json.dumps({**summary, "per_image": rows, "weights": [r.get("weights") for r in reports]}, indent=2))
-    print(f"A = {labels[0]}: {summary['mean_psnr_a']:.3f} dB; B = {labels[1]}: {summary['mean_psnr_b']:.3f} dB ({summary['dataset']}, {summary['images']} images)")
-    print(f"A better on {summary['a_better']} of {summary['images']} images, B on {summary['b_better']}: {', '.join(summary['a_better_images'])}")
+    (out / "compare.json").write_text(
+        json.dumps({**summary, "per_image": rows, "weights": [r.get("weights") for r in reports]}, indent=2)
+    )
+    print(
+        f"A = {labels[0]}: {summary['mean_psnr_a']:.3f} dB; B = {labels[1]}: {summary['mean_psnr_b']:.3f} dB ({summary['dataset']}, {summary['images']} images)"
+    )
+    print(
+        f"A better on {summary['a_better']} of {summary['images']} images, B on {summary['b_better']}: {', '.join(summary['a_better_images'])}"
+    )
     log.info("per-image table %s, plot %s", out / "compare.csv", out / "compare.png")
     return summary
 
@@ -170,7 +218,9 @@ def positional_to_overrides(argv: list[str]) -> list[str]:
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    shared = [o for o in HydraConfig.get().overrides.task if not o.lstrip("+~").startswith(("a.", "b.", "a=", "b=", "name="))]
+    shared = [
+        o for o in HydraConfig.get().overrides.task if not o.lstrip("+~").startswith(("a.", "b.", "a=", "b=", "name="))
+    ]
     compare(cfg, shared)
 
 

@@ -11,6 +11,7 @@ Formats (``--layout``; ``auto`` tells them apart by file type and content):
     ``model.`` prefix is stripped; load into ``model=dncnn model.net.bn_merged=true`` (biased convs
     and ReLUs at KAIR's indices). ``weights=`` reads these without conversion.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,15 +43,20 @@ def convert(src: str | os.PathLike, layout: str = "auto") -> dict[str, torch.Ten
         layout = "mat" if src.suffix == ".mat" else "kair"
     if layout in ("mat", "srcnn_mat", "matconvnet"):
         mat = load_mat(src)
-        if layout == "srcnn_mat" and "weights_conv1" not in mat or layout == "matconvnet" and "net" not in mat:
-            raise ValueError(f"{src}: not a {layout} file (variables: {sorted(k for k in mat if not k.startswith('__'))})")
+        if (layout == "srcnn_mat" and "weights_conv1" not in mat) or (layout == "matconvnet" and "net" not in mat):
+            raise ValueError(
+                f"{src}: not a {layout} file (variables: {sorted(k for k in mat if not k.startswith('__'))})"
+            )
         return read_mat(src)
     return from_kair(read_state_dict(src)[0])
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m xnet.convert", description=__doc__.split("\n\n")[0],
-                                epilog="Then: python -m xnet.evaluate model=... weights=DST (see README, reference rows).")
+    p = argparse.ArgumentParser(
+        prog="python -m xnet.convert",
+        description=__doc__.split("\n\n")[0],
+        epilog="Then: python -m xnet.evaluate model=... weights=DST (see README, reference rows).",
+    )
     p.add_argument("src", help="the published weights (.mat, .pth)")
     p.add_argument("dst", help="the xnet state dict to write (.safetensors or .pth)")
     p.add_argument("--layout", default="auto", choices=LAYOUTS, help="the source's layout (auto: by file type)")

@@ -8,6 +8,7 @@ SR: Y (BT.601 studio range), ``scale`` px shaved. Prints a per-image table and w
 ``metrics.json`` in the run dir. Same weights, config, ``fuse`` and machine → bit-identical numbers. Images above
 ``tiling.max_pixels`` run in tiles with the same output (:mod:`xnet.deploy.tiling`); benchmark sets run whole.
 """
+
 from __future__ import annotations
 
 import logging
@@ -21,10 +22,10 @@ from xnet.archs.params import param_summary
 from xnet.deploy.inference import evaluate_module, inference_module, load_restorer, pick_device
 from xnet.deploy.tiling import Tiler
 from xnet.protocol.atomic import write_json
-from xnet.utils.build import instantiate_config, setup_runtime, to_container
 from xnet.protocol.errors import exit_on_config_error, exit_on_user_error
-from xnet.utils.validate import validate
+from xnet.utils.build import instantiate_config, setup_runtime, to_container
 from xnet.utils.config import CONFIG_PATH
+from xnet.utils.validate import validate
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +52,25 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     source = instantiate_config(cfg.data.test, "data.test")
     out_dir = Path(cfg.paths.output_dir)
     report = evaluate_module(
-        inference_module(restorer, cfg.fuse), task, source, seed=cfg.seed, device=device, limit=cfg.limit,
-        image_dir=out_dir / "images" if cfg.save_images else None, tiler=Tiler.from_config(restorer, cfg.get("tiling")),
+        inference_module(restorer, cfg.fuse),
+        task,
+        source,
+        seed=cfg.seed,
+        device=device,
+        limit=cfg.limit,
+        image_dir=out_dir / "images" if cfg.save_images else None,
+        tiler=Tiler.from_config(restorer, cfg.get("tiling")),
     )
     print(format_table(report))
-    result = {"model": cfg.model.name, **task.describe(), "seed": cfg.seed, **params, **report, "weights": loaded.weights, "config": to_container(cfg)}
+    result = {
+        "model": cfg.model.name,
+        **task.describe(),
+        "seed": cfg.seed,
+        **params,
+        **report,
+        "weights": loaded.weights,
+        "config": to_container(cfg),
+    }
     path = write_json(out_dir / "metrics.json", result)
     log.info("%s %s: PSNR %.3f dB, SSIM %.4f → %s", task.name, report["dataset"], report["psnr"], report["ssim"], path)
     if cfg.get("logger"):  # logger=wandb: an `eval` run with the per-image table

@@ -4,6 +4,7 @@
 checked against torch with onnxruntime when it is installed. ``safetensors``/``pth``: the bare
 net's state dict.
 """
+
 from __future__ import annotations
 
 import logging
@@ -14,12 +15,12 @@ import torch
 from omegaconf import DictConfig
 
 from xnet.deploy.inference import inference_module, load_restorer
-from xnet.protocol.atomic import atomic_path
-from xnet.utils.build import setup_runtime
-from xnet.protocol.errors import ConfigError, exit_on_config_error, exit_on_user_error
-from xnet.utils.validate import validate
 from xnet.deploy.weights import save_weights
+from xnet.protocol.atomic import atomic_path
+from xnet.protocol.errors import ConfigError, exit_on_config_error, exit_on_user_error
+from xnet.utils.build import setup_runtime
 from xnet.utils.config import CONFIG_PATH
+from xnet.utils.validate import validate
 
 log = logging.getLogger(__name__)
 FORMATS = ("onnx", "safetensors", "pth")

@@ -9,6 +9,7 @@ the input folder needs a ``suffix``, two inputs never map to one output name (``
 ``overwrite=true``. Every file of a folder is tried; the failures are listed at the end (exit 2).
 Big images run in tiles (:mod:`xnet.deploy.tiling`).
 """
+
 from __future__ import annotations
 
 import logging
@@ -20,16 +21,16 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from xnet.deploy.inference import check_finite_output, inference_module, load_restorer, pick_device
+from xnet.deploy.tiling import Tiler
+from xnet.protocol.errors import ConfigError, UserError, exit_on_config_error, exit_on_user_error
 from xnet.protocol.io import list_images, load_image, save_image, to_tensor
 from xnet.protocol.quantize import quantize_uint8
-from xnet.deploy.inference import check_finite_output, inference_module, load_restorer, pick_device
 from xnet.protocol.tasks import Task
-from xnet.deploy.tiling import Tiler
 from xnet.utils.build import setup_runtime
-from xnet.protocol.errors import ConfigError, UserError, exit_on_config_error, exit_on_user_error
+from xnet.utils.config import CONFIG_PATH
 from xnet.utils.progress import progress
 from xnet.utils.validate import validate
-from xnet.utils.config import CONFIG_PATH
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,9 @@ def net_input(task: Task, x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def restore_tensor(model: nn.Module, task: Task, x: torch.Tensor, device: torch.device, tiler: Tiler | None = None) -> torch.Tensor:
+def restore_tensor(
+    model: nn.Module, task: Task, x: torch.Tensor, device: torch.device, tiler: Tiler | None = None
+) -> torch.Tensor:
     """``C×H×W`` degraded image in [0, 1] → restored ``C×H'×W'`` (RGB stays RGB for Y nets)."""
     x = net_input(task, x)
     tiler = tiler or Tiler.for_model(model)
@@ -80,10 +83,15 @@ def output_names(files: list[Path], suffix: str = "") -> dict[Path, str]:
     """Input → output PNG stem; inputs that share a stem (``01.jpg``, ``01.png``) keep their
     extension in it, so no two map to one name."""
     stems = Counter(f.stem.lower() for f in files)
-    return {f: (f.stem if stems[f.stem.lower()] == 1 else f"{f.stem}_{f.suffix.lstrip('.').lower()}") + suffix for f in files}
+    return {
+        f: (f.stem if stems[f.stem.lower()] == 1 else f"{f.stem}_{f.suffix.lstrip('.').lower()}") + suffix
+        for f in files
+    }
 
 
-def plan_outputs(src: Path, files: list[Path], out_dir: Path, suffix: str = "", degrade: bool = False, overwrite: bool = False) -> dict[Path, list[Path]]:
+def plan_outputs(
+    src: Path, files: list[Path], out_dir: Path, suffix: str = "", degrade: bool = False, overwrite: bool = False
+) -> dict[Path, list[Path]]:
     """Input → the files it will write (restored PNG, and with ``degrade`` its degraded input),
     refusing before anything is written any plan that could lose a file of the user's."""
     src_r, out_r = src.resolve(), out_dir.resolve()
@@ -92,16 +100,25 @@ def plan_outputs(src: Path, files: list[Path], out_dir: Path, suffix: str = "", 
             f"output={out_dir} is the input folder or inside it: the restored PNGs would sit among (or replace) the "
             "originals — choose another output folder, or set suffix=_restored"
         )
-    plan = {f: [out_dir / f"{stem}.png"] + ([out_dir / f"{stem}_input.png"] if degrade else []) for f, stem in output_names(files, suffix).items()}
+    plan = {
+        f: [out_dir / f"{stem}.png"] + ([out_dir / f"{stem}_input.png"] if degrade else [])
+        for f, stem in output_names(files, suffix).items()
+    }
     targets = [p for outs in plan.values() for p in outs]
     inputs = {f.resolve() for f in files}
     if clash := [p for p in targets if p.resolve() in inputs]:
-        raise ConfigError(f"output={out_dir}: writing {clash[0].name} would overwrite the input {clash[0]}; choose another output folder or a suffix")
+        raise ConfigError(
+            f"output={out_dir}: writing {clash[0].name} would overwrite the input {clash[0]}; choose another output folder or a suffix"
+        )
     if dup := [p for p, n in Counter(p.name.lower() for p in targets).items() if n > 1]:
-        raise ConfigError(f"input={src}: several inputs would be written as {dup[0]}; rename one of them or use another suffix")
+        raise ConfigError(
+            f"input={src}: several inputs would be written as {dup[0]}; rename one of them or use another suffix"
+        )
     if not overwrite and (existing := [p for p in targets if p.exists()]):
         names = ", ".join(p.name for p in existing[:3]) + (" ..." if len(existing) > 3 else "")
-        raise ConfigError(f"output={out_dir} already holds {names}: pass overwrite=true to replace them, or choose another output folder")
+        raise ConfigError(
+            f"output={out_dir} already holds {names}: pass overwrite=true to replace them, or choose another output folder"
+        )
     return plan
 
 
@@ -110,7 +127,9 @@ def restore(cfg: DictConfig) -> list[Path]:
     setup_runtime(cfg)
     src, out_dir = Path(str(cfg.input)).expanduser(), Path(str(cfg.output)).expanduser()
     files = input_files(src)
-    plan = plan_outputs(src, files, out_dir, str(cfg.get("suffix") or ""), bool(cfg.degrade), bool(cfg.get("overwrite", False)))
+    plan = plan_outputs(
+        src, files, out_dir, str(cfg.get("suffix") or ""), bool(cfg.degrade), bool(cfg.get("overwrite", False))
+    )
     loaded = load_restorer(cfg)
     task = loaded.task
     device = pick_device(cfg.device)
@@ -121,7 +140,9 @@ def restore(cfg: DictConfig) -> list[Path]:
     for i, f in enumerate(progress(files, desc="restore", unit="img")):
         try:
             seed = cfg.seed + i if cfg.degrade else None
-            written.append(restore_file(f, plan[f], model, task, device, tiler, seed, bool(cfg.get("overwrite", False))))
+            written.append(
+                restore_file(f, plan[f], model, task, device, tiler, seed, bool(cfg.get("overwrite", False)))
+            )
         except PER_IMAGE_ERRORS as e:
             if len(files) == 1:
                 raise
@@ -129,12 +150,22 @@ def restore(cfg: DictConfig) -> list[Path]:
             failures.append((f, e))
     if failures:
         lines = "\n".join(f"  {e}" if str(e).startswith(str(f)) else f"  {f}: {e}" for f, e in failures)
-        raise RestoreFailed(f"{len(failures)} of {len(files)} images failed ({len(files) - len(failures)} restored into {out_dir}):\n{lines}")
+        raise RestoreFailed(
+            f"{len(failures)} of {len(files)} images failed ({len(files) - len(failures)} restored into {out_dir}):\n{lines}"
+        )
     return written
 
 
-def restore_file(f: Path, outputs: list[Path], model: nn.Module, task: Task, device: torch.device, tiler: Tiler, seed: int | None,
-                 overwrite: bool = False) -> Path:
+def restore_file(
+    f: Path,
+    outputs: list[Path],
+    model: nn.Module,
+    task: Task,
+    device: torch.device,
+    tiler: Tiler,
+    seed: int | None,
+    overwrite: bool = False,
+) -> Path:
     """Restore one image to ``outputs[0]`` (with a ``seed``: degrade it first, saved to ``outputs[1]``).
     Without ``overwrite`` an output is created only if its name is still free when it is written
     (another restore into the same folder meanwhile is refused, not replaced)."""

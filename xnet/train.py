@@ -9,6 +9,7 @@ Every file is written atomically; SIGTERM/SIGINT stop after the current step wit
 saved (exit status 128 + the signal). With several processes (``trainer=ddp``) rank 0 alone
 tests and writes the results.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -24,8 +25,8 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from xnet.protocol.errors import ConfigError, exit_on_config_error, exit_on_user_error
-from xnet.utils.hydra_job import job_info
 from xnet.utils.config import CONFIG_PATH
+from xnet.utils.hydra_job import job_info
 
 # Lightning, torch and the models are imported where they are used: `--help`, tab completion and
 # config errors answer without them (≈0.5 s instead of ≈6 s).
@@ -93,8 +94,11 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
 
     try:
         return instantiate_config(
-            cfg.trainer, "trainer", logger=build_list(cfg.get("logger")) or False,
-            callbacks=[*build_list(cfg.get("callbacks")), TimePerChunk(), PruneUntrackedBest()], plugins=[AtomicCheckpointIO()],
+            cfg.trainer,
+            "trainer",
+            logger=build_list(cfg.get("logger")) or False,
+            callbacks=[*build_list(cfg.get("callbacks")), TimePerChunk(), PruneUntrackedBest()],
+            plugins=[AtomicCheckpointIO()],
         )
     except (MisconfigurationException, InstantiationException) as e:  # e.g. trainer=gpu without a GPU: one line
         cause = e.__cause__ if isinstance(e.__cause__, MisconfigurationException) else e
@@ -111,7 +115,9 @@ def fit(trainer: L.Trainer, module: RestorationModule, datamodule: Any, ckpt: st
     from xnet.lit.callbacks import SaveLastOnStop
 
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)  # a checkpoint is data: no pickled code
+        trainer.fit(
+            module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True
+        )  # a checkpoint is data: no pickled code
     except SIGTERMException:
         saver = next((c for c in trainer.callbacks if isinstance(c, SaveLastOnStop)), None)
         signum = saver.stopped_by if saver is not None and saver.stopped_by else signal.SIGTERM
@@ -124,22 +130,34 @@ def check_resumable(ckpt: str, module: RestorationModule) -> None:
     """``ckpt`` must be a readable training checkpoint (weights_only: pickled objects are refused)
     of this very model — a truncated file or another architecture is one error naming it, before
     Lightning reads it."""
-    from xnet.protocol.errors import WeightsError
     from xnet.deploy.weights import read_state_dict
+    from xnet.protocol.errors import WeightsError
 
     state, extra = read_state_dict(ckpt)
     if "global_step" not in extra or "optimizer_states" not in extra:
-        raise WeightsError(f"ckpt_path={ckpt}: not a training checkpoint (no step or optimiser state) — to start from its weights, "
-                           "use xnet.train's own last.ckpt or best-*.ckpt")
+        raise WeightsError(
+            f"ckpt_path={ckpt}: not a training checkpoint (no step or optimiser state) — to start from its weights, "
+            "use xnet.train's own last.ckpt or best-*.ckpt"
+        )
     ours = module.state_dict()
-    stored = ((extra.get("xnet") or {}).get("config") or {}).get("model", {}) if isinstance(extra.get("xnet"), dict) else {}
+    stored = (
+        ((extra.get("xnet") or {}).get("config") or {}).get("model", {}) if isinstance(extra.get("xnet"), dict) else {}
+    )
     missing, unexpected = sorted(set(ours) - set(state)), sorted(set(state) - set(ours))
     reshaped = sorted(k for k in set(ours) & set(state) if tuple(ours[k].shape) != tuple(state[k].shape))
     if missing or unexpected or reshaped:
-        what = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}" if unexpected else f"other shapes for {reshaped[:3]}"
+        what = (
+            f"missing {missing[:3]}"
+            if missing
+            else f"unexpected {unexpected[:3]}"
+            if unexpected
+            else f"other shapes for {reshaped[:3]}"
+        )
         name = stored.get("name", "?") if isinstance(stored, dict) else "?"
-        raise WeightsError(f"ckpt_path={ckpt}: saved by another model (model={name}; {what}) — resume with the options it was "
-                           "trained with, or start a fresh run in another hydra.run.dir")
+        raise WeightsError(
+            f"ckpt_path={ckpt}: saved by another model (model={name}; {what}) — resume with the options it was "
+            "trained with, or start a fresh run in another hydra.run.dir"
+        )
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -214,7 +232,9 @@ def run(cfg: DictConfig, ckpt: str | None) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True)
     task = build_task(cfg)
     net = initialise(build_net(cfg, task), cfg.init)
-    module = RestorationModule(net, task, **to_container(cfg.optim), **to_container(cfg.module), config=to_container(cfg))
+    module = RestorationModule(
+        net, task, **to_container(cfg.optim), **to_container(cfg.module), config=to_container(cfg)
+    )
     if ckpt:
         check_resumable(ckpt, module)
     datamodule = instantiate_config(cfg.data, "data", task=task)
@@ -225,7 +245,13 @@ def run(cfg: DictConfig, ckpt: str | None) -> dict[str, Any]:
             keep_previous_logs(output_dir)
         for logger in trainer.loggers:
             logger.log_hyperparams(run_config(cfg))
-    log.info("%s | %s | params: paper %s, trainable %s", task, cfg.model.name, f"{module.params['params_paper']:,}", f"{module.params['params_trainable']:,}")
+    log.info(
+        "%s | %s | params: paper %s, trainable %s",
+        task,
+        cfg.model.name,
+        f"{module.params['params_paper']:,}",
+        f"{module.params['params_trainable']:,}",
+    )
     try:
         fit(trainer, module, datamodule, ckpt)
         summary = finish(cfg, trainer, module, task, output_dir)
@@ -238,7 +264,9 @@ def run(cfg: DictConfig, ckpt: str | None) -> dict[str, Any]:
     return summary
 
 
-def finish(cfg: DictConfig, trainer: L.Trainer, module: RestorationModule, task: Any, output_dir: Path) -> dict[str, Any]:
+def finish(
+    cfg: DictConfig, trainer: L.Trainer, module: RestorationModule, task: Any, output_dir: Path
+) -> dict[str, Any]:
     """After fit: the test set (rank 0), then the summary in ``metrics.json`` and every logger."""
     from xnet.lit.tracking import results_loggers
     from xnet.protocol.atomic import write_json
@@ -260,8 +288,16 @@ def finish(cfg: DictConfig, trainer: L.Trainer, module: RestorationModule, task:
             logger.save()
     if "val/psnr_input" in metrics and "val/psnr" in metrics:
         log.info("validation PSNR: input %.2f dB → restored %.2f dB", metrics["val/psnr_input"], metrics["val/psnr"])
-    summary = {"name": cfg.name, "model": cfg.model.name, "status": "ok", **task.describe(), "step": trainer.global_step, **metrics,
-               **paper_gap(cfg.get("paper_psnr"), metrics.get("test/psnr")), "config": to_container(cfg)}
+    summary = {
+        "name": cfg.name,
+        "model": cfg.model.name,
+        "status": "ok",
+        **task.describe(),
+        "step": trainer.global_step,
+        **metrics,
+        **paper_gap(cfg.get("paper_psnr"), metrics.get("test/psnr")),
+        "config": to_container(cfg),
+    }
     write_json(output_dir / "metrics.json", summary)
     for logger in results_loggers(trainer.loggers):  # W&B: summary, per-image table, best checkpoint
         logger.log_results(summary, report, best or None)
@@ -287,7 +323,9 @@ def test_best(cfg: DictConfig, module: RestorationModule, task: Any, best: str) 
     trusted = modules_of({k: cfg.get(k) for k in ("task", "model")})
     restorer = load_run(best, trusted).restorer.to(memory_format=module.memory_format) if best else module.restorer
     test_source = instantiate_config(cfg.data.test, "data.test")
-    return evaluate_module(restorer, task, test_source, seed=cfg.seed, device=module.device, limit=cfg.get("test_limit"))
+    return evaluate_module(
+        restorer, task, test_source, seed=cfg.seed, device=module.device, limit=cfg.get("test_limit")
+    )
 
 
 def paper_gap(paper_psnr: float | None, psnr: float | None) -> dict[str, float]:
@@ -295,7 +333,10 @@ def paper_gap(paper_psnr: float | None, psnr: float | None) -> dict[str, float]:
     paper's, dB) where the experiment states one."""
     if paper_psnr is None:
         return {}
-    return {"paper/psnr": float(paper_psnr), **({"paper/gap": float(psnr) - float(paper_psnr)} if psnr is not None else {})}
+    return {
+        "paper/psnr": float(paper_psnr),
+        **({"paper/gap": float(psnr) - float(paper_psnr)} if psnr is not None else {}),
+    }
 
 
 def keep_previous_logs(output_dir: Path) -> None:
@@ -314,7 +355,12 @@ def record_failure(cfg: DictConfig, error: BaseException) -> dict[str, Any]:
         config = to_container(cfg)
     except Exception:  # the failure may be in resolving the config itself
         config = OmegaConf.to_container(cfg, resolve=False)
-    summary = {"name": cfg.get("name"), "status": "failed", "error": f"{type(error).__name__}: {error}", "config": config}
+    summary = {
+        "name": cfg.get("name"),
+        "status": "failed",
+        "error": f"{type(error).__name__}: {error}",
+        "config": config,
+    }
     write_json(Path(cfg.paths.output_dir) / "metrics.json", summary)
     return summary
 

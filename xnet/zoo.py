@@ -9,6 +9,7 @@ numbers. ``weights=<name>`` works wherever a weights path does, and brings its a
     python -m xnet.zoo list
     python -m xnet.zoo add NAME --ckpt run/checkpoints/best.ckpt --metrics eval1/metrics.json [...] [--force]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,6 +25,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from xnet.deploy.weights import sha256, zoo_index, zoo_root
 from xnet.protocol.atomic import os_error_in
 from xnet.protocol.errors import (
     USER_ERROR_EXIT,
@@ -32,7 +34,6 @@ from xnet.protocol.errors import (
     describe,
     find_user_error,
 )
-from xnet.deploy.weights import sha256, zoo_index, zoo_root
 
 
 def _recipe(optim: dict[str, Any]) -> str:
@@ -50,19 +51,26 @@ def _training_line(training: dict[str, Any] | None) -> str:
     return f"\n* Trained by `scripts/gpu_queue.py` on {gpus}: {clock} in {training.get('chunks', 1)} chunk(s); weights: {training.get('checkpoint')}, no checkpoint selection."
 
 
-def _model_card(name: str, config: dict[str, Any], reports: list[dict[str, Any]], params: dict[str, int], training: dict[str, Any] | None = None) -> str:
+def _model_card(
+    name: str,
+    config: dict[str, Any],
+    reports: list[dict[str, Any]],
+    params: dict[str, int],
+    training: dict[str, Any] | None = None,
+) -> str:
     task, model = config["task"], config["model"]
     rows = "\n".join(
-        f"| {r['dataset']} | {r.get('sigma', r.get('scale', ''))} | {r['psnr']:.3f} | {r['ssim']:.4f} | {r['images']} |" for r in reports
+        f"| {r['dataset']} | {r.get('sigma', r.get('scale', ''))} | {r['psnr']:.3f} | {r['ssim']:.4f} | {r['images']} |"
+        for r in reports
     )
     optim, data, trainer = config.get("optim", {}), config.get("data", {}), config.get("trainer", {})
     return f"""# {name}
 
-{model['name']} for {task['name']} — trained with `python -m xnet.train` (config: `config.yaml`).
+{model["name"]} for {task["name"]} — trained with `python -m xnet.train` (config: `config.yaml`).
 
-* Parameters: {params['params_paper']:,} (paper convention), {params['params_trainable']:,} trainable.
-* Training: {trainer.get('max_steps')} steps, batch {data.get('batch_size')}, {data.get('patch_size')}px crops,
-  {_recipe(optim)}, {trainer.get('accelerator')}, precision {trainer.get('precision')}.{_training_line(training)}
+* Parameters: {params["params_paper"]:,} (paper convention), {params["params_trainable"]:,} trainable.
+* Training: {trainer.get("max_steps")} steps, batch {data.get("batch_size")}, {data.get("patch_size")}px crops,
+  {_recipe(optim)}, {trainer.get("accelerator")}, precision {trainer.get("precision")}.{_training_line(training)}
 * Evaluation: `python -m xnet.evaluate weights={name} data/test=<set>` (protocol in the README).
 
 | set | σ / scale | PSNR | SSIM | images |
@@ -80,10 +88,14 @@ REPORT_KEYS = ("dataset", "psnr", "ssim", "images")
 
 def check_name(name: str, zoo_dir: Path, force: bool) -> None:
     if not ZOO_NAME.fullmatch(name):
-        raise ConfigError(f"zoo name {name!r}: use letters, digits, '_' and '-' only (a plain folder name in {zoo_dir})")
+        raise ConfigError(
+            f"zoo name {name!r}: use letters, digits, '_' and '-' only (a plain folder name in {zoo_dir})"
+        )
     if not force and (name in zoo_index(zoo_dir) or (zoo_dir / name).exists()):
-        raise ConfigError(f"zoo name {name!r} is taken in {zoo_dir}: pass --force to replace that entry (weights, card, reports), "
-                          "or choose another name")
+        raise ConfigError(
+            f"zoo name {name!r} is taken in {zoo_dir}: pass --force to replace that entry (weights, card, reports), "
+            "or choose another name"
+        )
 
 
 def read_reports(metrics: list[Path]) -> list[dict[str, Any]]:
@@ -95,15 +107,23 @@ def read_reports(metrics: list[Path]) -> list[dict[str, Any]]:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ConfigError(f"--metrics {m}: not a readable JSON report ({e})") from e
         if not isinstance(report, dict) or any(k not in report for k in REPORT_KEYS):
-            what = "a training run's metrics.json" if isinstance(report, dict) and "step" in report else "not an xnet.evaluate report"
-            raise ConfigError(f"--metrics {m}: {what} (no {', '.join(REPORT_KEYS)}); score the checkpoint with python -m xnet.evaluate "
-                              "and pass the metrics.json it writes")
+            what = (
+                "a training run's metrics.json"
+                if isinstance(report, dict) and "step" in report
+                else "not an xnet.evaluate report"
+            )
+            raise ConfigError(
+                f"--metrics {m}: {what} (no {', '.join(REPORT_KEYS)}); score the checkpoint with python -m xnet.evaluate "
+                "and pass the metrics.json it writes"
+            )
         report.pop("config", None)
         reports.append(report)
     return reports
 
 
-def write_entry(folder: Path, name: str, run: Any, reports: list[dict[str, Any]], training: dict[str, Any] | None) -> dict[str, int]:
+def write_entry(
+    folder: Path, name: str, run: Any, reports: list[dict[str, Any]], training: dict[str, Any] | None
+) -> dict[str, int]:
     """The entry's files in ``folder``: weights, config, reports, card. Returns the parameter counts."""
     from omegaconf import OmegaConf
 
@@ -127,7 +147,10 @@ def swapped_in(folder: Path) -> Iterator[Path]:
     (an earlier entry moves out first and is deleted only once the new one is in). A failure
     leaves the earlier entry as it was and no staging folder."""
     token = secrets.token_hex(4)
-    staging, old = folder.with_name(f".{folder.name}.staging-{token}"), folder.with_name(f".{folder.name}.replaced-{token}")
+    staging, old = (
+        folder.with_name(f".{folder.name}.staging-{token}"),
+        folder.with_name(f".{folder.name}.replaced-{token}"),
+    )
     try:
         staging.mkdir(parents=True)
         yield staging
@@ -140,13 +163,22 @@ def swapped_in(folder: Path) -> Iterator[Path]:
             old.rename(folder)
         cause = os_error_in(e)
         if cause is not None:  # named by the entry, not by the staging folder that is gone
-            raise OutputError(f"{folder}: cannot write the zoo entry ({cause.strerror or cause}); the earlier one is kept") from e
+            raise OutputError(
+                f"{folder}: cannot write the zoo entry ({cause.strerror or cause}); the earlier one is kept"
+            ) from e
         raise
     shutil.rmtree(old, ignore_errors=True)
 
 
-def add(name: str, ckpt: Path, metrics: list[Path], zoo_dir: Path | None = None, training: dict[str, Any] | None = None,
-        force: bool = False, trusted: tuple[str, ...] = ()) -> dict[str, Any]:
+def add(
+    name: str,
+    ckpt: Path,
+    metrics: list[Path],
+    zoo_dir: Path | None = None,
+    training: dict[str, Any] | None = None,
+    force: bool = False,
+    trusted: tuple[str, ...] = (),
+) -> dict[str, Any]:
     """Export ``ckpt``'s net to ``weights/<name>/`` with its config, reports and model card
     (``training``: how it was trained — steps, GPUs, wall clock — recorded in the card and index).
     An existing ``name`` is replaced only with ``force``, as a whole (no report of the old weights
@@ -188,11 +220,25 @@ def format_index(index: dict[str, Any]) -> str:
     on each test set any entry was scored on ("–" where not)."""
     sets = sorted({s for entry in index.values() for s in entry.get("results", {})})
     head = ["name", "model", "task", "σ/scale", "params", *sets]
-    rows = [[name, e["model"], e["task"].get("name", "?"), _level(e["task"]), f"{e['params_paper']:,}",
-             *(f"{e['results'][s]:.2f}" if s in e.get("results", {}) else "–" for s in sets)] for name, e in sorted(index.items())]
+    rows = [
+        [
+            name,
+            e["model"],
+            e["task"].get("name", "?"),
+            _level(e["task"]),
+            f"{e['params_paper']:,}",
+            *(f"{e['results'][s]:.2f}" if s in e.get("results", {}) else "–" for s in sets),
+        ]
+        for name, e in sorted(index.items())
+    ]
     widths = [max(len(str(c)) for c in col) for col in zip(head, *rows)]
     numeric = {4, *range(5, len(head))}  # right-aligned columns
-    line = lambda cells: "  ".join(c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()  # noqa: E731
+
+    def line(cells):
+        return "  ".join(
+            c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))
+        ).rstrip()
+
     return "\n".join([line(head), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
 
@@ -205,14 +251,18 @@ def main(argv: list[str] | None = None) -> int:
     p_add.add_argument("--ckpt", type=Path, required=True)
     p_add.add_argument("--metrics", type=Path, nargs="*", default=[])
     p_add.add_argument("--force", action="store_true", help="replace an existing entry of that name")
-    p_add.add_argument("--trust", nargs="*", default=[], metavar="MODULE", help="modules of yours the checkpoint's config may build")
+    p_add.add_argument(
+        "--trust", nargs="*", default=[], metavar="MODULE", help="modules of yours the checkpoint's config may build"
+    )
     args = parser.parse_args(argv)
     if args.command == "list":
         index = zoo_index()
         print(format_index(index) if index else f"no models in the zoo at {zoo_root()}")
         return 0
     try:
-        print(json.dumps(add(args.name, args.ckpt, args.metrics, force=args.force, trusted=tuple(args.trust)), indent=2))
+        print(
+            json.dumps(add(args.name, args.ckpt, args.metrics, force=args.force, trusted=tuple(args.trust)), indent=2)
+        )
     except Exception as e:
         cause = find_user_error(e)
         if cause is None:

@@ -1,4 +1,5 @@
 """xnet.archs.init: the ``init`` key draws every model's first weights by one scheme."""
+
 import math
 
 import pytest
@@ -13,7 +14,7 @@ def test_legacy_init_is_pytorch_03s_bn_uniform_and_conv_fan_in_ignoring_groups()
     torch.manual_seed(0)
     net = initialise(XNet(depth=4, width=32, kernel_size=3, channels=1, xunit={"kernel_size": 9}), "legacy")
     bns = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    assert bns and all(0 <= float(m.weight.min()) and float(m.weight.max()) <= 1 and not m.bias.any() for m in bns)
+    assert bns and all(float(m.weight.min()) >= 0 and float(m.weight.max()) <= 1 and not m.bias.any() for m in bns)
     assert float(torch.cat([m.weight for m in bns]).std()) > 0.2  # uniform, not all ones
     depthwise = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d) and m.groups > 1]
     bound = 1 / math.sqrt(32 * 81)  # C_in · r², groups ignored: √32 smaller than today's 1/9

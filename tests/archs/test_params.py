@@ -40,14 +40,17 @@ def test_fig3_headline_architectures():
     assert count_paper_params(XNet(3, xunit={"kernel_size": 9})) * 3 < count_paper_params(ConvNet(9))
 
 
-@pytest.mark.parametrize("make,shape,out", [
-    (lambda: DnCNN(depth=5), (1, 1, 20, 24), (1, 1, 20, 24)),
-    (lambda: XDnCNN(num_blocks=2), (2, 1, 20, 24), (2, 1, 20, 24)),
-    (lambda: XSRCNN(), (1, 1, 21, 21), (1, 1, 21, 21)),
-    (lambda: SRResNet(scale=2, num_blocks=2), (1, 3, 10, 12), (1, 3, 20, 24)),
-    (lambda: XSRResNet(scale=3, num_blocks=2), (1, 3, 10, 12), (1, 3, 30, 36)),
-    (lambda: XNet(4, xunit={"kernel_size": 5}), (1, 1, 16, 16), (1, 1, 16, 16)),
-    (lambda: DerainNet(width=8), (1, 3, 21, 19), (1, 3, 21, 19)),
-])
+@pytest.mark.parametrize(
+    "make,shape,out",
+    [
+        (lambda: DnCNN(depth=5), (1, 1, 20, 24), (1, 1, 20, 24)),
+        (lambda: XDnCNN(num_blocks=2), (2, 1, 20, 24), (2, 1, 20, 24)),
+        (lambda: XSRCNN(), (1, 1, 21, 21), (1, 1, 21, 21)),
+        (lambda: SRResNet(scale=2, num_blocks=2), (1, 3, 10, 12), (1, 3, 20, 24)),
+        (lambda: XSRResNet(scale=3, num_blocks=2), (1, 3, 10, 12), (1, 3, 30, 36)),
+        (lambda: XNet(4, xunit={"kernel_size": 5}), (1, 1, 16, 16), (1, 1, 16, 16)),
+        (lambda: DerainNet(width=8), (1, 3, 21, 19), (1, 3, 21, 19)),
+    ],
+)
 def test_forward_shapes(make, shape, out):
     assert make()(torch.rand(shape)).shape == out

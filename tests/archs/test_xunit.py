@@ -8,6 +8,7 @@ from xnet.archs.xunit import GATES, XUnit, gate
 
 def direct_xunit(x, unit):
     """y = x * g(d), d = BN2(DWConv(ReLU(BN1(x)))), written out from the paper with eval-mode BN."""
+
     def bn(m, t):
         if isinstance(m, torch.nn.Identity):
             return t
@@ -28,7 +29,9 @@ def direct_xunit(x, unit):
     else:
         d = h
     d = bn(unit.post_norm, d)
-    g = {"gaussian": torch.exp(-(d**2)), "sigmoid": 1 / (1 + torch.exp(-d)), "tanh": torch.tanh(d), "identity": d}[unit.gate_kind]
+    g = {"gaussian": torch.exp(-(d**2)), "sigmoid": 1 / (1 + torch.exp(-d)), "tanh": torch.tanh(d), "identity": d}[
+        unit.gate_kind
+    ]
     return x * g
 
 
@@ -43,11 +46,17 @@ def randomise_bn(unit):
 
 @pytest.mark.parametrize(
     "pre_norm,relu,depthwise,post_norm,gate_kind",
-    [c for c in itertools.product([True, False], [True, False], [True, False], [True, False], GATES) if c[2] or c[4] != "identity"][:40],
+    [
+        c
+        for c in itertools.product([True, False], [True, False], [True, False], [True, False], GATES)
+        if c[2] or c[4] != "identity"
+    ][:40],
 )
 def test_xunit_matches_direct_formula(pre_norm, relu, depthwise, post_norm, gate_kind):
     torch.manual_seed(0)
-    unit = XUnit(4, kernel_size=3, pre_norm=pre_norm, relu=relu, depthwise=depthwise, post_norm=post_norm, gate=gate_kind).double()
+    unit = XUnit(
+        4, kernel_size=3, pre_norm=pre_norm, relu=relu, depthwise=depthwise, post_norm=post_norm, gate=gate_kind
+    ).double()
     randomise_bn(unit)
     unit.eval()
     x = torch.randn(2, 4, 7, 6, dtype=torch.float64)
@@ -80,17 +89,27 @@ def test_xunit_defaults_are_xunitconfigs():
     from xnet.archs.xunit import XUnitConfig
 
     unit = XUnit(8)
-    assert unit.kernel_size == XUnitConfig.kernel_size == 9 and unit.gate_kind == "gaussian" and unit.combine == "product"
-    assert {f.name for f in fields(XUnitConfig)} >= {"kernel_size", "pre_norm", "relu", "depthwise", "post_norm", "gate", "combine"}
+    assert (
+        unit.kernel_size == XUnitConfig.kernel_size == 9 and unit.gate_kind == "gaussian" and unit.combine == "product"
+    )
+    assert {f.name for f in fields(XUnitConfig)} >= {
+        "kernel_size",
+        "pre_norm",
+        "relu",
+        "depthwise",
+        "post_norm",
+        "gate",
+        "combine",
+    }
     with pytest.raises(ValueError, match="combine"):
         XUnit(4, combine="sum")
 
 
 def test_frelu_is_the_funnel_max_of_x_and_bn_of_a_depthwise_conv():
     """conf/xunit/frelu.yaml: y = max(x, BN(DW3×3(x))) (Ma et al. 2020)."""
+    from conftest import CONF
     from omegaconf import OmegaConf
 
-    from conftest import CONF
     from xnet.archs.xunit import XUnitConfig
 
     cfg = XUnitConfig.of(OmegaConf.to_container(OmegaConf.load(CONF / "xunit" / "frelu.yaml")))
@@ -100,16 +119,18 @@ def test_frelu_is_the_funnel_max_of_x_and_bn_of_a_depthwise_conv():
     x = torch.randn(2, 4, 9, 7, dtype=torch.float64)
     bn = unit.post_norm
     dw = torch.nn.functional.conv2d(x, unit.depthwise.weight, padding=1, groups=4)
-    t = (dw - bn.running_mean[:, None, None]) / torch.sqrt(bn.running_var + bn.eps)[:, None, None] * bn.weight[:, None, None] + bn.bias[:, None, None]
+    t = (dw - bn.running_mean[:, None, None]) / torch.sqrt(bn.running_var + bn.eps)[:, None, None] * bn.weight[
+        :, None, None
+    ] + bn.bias[:, None, None]
     torch.testing.assert_close(unit(x), torch.maximum(x, t), rtol=1e-12, atol=1e-12)
     assert unit.depthwise.bias is None and unit.kernel_size == 3
     assert sum(p.numel() for p in unit.parameters()) == 4 * 9 + 2 * 4  # DW 3×3 + the BN's affine
 
 
 def test_silu_variant_is_pointwise_silu_with_no_parameters():
+    from conftest import CONF
     from omegaconf import OmegaConf
 
-    from conftest import CONF
     from xnet.archs.xunit import XUnitConfig
 
     unit = XUnit(4, XUnitConfig.of(OmegaConf.to_container(OmegaConf.load(CONF / "xunit" / "silu.yaml"))))

@@ -1,4 +1,5 @@
 """Timing and memory measures."""
+
 import torch
 
 from xnet.benchmark.measure import interleaved_times, median_ms, saved_tensor_bytes, step_peak_mb
@@ -6,7 +7,9 @@ from xnet.benchmark.measure import interleaved_times, median_ms, saved_tensor_by
 
 def test_interleaved_times_runs_every_function_once_per_round():
     calls = []
-    times = interleaved_times({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 1, 3, torch.device("cpu"))
+    times = interleaved_times(
+        {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 1, 3, torch.device("cpu")
+    )
     assert calls == ["a", "b"] * 4 and [len(v) for v in times.values()] == [3, 3]
     assert median_ms([0.001, 0.003, 0.002]) == 2.0
 

@@ -1,15 +1,23 @@
 """The benchmarked pairs are the models xnet.train builds from their configs."""
+
 import pytest
 import torch
+from conftest import compose
 from torch import nn
 
-from conftest import compose
 from xnet.archs.params import count_paper_params
 from xnet.benchmark.models import FAMILIES, calibrate, conv_macs_per_pixel, upscale
 from xnet.utils.build import build_net, build_task
 
 # the paper-convention counts the model configs state
-PAPER_PARAMS = {"DnCNN-S": 556_032, "xDnCNN": 303_616, "SRCNN": 57_184, "xSRCNNf": 32_576, "SRResNet": 1_546_752, "xSRResNet": 1_155_968}
+PAPER_PARAMS = {
+    "DnCNN-S": 556_032,
+    "xDnCNN": 303_616,
+    "SRCNN": 57_184,
+    "xSRCNNf": 32_576,
+    "SRResNet": 1_546_752,
+    "xSRResNet": 1_155_968,
+}
 
 
 @pytest.mark.parametrize("family", FAMILIES.values(), ids=list(FAMILIES))

@@ -1,4 +1,5 @@
 """Training runs: which modes, which baseline each x-model run is compared with, a measured step."""
+
 import torch
 
 from xnet.benchmark.models import FAMILIES
@@ -10,8 +11,16 @@ def test_modes_and_their_baselines():
     assert train_modes(torch.device("cpu"), compiled=False) == ("plain", "lean")
     assert train_modes(torch.device("cpu"), compiled=True)[-1] == "compile"
     assert train_modes(torch.device("cuda"), compiled=True)[-1] == "compile_bf16"
-    assert {m: baseline_mode(m) for m in ("plain", "lean", "lean_bf16", "nchw_bf16", "triton_lean_bf16", "compile_bf16")} == {
-        "plain": "plain", "lean": "plain", "lean_bf16": "bf16", "nchw_bf16": "bf16", "triton_lean_bf16": "bf16", "compile_bf16": "compile_bf16"}
+    assert {
+        m: baseline_mode(m) for m in ("plain", "lean", "lean_bf16", "nchw_bf16", "triton_lean_bf16", "compile_bf16")
+    } == {
+        "plain": "plain",
+        "lean": "plain",
+        "lean_bf16": "bf16",
+        "nchw_bf16": "bf16",
+        "triton_lean_bf16": "bf16",
+        "compile_bf16": "compile_bf16",
+    }
 
 
 def test_sr_batches_are_low_resolution_inputs():

@@ -1,4 +1,5 @@
 """The data-set catalogue: the registered sets, their origins and manifests, and a folder's checks."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,8 +10,19 @@ from xnet.data import catalog
 
 
 def test_registry_covers_the_shared_sets_and_manifests_parse():
-    for name in ["Train400", "BSD68", "Set12", "CBSD68", "T91", "BSD200", "Set5", "Set14", "BSD100",
-                 "RainHeavy_JORDER-E_sample", "Rain12"]:
+    for name in [
+        "Train400",
+        "BSD68",
+        "Set12",
+        "CBSD68",
+        "T91",
+        "BSD200",
+        "Set5",
+        "Set14",
+        "BSD100",
+        "RainHeavy_JORDER-E_sample",
+        "Rain12",
+    ]:
         spec = catalog.DATASETS[name]
         entries = catalog.load_manifest(name)
         assert entries and all(len(e.sha256) == 64 and e.bytes for e in entries), name
@@ -25,18 +37,22 @@ def test_registry_covers_the_shared_sets_and_manifests_parse():
 
 def test_canonical_urls():
     bsd68 = catalog.DATASETS["BSD68"]
-    assert bsd68.url_base == ("https://raw.githubusercontent.com/cszn/DnCNN/"
-                              "e93b27812d3ff523a3a79d19e5e50d233d7a8d0a/testsets/BSD68/")
+    assert bsd68.url_base == (
+        "https://raw.githubusercontent.com/cszn/DnCNN/e93b27812d3ff523a3a79d19e5e50d233d7a8d0a/testsets/BSD68/"
+    )
     rain = catalog.DATASETS["RainHeavy_JORDER-E_sample"]
     assert rain.remote_path("train/rain/norain-1.png") == "data/train/small/rain/norain-1.png"
     assert rain.remote_path("test/norain/norain-5.png") == "data/test/small/norain/norain-5.png"
     assert catalog.DATASETS["BSD100"].remote_path("img_001_SRF_3_HR.png") == "img_001_SRF_3_HR.png"
     rain12 = catalog.DATASETS["Rain12"]
-    assert rain12.url_base == ("https://raw.githubusercontent.com/CoderLi365/MSCIANet/"
-                               "0a1a76bc73b5d0abb4d9790bd2a955b111fc58bf/")
+    assert rain12.url_base == (
+        "https://raw.githubusercontent.com/CoderLi365/MSCIANet/0a1a76bc73b5d0abb4d9790bd2a955b111fc58bf/"
+    )
     assert rain12.remote_path("rain/1.png") == "Rain12/rain/rain-001.png"
     assert rain12.remote_path("norain/12.png") == "Rain12/norain/norain-012.png"  # not rain/1.png's rule
-    assert {rain12.remote_path(e.file) for e in catalog.load_manifest("Rain12")} == {r for _, r in catalog._RAIN12_REMOTE}
+    assert {rain12.remote_path(e.file) for e in catalog.load_manifest("Rain12")} == {
+        r for _, r in catalog._RAIN12_REMOTE
+    }
 
 
 def test_names_are_case_insensitive_and_unknown_names_are_listed(tmp_path):

@@ -1,5 +1,6 @@
 """The datamodule owns the training pairs: both loaders seed per DDP rank and checkpoint where they
 are, so the next batch after a restore is the one the uninterrupted run would have drawn."""
+
 from types import SimpleNamespace
 
 import numpy as np
@@ -16,8 +17,19 @@ IMAGE = np.random.default_rng(0).integers(0, 255, (64, 64, 1), dtype=np.uint8)
 def datamodule(loader: str, rank: int = 0, world_size: int = 1) -> RestorationDataModule:
     source = [("a", IMAGE)]
     task = Task("denoise", "grey", GaussianNoise(25), residual=True)
-    dm = RestorationDataModule(task, train={"a": source}, val=source, patch_size=16, batch_size=2, samples_per_epoch=6,
-                               num_workers=0, loader=loader, augment="flips", val_limit=None, seed=0)
+    dm = RestorationDataModule(
+        task,
+        train={"a": source},
+        val=source,
+        patch_size=16,
+        batch_size=2,
+        samples_per_epoch=6,
+        num_workers=0,
+        loader=loader,
+        augment="flips",
+        val_limit=None,
+        seed=0,
+    )
     cpu = SimpleNamespace(root_device=torch.device("cpu"))
     dm.trainer = SimpleNamespace(world_size=world_size, global_rank=rank, strategy=cpu)
     dm.setup("fit")

@@ -1,13 +1,14 @@
 """The DerainNet/DDN training layout (rainy_image/N_k.jpg + ground_truth/N.jpg) on pairs made here."""
+
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import compose, run_train
 from PIL import Image
 
-from conftest import compose, run_train
-from xnet.protocol.io import ImageError, load_image
 from xnet.data.sources import DDNPairs
+from xnet.protocol.io import ImageError, load_image
 
 
 def make_ddn(root: Path, clean_ids=(1, 2, 10), versions=(1, 2, 3), size=(48, 40)) -> Path:
@@ -29,7 +30,7 @@ def test_pairs_every_rainy_version_with_its_clean_image(tmp_path):
     source = DDNPairs(root)
     names = [item[0] for item in source]
     assert names == ["1_1", "1_2", "1_3", "2_1", "2_2", "2_3", "10_1", "10_2", "10_3"]  # natural order
-    name, rainy, clean = source[7]
+    _name, rainy, clean = source[7]
     np.testing.assert_array_equal(rainy, load_image(root / "rainy_image" / "10_2.jpg", "keep"))
     np.testing.assert_array_equal(clean, load_image(root / "ground_truth" / "10.jpg", "keep"))
     assert source[6][2] is source[8][2]  # one decoded clean image per N
@@ -52,10 +53,23 @@ def test_layout_errors_name_the_file(tmp_path):
 
 def test_data_train_ddn_trains_a_derain_net(tmp_path):
     root = make_ddn(tmp_path / "ddn")
-    overrides = ["task=derain", "model=xdncnn_rgb", "model.net.num_blocks=1", "model.net.width=8", "data/train=ddn",
-                 f"data.train.path={root}", "data/val=sample", "data/test=sample", "debug=tiny", "trainer.max_steps=3",
-                 "trainer.val_check_interval=3", "data.patch_size=32", "data.batch_size=4", "test_after_fit=false",
-                 "trainer.enable_progress_bar=false"]
+    overrides = [
+        "task=derain",
+        "model=xdncnn_rgb",
+        "model.net.num_blocks=1",
+        "model.net.width=8",
+        "data/train=ddn",
+        f"data.train.path={root}",
+        "data/val=sample",
+        "data/test=sample",
+        "debug=tiny",
+        "trainer.max_steps=3",
+        "trainer.val_check_interval=3",
+        "data.patch_size=32",
+        "data.batch_size=4",
+        "test_after_fit=false",
+        "trainer.enable_progress_bar=false",
+    ]
     cfg = compose("train", [*overrides, "paths.output_dir=/tmp/unused"])
     assert cfg.data.train._target_ == "xnet.data.sources.DDNPairs"
     summary = run_train(tmp_path / "run", overrides)

@@ -1,4 +1,5 @@
 """The data downloader, end to end against a loopback HTTP server (no internet needed)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -68,8 +69,7 @@ def _no_env_mirror(monkeypatch):
 
 def _hidden_leftovers(root: Path) -> list[Path]:
     """Temp files / staging folders the downloader may have left (they all start with a dot)."""
-    return [p for p in root.rglob(".*")] if root.exists() else []
-
+    return list(root.rglob(".*")) if root.exists() else []
 
 
 def test_unknown_names_are_refused_before_fetching(tmp_path):
@@ -102,7 +102,9 @@ def test_good_download_verifies_then_skips_present_files(tmp_path):
         # A corrupted local file is detected and fetched again; the good ones are still skipped.
         bad = root / "Set5" / "head_GT.bmp"
         bad.write_bytes(b"junk")
-        assert catalog.verify("Set5", root) == [f"wrong size: head_GT.bmp (expected {catalog.load_manifest('Set5')[3].bytes} bytes, got 4)"]
+        assert catalog.verify("Set5", root) == [
+            f"wrong size: head_GT.bmp (expected {catalog.load_manifest('Set5')[3].bytes} bytes, got 4)"
+        ]
         fixed = dl.download("Set5", root, base_url=url)
         assert fixed.downloaded == ["head_GT.bmp"] and len(fixed.skipped) == 4
         assert catalog.verify("Set5", root) == []
@@ -170,8 +172,14 @@ def test_cli(tmp_path, capsys, monkeypatch):
 
 def test_cli_list_as_a_module(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    out = subprocess.run([sys.executable, "-m", "xnet.data.download", "--list", "--root", str(tmp_path)],
-                         capture_output=True, text=True, cwd=REPO, env=env, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "xnet.data.download", "--list", "--root", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     assert "Rain12_original" in out.stdout and "UNPINNED" in out.stdout and "BSD100" in out.stdout
 
@@ -197,8 +205,12 @@ def _zip_bytes(members: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-RAIN_FILES = {"Rain12/001_in.png": b"rainy-1", "Rain12/001_GT.png": b"clean-1", "Rain12/sub/002_in.png": b"rainy-2",
-              "__MACOSX/Rain12/._001_in.png": b"resource fork"}
+RAIN_FILES = {
+    "Rain12/001_in.png": b"rainy-1",
+    "Rain12/001_GT.png": b"clean-1",
+    "Rain12/sub/002_in.png": b"rainy-2",
+    "__MACOSX/Rain12/._001_in.png": b"resource fork",
+}
 
 
 def test_archive_unpinned_downloads_warns_and_records_checksums(tmp_path, caplog):
@@ -240,7 +252,9 @@ def test_archive_with_pinned_sha256(tmp_path):
         assert "li_cvpr16_rain.zip" in str(exc.value) and "0" * 64 in str(exc.value)
         assert not (root / "Rain12_original").exists() and _hidden_leftovers(root) == []
 
-        good = dl.download("Rain12_original", root, base_url=url, archive_sha256=hashlib.sha256(blob).hexdigest().upper())
+        good = dl.download(
+            "Rain12_original", root, base_url=url, archive_sha256=hashlib.sha256(blob).hexdigest().upper()
+        )
         assert good.verified and not (root / "Rain12_original" / "SOURCE.txt").exists()
 
 
@@ -249,9 +263,8 @@ def test_archive_path_traversal_is_refused(tmp_path, evil):
     mirror, root = tmp_path / "mirror", tmp_path / "root"
     mirror.mkdir()
     (mirror / "li_cvpr16_rain.zip").write_bytes(_zip_bytes({"ok.png": b"ok", evil: b"evil"}))
-    with serve(mirror) as (url, _):
-        with pytest.raises(dl.DownloadError, match="unsafe path in archive"):
-            dl.download("Rain12_original", root, base_url=url)
+    with serve(mirror) as (url, _), pytest.raises(dl.DownloadError, match="unsafe path in archive"):
+        dl.download("Rain12_original", root, base_url=url)
     assert not (tmp_path / "escape.txt").exists() and not (root / "escape.txt").exists()
     assert not (root / "Rain12_original").exists() and _hidden_leftovers(root) == []
 
@@ -260,9 +273,8 @@ def test_archive_rejects_non_zip(tmp_path):
     mirror, root = tmp_path / "mirror", tmp_path / "root"
     mirror.mkdir()
     (mirror / "li_cvpr16_rain.zip").write_bytes(b"<html>moved</html>")
-    with serve(mirror) as (url, _):
-        with pytest.raises(dl.DownloadError, match="did not return a zip archive"):
-            dl.download("Rain12_original", root, base_url=url)
+    with serve(mirror) as (url, _), pytest.raises(dl.DownloadError, match="did not return a zip archive"):
+        dl.download("Rain12_original", root, base_url=url)
     assert not (root / "Rain12_original").exists() and _hidden_leftovers(root) == []
 
 

@@ -1,11 +1,12 @@
 """A benchmark folder is checked against its manifest (names and count) before it is scored: an
 extra image would be averaged into the published figure (Set12 with 13 images: 28.28, not 29.07)."""
+
 import shutil
 
 import pytest
+from conftest import compose
 from PIL import Image
 
-from conftest import compose
 from xnet.data.sources import ImageFolder, ManifestMismatchError, PairedFolder
 
 
@@ -21,14 +22,17 @@ def test_the_shipped_set_matches_its_manifest(data_dir):
 
 def test_an_extra_image_is_refused_by_name(set12_copy):
     Image.new("L", (64, 64), 128).save(set12_copy / "Set12" / "13.png")
-    with pytest.raises(ManifestMismatchError, match=r"Set12: not the Set12 set \(13 images where its manifest lists 12; not in it: 13.png\)"):
-        ImageFolder(name="Set12", root=set12_copy).items
+    with pytest.raises(
+        ManifestMismatchError,
+        match=r"Set12: not the Set12 set \(13 images where its manifest lists 12; not in it: 13.png\)",
+    ):
+        _ = ImageFolder(name="Set12", root=set12_copy).items
 
 
 def test_a_missing_image_is_refused_by_name(set12_copy):
     (set12_copy / "Set12" / "05.png").unlink()
     with pytest.raises(ManifestMismatchError, match="missing: 05.png"):
-        ImageFolder(name="Set12", root=set12_copy).items
+        _ = ImageFolder(name="Set12", root=set12_copy).items
 
 
 def test_a_plain_folder_is_scored_as_it_is(set12_copy):
@@ -43,14 +47,22 @@ def test_paired_sets_are_checked_in_their_split(tmp_path, data_dir):
     for sub in ("rain", "norain"):
         Image.new("RGB", (64, 64)).save(tmp_path / "RainHeavy_JORDER-E_sample" / "test" / sub / "extra.png")
     with pytest.raises(ManifestMismatchError, match="test/rain: .*not in it: extra.png"):
-        PairedFolder(name="RainHeavy_JORDER-E_sample", root=tmp_path, split="test").items
+        _ = PairedFolder(name="RainHeavy_JORDER-E_sample", root=tmp_path, split="test").items
 
 
 def test_evaluate_refuses_before_scoring(set12_copy, tmp_path):
     from xnet.evaluate import evaluate
 
     Image.new("L", (64, 64), 128).save(set12_copy / "Set12" / "13.png")
-    cfg = compose("eval", ["weights=xdncnn_s25_cpu", "data/test=set12", f"paths.data_dir={set12_copy}", f"paths.output_dir={tmp_path / 'e'}"])
+    cfg = compose(
+        "eval",
+        [
+            "weights=xdncnn_s25_cpu",
+            "data/test=set12",
+            f"paths.data_dir={set12_copy}",
+            f"paths.output_dir={tmp_path / 'e'}",
+        ],
+    )
     with pytest.raises(ManifestMismatchError, match="13.png"):
         evaluate(cfg)
     assert not (tmp_path / "e" / "metrics.json").exists()
@@ -59,7 +71,9 @@ def test_evaluate_refuses_before_scoring(set12_copy, tmp_path):
 # --- by content: a replaced image of the same name is not the set ------------------------------------
 def test_an_image_replaced_under_its_name_is_refused(set12_copy):
     Image.new("L", (256, 256), 128).save(set12_copy / "Set12" / "05.png")  # same name, another picture
-    with pytest.raises(ManifestMismatchError, match=r"Set12: not the Set12 set \(05.png: other content than its manifest's sha256\)"):
+    with pytest.raises(
+        ManifestMismatchError, match=r"Set12: not the Set12 set \(05.png: other content than its manifest's sha256\)"
+    ):
         _ = ImageFolder(name="Set12", root=set12_copy).items
     assert len(ImageFolder(name="Set12", root=set12_copy, strict=False)) == 12  # as a plain folder it is scored
 

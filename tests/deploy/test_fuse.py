@@ -1,4 +1,5 @@
 """fuse(): BatchNorm folding and FusedXUnit are exact for every xUnit variant and model family."""
+
 from __future__ import annotations
 
 import copy
@@ -6,18 +7,17 @@ import shutil
 
 import pytest
 import torch
+from helpers_xunit import VARIANTS, randomise, single_thread  # noqa: F401 - single_thread: autouse fixture
 from torch import nn
 
 from xnet.archs.common import Restorer
-from xnet.deploy.fuse import ChannelAffine, Deployed, FusedXUnit, fuse, max_abs_diff, native_kernel
 from xnet.archs.dncnn import DnCNN, XDnCNN
 from xnet.archs.plain import ConvNet, XNet
 from xnet.archs.srcnn import SRCNN, XSRCNN
 from xnet.archs.srresnet import SRResNet, XSRResNet
 from xnet.archs.xunit import GATES, XUnit
+from xnet.deploy.fuse import ChannelAffine, Deployed, FusedXUnit, fuse, max_abs_diff, native_kernel
 from xnet.kernels.dispatch import Impl
-
-from helpers_xunit import VARIANTS, randomise, single_thread  # noqa: F401 - single_thread: autouse fixture
 
 TOL = 1e-4
 

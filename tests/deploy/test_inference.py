@@ -1,16 +1,17 @@
 """xnet.deploy.inference: the one weights → network loader and the per-image protocol, checked against the
 protocol written out by hand (KAIR's main_test_dncnn: noisy input → output → ground truth → PSNR)."""
+
 import math
 
 import numpy as np
 import pytest
 import torch
+from conftest import compose
 from hydra.utils import instantiate
 
-from conftest import compose
 from xnet.deploy.inference import evaluate_module, load_restorer, load_run
-from xnet.protocol.errors import ConfigError, WeightsError
 from xnet.deploy.weights import save_weights
+from xnet.protocol.errors import ConfigError, WeightsError
 
 
 def hand_written_psnr(image: np.ndarray, seed: int, sigma: float) -> float:
@@ -24,7 +25,17 @@ def hand_written_psnr(image: np.ndarray, seed: int, sigma: float) -> float:
 
 
 def test_the_protocol_is_the_hand_written_one():
-    cfg = compose("eval", ["task=denoise", "model=identity", "task.sigma=25", "data/test=sample", "seed=7", "paths.output_dir=/tmp/unused"])
+    cfg = compose(
+        "eval",
+        [
+            "task=denoise",
+            "model=identity",
+            "task.sigma=25",
+            "data/test=sample",
+            "seed=7",
+            "paths.output_dir=/tmp/unused",
+        ],
+    )
     loaded = load_restorer(cfg)
     photo = instantiate(cfg.data.test)[0][-1]
     source = [("top", photo[:64, :96]), ("bottom", photo[-80:, -64:])]  # (name, uint8 H×W×C), as a source gives them
@@ -77,4 +88,7 @@ def test_images_too_small_to_score_are_named(side):
     source = [("tiny", np.full((side, side, 1), 128, dtype=np.uint8))]
     with pytest.raises(ImageError, match=f"image tiny: {side}×{side} px to score .*SSIM needs at least 11×11"):
         evaluate_module(loaded.restorer, loaded.task, source)
-    assert evaluate_module(loaded.restorer, loaded.task, [("ok", np.full((11, 11, 1), 128, dtype=np.uint8))])["images"] == 1
+    assert (
+        evaluate_module(loaded.restorer, loaded.task, [("ok", np.full((11, 11, 1), 128, dtype=np.uint8))])["images"]
+        == 1
+    )

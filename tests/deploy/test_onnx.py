@@ -1,22 +1,22 @@
 """ONNX export of plain and fused models; parity with onnxruntime at two image sizes."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 import torch
-
 from helpers_xunit import randomise, single_thread  # noqa: F401 - single_thread: autouse fixture
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")
 pytest.importorskip("onnxruntime")
 
-from xnet.archs.common import Restorer  # noqa: E402
-from xnet.deploy.fuse import fuse  # noqa: E402
-from xnet.archs.dncnn import XDnCNN  # noqa: E402
-from xnet.archs.srresnet import XSRResNet  # noqa: E402
-from xnet.deploy.onnx import export_onnx, onnx_parity  # noqa: E402
+from xnet.archs.common import Restorer
+from xnet.archs.dncnn import XDnCNN
+from xnet.archs.srresnet import XSRResNet
+from xnet.deploy.fuse import fuse
+from xnet.deploy.onnx import export_onnx, onnx_parity
 
 TOL = 1e-4
 

@@ -1,15 +1,16 @@
 """Tiled inference equals whole-image inference where the receptive radius fits the overlap, for
 same-size nets (eager and fused) and for SR nets whose output is scale × the input."""
+
 import pytest
 import torch
-
 from conftest import compose
+from helpers_xunit import randomise  # BN statistics away from (0, 1): folding really shifts and scales
+
 from xnet.archs.common import Restorer
-from xnet.deploy.fuse import fuse
 from xnet.archs.dncnn import DnCNN, XDnCNN
 from xnet.archs.srcnn import SRCNN
 from xnet.archs.srresnet import XSRResNet
-from helpers_xunit import randomise  # BN statistics away from (0, 1): folding really shifts and scales
+from xnet.deploy.fuse import fuse
 from xnet.deploy.tiling import Tiler, receptive_radius, spans
 
 
@@ -83,14 +84,16 @@ def test_small_images_run_whole_and_big_ones_in_tiles():
 
 def test_evaluate_tiled_scores_as_untiled(tmp_path):
     """The evaluation path with tiles forced on every image gives the untiled figures."""
+    from xnet.deploy.weights import save_weights
     from xnet.evaluate import evaluate
     from xnet.utils.build import build_net, build_task
-    from xnet.deploy.weights import save_weights
 
     cfg = compose("eval", ["experiment=demo", "weights=x", "paths.output_dir=/tmp/unused"])
     weights = save_weights(randomise(build_net(cfg, build_task(cfg))), tmp_path / "w.pth")
     base = ["experiment=demo", f"weights={weights}", "data/test=sample"]
     whole = evaluate(compose("eval", [*base, "tiling.max_pixels=null", f"paths.output_dir={tmp_path / 'a'}"]))
-    tiled = evaluate(compose("eval", [*base, "tiling.max_pixels=0", "tiling.tile=96", f"paths.output_dir={tmp_path / 'b'}"]))
+    tiled = evaluate(
+        compose("eval", [*base, "tiling.max_pixels=0", "tiling.tile=96", f"paths.output_dir={tmp_path / 'b'}"])
+    )
     assert tiled["psnr"] == pytest.approx(whole["psnr"], abs=1e-4)
     assert tiled["ssim"] == pytest.approx(whole["ssim"], abs=1e-5)

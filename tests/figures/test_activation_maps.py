@@ -1,18 +1,38 @@
 """xnet.figures.activation_maps: maps of a layer's activation from checkpoints of tiny fig5 runs."""
+
 import json
 
 import pytest
 import torch
+from conftest import CONF
 from PIL import Image
 
-from conftest import CONF
 from xnet.archs.plain import ConvNet, XNet
-from xnet.figures.activation_maps import LayerMaps, activation_modules, capture, density, main, parse_args, prepare_input, run_from_checkpoint
+from xnet.figures.activation_maps import (
+    LayerMaps,
+    activation_modules,
+    capture,
+    density,
+    main,
+    parse_args,
+    prepare_input,
+    run_from_checkpoint,
+)
 
 TINY = [
-    "model.net.width=8", "trainer.max_steps=4", "trainer.val_check_interval=4", "trainer.enable_progress_bar=false",
-    "data.batch_size=4", "data.patch_size=32", "data.samples_per_epoch=16", "data.val_limit=1",
-    "data/train=sample", "data/val=sample", "test_after_fit=false", "module.log_images=0", "trainer.log_every_n_steps=2",
+    "model.net.width=8",
+    "trainer.max_steps=4",
+    "trainer.val_check_interval=4",
+    "trainer.enable_progress_bar=false",
+    "data.batch_size=4",
+    "data.patch_size=32",
+    "data.samples_per_epoch=16",
+    "data.val_limit=1",
+    "data/train=sample",
+    "data/val=sample",
+    "test_after_fit=false",
+    "module.log_images=0",
+    "trainer.log_every_n_steps=2",
 ]
 
 
@@ -50,7 +70,12 @@ def test_run_is_rebuilt_from_the_stored_config(checkpoints):
 
 
 def test_side_by_side_maps_and_density(checkpoints, image, tmp_path, capsys):
-    assert main([f"weights={checkpoints['xnet']},{checkpoints['convnet']}", f"image={image}", "layer=4", f"out={tmp_path}"]) == 0
+    assert (
+        main(
+            [f"weights={checkpoints['xnet']},{checkpoints['convnet']}", f"image={image}", "layer=4", f"out={tmp_path}"]
+        )
+        == 0
+    )
     assert "xnet-d5" in capsys.readouterr().out
     stats = json.loads((tmp_path / "stats.json").read_text())
     x, c = stats["nets"]["xnet-d5"], stats["nets"]["convnet-d5"]
@@ -77,11 +102,26 @@ def test_sigma_redraws_the_runs_own_noise(checkpoints, image, tmp_path):
     from xnet.protocol.errors import ConfigError
 
     for sigma in (25, 50):
-        assert main([f"weights={checkpoints['xnet']}", f"image={image}", "layer=2", f"sigma={sigma}", f"out={tmp_path / str(sigma)}"]) == 0
-    at = {s: json.loads((tmp_path / str(s) / "stats.json").read_text())["nets"]["xnet-d5"]["psnr_input"] for s in (25, 50)}
+        assert (
+            main(
+                [
+                    f"weights={checkpoints['xnet']}",
+                    f"image={image}",
+                    "layer=2",
+                    f"sigma={sigma}",
+                    f"out={tmp_path / str(sigma)}",
+                ]
+            )
+            == 0
+        )
+    at = {
+        s: json.loads((tmp_path / str(s) / "stats.json").read_text())["nets"]["xnet-d5"]["psnr_input"] for s in (25, 50)
+    }
     assert at[25] - at[50] > 5.0  # twice the noise: ≈6 dB less
     sr = OmegaConf.create({"task": {"degradation": {"_target_": "xnet.protocol.degradations.Bicubic", "scale": 3}}})
-    with pytest.raises(ConfigError, match=r"sigma=50: this run's degradation \(xnet.protocol.degradations.Bicubic\) has no noise level"):
+    with pytest.raises(
+        ConfigError, match=r"sigma=50: this run's degradation \(xnet.protocol.degradations.Bicubic\) has no noise level"
+    ):
         with_noise_level(sr, 50)
 
 
@@ -107,7 +147,15 @@ def test_density_counts_what_passes():
     z = torch.tensor([[[1.0, -2.0], [3.0, 0.5]]])
     g = torch.tensor([[[0.95, 0.05], [1.0, 0.5]]])
     s = density(LayerMaps("xunit", z, g, z * g))
-    assert s == pytest.approx({"frac_g_above_threshold": 0.5, "frac_g_below_0.1": 0.25, "mean_g": 0.625, "frac_z_positive": 0.75, "frac_x_nonzero": 1.0})
+    assert s == pytest.approx(
+        {
+            "frac_g_above_threshold": 0.5,
+            "frac_g_below_0.1": 0.25,
+            "mean_g": 0.625,
+            "frac_z_positive": 0.75,
+            "frac_x_nonzero": 1.0,
+        }
+    )
     assert density(LayerMaps("xunit", z, g, z * g), threshold=0.99)["frac_g_above_threshold"] == 0.25
 
 

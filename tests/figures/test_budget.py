@@ -1,14 +1,25 @@
 """The Fig 4 budget solver: closed forms equal the instantiated count, budgets are met within 1 %."""
+
 import itertools
 
 import pytest
 import yaml
+from conftest import CONF
 from hydra.utils import instantiate
 
-from conftest import CONF
 from xnet.archs.params import count_paper_params
 from xnet.archs.plain import ConvNet, XNet
-from xnet.figures.budget import Arch, activation_params, check, experiment_yaml, main, net_params, point_name, solve, solve_all
+from xnet.figures.budget import (
+    Arch,
+    activation_params,
+    check,
+    experiment_yaml,
+    main,
+    net_params,
+    point_name,
+    solve,
+    solve_all,
+)
 
 SHARES = [0, 10, 20, 30, 40, 50]
 
@@ -25,7 +36,9 @@ def test_xnet_formula_matches_the_model(depth, width, r):
     assert total == count_paper_params(net)
     assert act == activation_params(net) == (depth - 1) * width * (r * r + 4)
     flat = XNet(depth, width, xunit={"kernel_size": r}, block_norm=False)
-    assert net_params(depth, width, r, block_norm=False)[0] == count_paper_params(flat) == total - (depth - 2) * 2 * width
+    assert (
+        net_params(depth, width, r, block_norm=False)[0] == count_paper_params(flat) == total - (depth - 2) * 2 * width
+    )
 
 
 def test_fig4_budget_is_the_authors_4_layer_xnet_with_11x11_xunits():
@@ -68,7 +81,11 @@ def test_checked_in_fig4_table_is_the_solver_output():
 
     text = (CONF / "experiment/fig4_archs.yaml").read_text()
     cfg = yaml.safe_load(text)
-    command = next(l for l in text.splitlines() if l.startswith("#   python -m xnet.figures.budget")).lstrip("# ").strip()
+    command = (
+        next(line for line in text.splitlines() if line.startswith("#   python -m xnet.figures.budget"))
+        .lstrip("# ")
+        .strip()
+    )
     argv = shlex.split(command)[3:]
     archs = main([a for a in argv if not a.startswith("--write-experiment") and not a.endswith(".yaml")])
     names = cfg["hydra"]["sweeper"]["params"]["arch"].split(",")
@@ -83,7 +100,20 @@ def test_checked_in_fig4_table_is_the_solver_output():
 
 def test_cli_prints_the_table_and_writes_an_experiment(tmp_path, capsys):
     out = tmp_path / "fig4_test.yaml"
-    archs = main(["--total", "99136", "--shares", "0", "25", "--overrides", "--write-experiment", str(out), "--base", "fig4_quick"])
+    archs = main(
+        [
+            "--total",
+            "99136",
+            "--shares",
+            "0",
+            "25",
+            "--overrides",
+            "--write-experiment",
+            str(out),
+            "--base",
+            "fig4_quick",
+        ]
+    )
     text = capsys.readouterr().out
     assert "convnet" in text and "model=xnet model.net.depth=" in text
     assert len(archs) == 2
@@ -99,7 +129,11 @@ def test_arch_helpers():
     assert a.key == "xnet_d3_w64_r9"
     model = a.model_config()
     assert model["name"] == "xnet" and model["net"]["_target_"] == "xnet.archs.plain.XNet"
-    assert (model["net"]["depth"], model["net"]["xunit"], model["net"]["channels"]) == (3, {"kernel_size": 9}, "${task.channels}")
+    assert (model["net"]["depth"], model["net"]["xunit"], model["net"]["channels"]) == (
+        3,
+        {"kernel_size": 9},
+        "${task.channels}",
+    )
     conv = Arch("convnet", 3, 64, None, *net_params(3, 64, None), 0)
     assert "xunit" not in conv.model_config()["net"] and conv.model_config()["net"]["_target_"].endswith("ConvNet")
     assert a.overrides() == "model=xnet model.net.depth=3 model.net.width=64 model.net.xunit.kernel_size=9"
@@ -110,9 +144,25 @@ def test_arch_helpers():
 def test_written_experiment_composes_with_the_base_recipe(tmp_path):
     from hydra import compose, initialize_config_dir
 
-    main(["--total", "50000", "--shares", "0", "30", "--write-experiment", str(tmp_path / "experiment" / "fig4_t.yaml"), "--base", "fig4_quick"])
+    main(
+        [
+            "--total",
+            "50000",
+            "--shares",
+            "0",
+            "30",
+            "--write-experiment",
+            str(tmp_path / "experiment" / "fig4_t.yaml"),
+            "--base",
+            "fig4_quick",
+        ]
+    )
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", ["experiment=fig4_t", f"hydra.searchpath=[file://{tmp_path}]", "paths.output_dir=/tmp/unused"], return_hydra_config=True)
+        cfg = compose(
+            "train",
+            ["experiment=fig4_t", f"hydra.searchpath=[file://{tmp_path}]", "paths.output_dir=/tmp/unused"],
+            return_hydra_config=True,
+        )
     points = cfg.hydra.sweeper.params.arch.split(",")
     assert len(points) == 2 and cfg.name == "fig4_t" and cfg.trainer.max_steps == 1000  # the quick recipe
     for p in points:

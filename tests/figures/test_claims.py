@@ -1,4 +1,5 @@
 """xnet.figures.claims: each claim's margin and verdict on synthetic runs whose answers are known."""
+
 import pytest
 
 from xnet.figures.claims import Claim, fig3_claims, fig4_claims, fig6_claims, interpolate, markdown, seed_spread
@@ -34,10 +35,18 @@ def test_interpolation_is_linear_in_log_parameters_and_refuses_to_extrapolate():
 
 
 def test_fig3_claims_on_a_paper_like_sweep():
-    rows = [conv3(3, 27.5, 20_000), conv3(5, 27.9, 40_000), conv3(9, 28.2, 80_000), conv3(9, 28.22, 80_000, seed=1),
-            xnet3(3, 1, 27.6, 21_000), xnet3(3, 9, 28.5, 25_000), xnet3(3, 9, 28.48, 25_000, seed=1),
-            xnet3(4, 1, 27.8, 35_000), xnet3(4, 9, 28.7, 45_000), run(None, status="failed", xunit_kernel=9, depth=5,
-                                                                       params_paper=60_000, xunit_variant="paper")]
+    rows = [
+        conv3(3, 27.5, 20_000),
+        conv3(5, 27.9, 40_000),
+        conv3(9, 28.2, 80_000),
+        conv3(9, 28.22, 80_000, seed=1),
+        xnet3(3, 1, 27.6, 21_000),
+        xnet3(3, 9, 28.5, 25_000),
+        xnet3(3, 9, 28.48, 25_000, seed=1),
+        xnet3(4, 1, 27.8, 35_000),
+        xnet3(4, 9, 28.7, 45_000),
+        run(None, status="failed", xunit_kernel=9, depth=5, params_paper=60_000, xunit_variant="paper"),
+    ]
     claims = fig3_claims(rows)
     assert seed_spread(rows, lambda r: (r["xunit_kernel"], r["depth"])) == (pytest.approx(0.02), 2)
     beats = find(claims, "xNet beats the ConvNet at eq")
@@ -57,8 +66,10 @@ def test_fig3_says_when_an_xnet_falls_below_the_convnet():
 
 def test_fig4_rises_then_levels_off_or_not():
     def sweep(values):
-        return [run(v, act_share=s, xunit_kernel=None if s == 0 else 9, depth=4, params_paper=31_000)
-                for s, v in zip((0.0, 5.0, 10.7, 18.8, 28.1, 38.5), values)]
+        return [
+            run(v, act_share=s, xunit_kernel=None if s == 0 else 9, depth=4, params_paper=31_000)
+            for s, v in zip((0.0, 5.0, 10.7, 18.8, 28.1, 38.5), values)
+        ]
 
     rise, level = fig4_claims(sweep((27.0, 27.3, 27.5, 27.6, 27.62, 27.6)))
     assert rise.verdict == "holds" and rise.margin == pytest.approx(0.6) and level.verdict == "holds"
@@ -68,13 +79,27 @@ def test_fig4_rises_then_levels_off_or_not():
 
 def test_fig6_claims_find_the_best_variant_the_convnet_and_exploding_gradients():
     def v(name, depth, psnr, grad=1.0, seed=0, status="ok"):
-        return run(psnr, seed, status, xunit_variant=name, depth=depth, xunit_kernel=None if name == "relu" else 9,
-                   grad_norm_max=grad)
+        return run(
+            psnr,
+            seed,
+            status,
+            xunit_variant=name,
+            depth=depth,
+            xunit_kernel=None if name == "relu" else 9,
+            grad_norm_max=grad,
+        )
 
-    rows = [v("paper", 2, 26.0), v("paper", 6, 26.5, grad=2.0), v("paper", 6, 26.46, seed=1),
-            v("no_post_norm", 2, 26.05), v("no_post_norm", 6, 26.48),
-            v("bn_rl_cd", 2, 25.98, grad=1.5), v("bn_rl_cd", 6, 25.0, grad=80.0),
-            v("relu", 2, 25.9), v("relu", 6, 26.2)]
+    rows = [
+        v("paper", 2, 26.0),
+        v("paper", 6, 26.5, grad=2.0),
+        v("paper", 6, 26.46, seed=1),
+        v("no_post_norm", 2, 26.05),
+        v("no_post_norm", 6, 26.48),
+        v("bn_rl_cd", 2, 25.98, grad=1.5),
+        v("bn_rl_cd", 6, 25.0, grad=80.0),
+        v("relu", 2, 25.9),
+        v("relu", 6, 26.2),
+    ]
     best, beats, close, explode = fig6_claims(rows)
     assert best.verdict == "does not hold" and best.margin == pytest.approx(-0.05)  # 2 layers: 0.05 behind, spread 0.04
     assert beats.verdict == "does not hold" and "bn_rl_cd" not in beats.evidence and "BN+RL+CD" in beats.evidence

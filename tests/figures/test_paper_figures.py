@@ -1,5 +1,6 @@
 """Figs 7/8/9 (xnet.figures.paper_figures) on tiny images and random weights: panel order, titles' PSNRs equal
 to xnet.evaluate's per-image PSNRs (image i with seed seed + i), files written, one-line errors."""
+
 from __future__ import annotations
 
 import json
@@ -18,7 +19,9 @@ def write_images(folder, n, size, mode, seed=0):
     y, x = np.mgrid[:size, :size]
     for i in range(n):
         base = 128 + 90 * np.sin(x / (3 + i)) * np.cos(y / 4)
-        img = np.clip(base[..., None] + rng.normal(0, 8, (size, size, 3 if mode == "RGB" else 1)), 0, 255).astype(np.uint8)
+        img = np.clip(base[..., None] + rng.normal(0, 8, (size, size, 3 if mode == "RGB" else 1)), 0, 255).astype(
+            np.uint8
+        )
         Image.fromarray(img if mode == "RGB" else img[..., 0], mode).save(folder / f"im{i}.png")
     return folder
 
@@ -47,7 +50,7 @@ def evaluate_per_image(overrides, weights, seed=0):
     from xnet.deploy.inference import evaluate_module, inference_module, load_restorer
     from xnet.utils.build import instantiate_config
 
-    cfg = pf.compose_eval([*overrides, *( [f"weights={weights}"] if weights else [])])
+    cfg = pf.compose_eval([*overrides, *([f"weights={weights}"] if weights else [])])
     loaded = load_restorer(cfg)
     source = instantiate_config(cfg.data.test, "data.test")
     report = evaluate_module(inference_module(loaded.restorer, cfg.fuse), loaded.task, source, seed=seed)
@@ -61,8 +64,24 @@ def denoise_case(tmp_path_factory):
     dncnn = random_weights(root / "dncnn.pth", ["task=denoise", "model=dncnn"])
     xdncnn = random_weights(root / "xdncnn.pth", ["task=denoise", "model=xdncnn"])
     out = root / "fig7.png"
-    report = pf.run(["fig7", "--sigma", "30", "--dncnn", str(dncnn), "--xdncnn", str(xdncnn), "--image", "im1",
-                     "--box", "4,6,20,24", "--out", str(out), f"+data.test.path={grey}"])
+    report = pf.run(
+        [
+            "fig7",
+            "--sigma",
+            "30",
+            "--dncnn",
+            str(dncnn),
+            "--xdncnn",
+            str(xdncnn),
+            "--image",
+            "im1",
+            "--box",
+            "4,6,20,24",
+            "--out",
+            str(out),
+            f"+data.test.path={grey}",
+        ]
+    )
     return {"grey": grey, "dncnn": dncnn, "xdncnn": xdncnn, "out": out, "report": report}
 
 
@@ -81,7 +100,7 @@ def test_fig7_panels_are_noisy_bm3d_dncnn_xdncnn_clean_with_evaluate_psnrs(denoi
     got = [p["psnr"] for p in report["panels"][:4]]
     assert got == pytest.approx(expected, abs=1e-6)
     assert report["panels"][-1]["psnr"] is None
-    assert len(set(round(v, 3) for v in got)) == 4  # four different restorers, four different numbers
+    assert len({round(v, 3) for v in got}) == 4  # four different restorers, four different numbers
 
 
 def test_fig7_writes_the_png_and_its_json(denoise_case):
@@ -114,8 +133,20 @@ def test_a_bad_box_is_one_error_line(box, capsys):
 def test_a_missing_weights_file_is_one_error_line(denoise_case, tmp_path, capsys):
     missing = tmp_path / "nope" / "DnCNN-S-50.pth"
     with pytest.raises(SystemExit) as e:
-        pf.run(["fig7", "--dncnn", str(missing), "--xdncnn", str(denoise_case["xdncnn"]), "--out", str(tmp_path / "f.png"),
-                f"+data.test.path={denoise_case['grey']}", "--image", "im0"])
+        pf.run(
+            [
+                "fig7",
+                "--dncnn",
+                str(missing),
+                "--xdncnn",
+                str(denoise_case["xdncnn"]),
+                "--out",
+                str(tmp_path / "f.png"),
+                f"+data.test.path={denoise_case['grey']}",
+                "--image",
+                "im0",
+            ]
+        )
     assert e.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and str(missing) in err and "\n" not in err
@@ -124,8 +155,20 @@ def test_a_missing_weights_file_is_one_error_line(denoise_case, tmp_path, capsys
 
 def test_an_unknown_image_names_the_ones_there(denoise_case, capsys):
     with pytest.raises(SystemExit):
-        pf.run(["fig7", "--dncnn", str(denoise_case["dncnn"]), "--xdncnn", str(denoise_case["xdncnn"]), "--image", "test999",
-                f"+data.test.path={denoise_case['grey']}", "--out", "/tmp/unused.png"])
+        pf.run(
+            [
+                "fig7",
+                "--dncnn",
+                str(denoise_case["dncnn"]),
+                "--xdncnn",
+                str(denoise_case["xdncnn"]),
+                "--image",
+                "test999",
+                f"+data.test.path={denoise_case['grey']}",
+                "--out",
+                "/tmp/unused.png",
+            ]
+        )
     assert "im0, im1, im2" in capsys.readouterr().err
 
 
@@ -140,15 +183,43 @@ def test_fig8_pairs_and_a_photo_without_ground_truth(tmp_path):
     derainnet = random_weights(tmp_path / "derainnet.ckpt", ["task=derain", "model=derainnet"], ckpt_steps=500)
     xdncnn = random_weights(tmp_path / "xdncnn_rgb.pth", ["task=derain", "model=xdncnn_rgb"])
     shared = [f"+data.test.path={pairs}"]
-    report = pf.run(["fig8", "--derainnet", str(derainnet), "--xdncnn", str(xdncnn), "--image", "im1", "--out", str(tmp_path / "f8.png"), *shared])
+    report = pf.run(
+        [
+            "fig8",
+            "--derainnet",
+            str(derainnet),
+            "--xdncnn",
+            str(xdncnn),
+            "--image",
+            "im1",
+            "--out",
+            str(tmp_path / "f8.png"),
+            *shared,
+        ]
+    )
     assert [p["label"] for p in report["panels"]] == ["Rainy", "DerainNet (500 steps)", "xDnCNN", "Clean"]
     base = ["task=derain", "data/test=rain_sample", *shared]
-    assert report["panels"][0]["psnr"] == pytest.approx(evaluate_per_image([*base, "model=identity"], None)["im1"], abs=1e-6)
-    assert report["panels"][1]["psnr"] == pytest.approx(evaluate_per_image([*base, "model=derainnet"], derainnet)["im1"], abs=1e-6)
+    assert report["panels"][0]["psnr"] == pytest.approx(
+        evaluate_per_image([*base, "model=identity"], None)["im1"], abs=1e-6
+    )
+    assert report["panels"][1]["psnr"] == pytest.approx(
+        evaluate_per_image([*base, "model=derainnet"], derainnet)["im1"], abs=1e-6
+    )
     assert (tmp_path / "f8.png").is_file()
 
-    photo = pf.run(["fig8", "--derainnet", str(derainnet), "--xdncnn", str(xdncnn), "--rainy", str(pairs / "test" / "rain" / "im0.png"),
-                    "--out", str(tmp_path / "photo.png")])
+    photo = pf.run(
+        [
+            "fig8",
+            "--derainnet",
+            str(derainnet),
+            "--xdncnn",
+            str(xdncnn),
+            "--rainy",
+            str(pairs / "test" / "rain" / "im0.png"),
+            "--out",
+            str(tmp_path / "photo.png"),
+        ]
+    )
     assert [p["label"] for p in photo["panels"]] == ["Rainy", "DerainNet (500 steps)", "xDnCNN"]
     assert all(p["psnr"] is None for p in photo["panels"])
 
@@ -158,9 +229,26 @@ def test_fig9_draws_layer_2_of_srcnn_and_xsrcnnf(tmp_path):
     srcnn = random_weights(tmp_path / "srcnn.pth", ["task=sr", "model=srcnn"])
     xsrcnn = random_weights(tmp_path / "xsrcnn.pth", ["task=sr", "model=xsrcnn_f"])
     out = tmp_path / "f9.png"
-    report = pf.run(["fig9", "--srcnn", str(srcnn), "--xsrcnn", str(xsrcnn), "--image", "im1", "--box", "3,3,24,24", "--out", str(out),
-                     f"+data.test.path={images}"])
-    assert [(n["label"], n["kind"], n["channels"]) for n in report["nets"]] == [("SRCNN", "relu", 32), ("xSRCNNf", "xunit", 32)]
+    report = pf.run(
+        [
+            "fig9",
+            "--srcnn",
+            str(srcnn),
+            "--xsrcnn",
+            str(xsrcnn),
+            "--image",
+            "im1",
+            "--box",
+            "3,3,24,24",
+            "--out",
+            str(out),
+            f"+data.test.path={images}",
+        ]
+    )
+    assert [(n["label"], n["kind"], n["channels"]) for n in report["nets"]] == [
+        ("SRCNN", "relu", 32),
+        ("xSRCNNf", "xunit", 32),
+    ]
     base = ["task=sr", "task.scale=3", "data/test=set5", f"+data.test.path={images}"]
     for net, model, w in zip(report["nets"], ("srcnn", "xsrcnn_f"), (srcnn, xsrcnn)):
         assert net["psnr"] == pytest.approx(evaluate_per_image([*base, f"model={model}"], w)["im1"], abs=1e-4)

@@ -1,4 +1,5 @@
 """xnet.figures.sweep_plots on synthetic sweep dirs: every metrics.json becomes a row, failures stay visible."""
+
 import csv
 import json
 from pathlib import Path
@@ -14,12 +15,18 @@ CONV = {"_target_": "xnet.archs.plain.ConvNet", "width": 16, "kernel_size": 3, "
 XNET = {"_target_": "xnet.archs.plain.XNet", "width": 16, "kernel_size": 3, "channels": 1}
 
 
-def fake_run(root: Path, name: str, net: dict, psnr: float | None, sigma=25, status=None, choice=None, tested=True, config=None) -> Path:
+def fake_run(
+    root: Path, name: str, net: dict, psnr: float | None, sigma=25, status=None, choice=None, tested=True, config=None
+) -> Path:
     d = root / name
     d.mkdir(parents=True)
     data = {
-        "name": "fig", "model": "xnet" if "XNet" in net["_target_"] else "convnet", "sigma": sigma, "step": 10,
-        "val/psnr": psnr, "test/psnr": None if psnr is None or not tested else psnr - 0.5,
+        "name": "fig",
+        "model": "xnet" if "XNet" in net["_target_"] else "convnet",
+        "sigma": sigma,
+        "step": 10,
+        "val/psnr": psnr,
+        "test/psnr": None if psnr is None or not tested else psnr - 0.5,
         "config": {"model": {"name": "m", "net": net}, "task": {"sigma": sigma, "residual": True}, **(config or {})},
     }
     if status:
@@ -38,9 +45,16 @@ def fig3_dir(tmp_path):
     i = 10
     for r in (1, 9):
         for d in (2, 3):
-            fake_run(tmp_path, f"{i}_xnet_d{d}_r{r}", {**XNET, "depth": d, "xunit_kernel": r, "xunit": {}}, 28.0 + 0.1 * r + 0.3 * d)
+            fake_run(
+                tmp_path,
+                f"{i}_xnet_d{d}_r{r}",
+                {**XNET, "depth": d, "xunit_kernel": r, "xunit": {}},
+                28.0 + 0.1 * r + 0.3 * d,
+            )
             i += 1
-    fake_run(tmp_path, "sub/deeper/99_failed", {**XNET, "depth": 4, "xunit_kernel": 9, "xunit": {}}, None, status="failed")
+    fake_run(
+        tmp_path, "sub/deeper/99_failed", {**XNET, "depth": 4, "xunit_kernel": 9, "xunit": {}}, None, status="failed"
+    )
     return tmp_path
 
 
@@ -59,11 +73,13 @@ def test_collect_reads_every_run_recursively(fig3_dir):
 
 def test_fig3_csv_and_png(fig3_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("out")
-    rows, csv_path, png = make("fig3", fig3_dir, out / "f.png", out / "f.csv")
+    _rows, csv_path, png = make("fig3", fig3_dir, out / "f.png", out / "f.csv")
     with open(csv_path) as f:
         table = list(csv.DictReader(f))
     assert len(table) == 8
-    assert {"model", "depth", "width", "xunit_kernel", "xunit_variant", "params_paper", "test/psnr", "val/psnr"} <= set(table[0])
+    assert {"model", "depth", "width", "xunit_kernel", "xunit_variant", "params_paper", "test/psnr", "val/psnr"} <= set(
+        table[0]
+    )
     assert Image.open(png).size[0] > 500
 
 
@@ -71,8 +87,16 @@ def test_fig4_and_fig6(tmp_path):
     fake_run(tmp_path, "a", {**CONV, "depth": 3}, 28.0)
     fake_run(tmp_path, "b", {**XNET, "depth": 3, "xunit_kernel": 9, "xunit": {}}, 28.6)
     fake_run(tmp_path, "c", {**XNET, "depth": 4, "xunit_kernel": 9, "xunit": {"gate": "sigmoid"}}, 28.1, sigma=50)
-    fake_run(tmp_path, "d", {**XNET, "depth": 6, "xunit_kernel": 9, "xunit": {"gate": "identity"}}, float("nan"), choice="identity")
-    fake_run(tmp_path, "e", {**XNET, "depth": 2, "xunit_kernel": 9, "xunit": {"pre_norm": False}}, 27.9, choice="no_pre_norm")
+    fake_run(
+        tmp_path,
+        "d",
+        {**XNET, "depth": 6, "xunit_kernel": 9, "xunit": {"gate": "identity"}},
+        float("nan"),
+        choice="identity",
+    )
+    fake_run(
+        tmp_path, "e", {**XNET, "depth": 2, "xunit_kernel": 9, "xunit": {"pre_norm": False}}, 27.9, choice="no_pre_norm"
+    )
     rows, _, png4 = make("fig4", tmp_path)
     shares = sorted(r["act_share"] for r in rows)
     assert shares[0] == 0 and 0 < shares[-1] < 100
@@ -103,9 +127,9 @@ def test_fig6_labels_are_the_papers_abbreviations():
 
 
 def test_bn_rl_cd_is_the_papers_unit_without_second_bn_and_gate():
+    from conftest import compose
     from hydra.utils import instantiate
 
-    from conftest import compose
     from xnet.archs.xunit import XUnit
 
     cfg = compose("train", ["model=xnet", "xunit=bn_rl_cd", "paths.output_dir=/tmp/unused"])
@@ -127,13 +151,19 @@ def drawn(monkeypatch):
     def record(fig, *args, **kwargs):
         fig.canvas.draw()
         ax = fig.axes[0]
-        figures.append({
-            "texts": [t.get_text() for t in fig.findobj(Text) if t.get_text()],
-            "title": ax.get_title(),
-            "xticks": [t.get_text() for t in ax.get_xticklabels() if t.get_text()],
-            "stars": sorted((float(x), float(y)) for line in ax.get_lines() if line.get_marker() == "*"
-                            for x, y in zip(line.get_xdata(), line.get_ydata())),
-        })
+        figures.append(
+            {
+                "texts": [t.get_text() for t in fig.findobj(Text) if t.get_text()],
+                "title": ax.get_title(),
+                "xticks": [t.get_text() for t in ax.get_xticklabels() if t.get_text()],
+                "stars": sorted(
+                    (float(x), float(y))
+                    for line in ax.get_lines()
+                    if line.get_marker() == "*"
+                    for x, y in zip(line.get_xdata(), line.get_ydata())
+                ),
+            }
+        )
         return save(fig, *args, **kwargs)
 
     monkeypatch.setattr(Figure, "savefig", record)
@@ -177,15 +207,17 @@ def test_narrow_nets_name_the_papers_table1_points_instead_of_squashing_the_axis
 
 def test_table1_points_are_the_table1_experiments():
     """PAPER_TABLE1 holds what conf/experiment/table1_* say: the paper's PSNR and the nets' counts."""
+    from conftest import compose
     from hydra.utils import instantiate
 
-    from conftest import compose
     from xnet.archs.params import count_paper_params
     from xnet.figures.sweep_plots import PAPER_TABLE1
 
     for label, params, by_sigma in PAPER_TABLE1:
         for sigma, psnr in by_sigma.items():
-            cfg = compose("train", [f"experiment=table1_{label.split('-')[0].lower()}_s{sigma}", "paths.output_dir=/tmp/unused"])
+            cfg = compose(
+                "train", [f"experiment=table1_{label.split('-')[0].lower()}_s{sigma}", "paths.output_dir=/tmp/unused"]
+            )
             assert cfg.paper_psnr == psnr and cfg.task.sigma == sigma
             assert count_paper_params(instantiate(cfg.model.net, _convert_="all")) == params
 
@@ -205,7 +237,9 @@ def test_expected_points_without_a_run_are_listed_and_drawn_as_missing(tmp_path,
     """--expect: the ConvNet sweep of fig3_medium has 6 depths; with 2 trained, 4 rows say `missing`."""
     for d in (2, 9):
         fake_run(tmp_path, f"c{d}", {**CONV, "width": 32, "depth": d}, 27.0 + 0.1 * d, config={"seed": 0})
-    fake_run(tmp_path, "c3_seed1", {**CONV, "width": 32, "depth": 3}, 27.4, config={"seed": 1})  # another seed: not the point
+    fake_run(
+        tmp_path, "c3_seed1", {**CONV, "width": 32, "depth": 3}, 27.4, config={"seed": 1}
+    )  # another seed: not the point
     rows, csv_path, _ = make("fig3", tmp_path, expect=["fig3_medium_convnet"])
     missing = sorted(r["depth"] for r in rows if r["status"] == "missing")
     assert missing == [3, 4, 5, 7]
@@ -218,12 +252,21 @@ def test_expected_points_without_a_run_are_listed_and_drawn_as_missing(tmp_path,
 def test_fig6_draws_gradient_norms_beside_the_figure_and_labels_frelu_and_silu(tmp_path, drawn):
     for v, opts in (("paper", {}), ("frelu", {"kernel_size": 3, "combine": "max"}), ("silu", {"depthwise": False})):
         for d in (2, 4):
-            run = fake_run(tmp_path, f"{v}{d}", {**XNET, "depth": d, "xunit": opts}, 26.0 + 0.1 * d, sigma=50, choice=v,
-                           config={"seed": 0})
+            run = fake_run(
+                tmp_path,
+                f"{v}{d}",
+                {**XNET, "depth": d, "xunit": opts},
+                26.0 + 0.1 * d,
+                sigma=50,
+                choice=v,
+                config={"seed": 0},
+            )
             (run / "csv").mkdir()
-            (run / "csv" / "metrics.csv").write_text("step,train/grad_norm,train/loss\n" + "".join(
-                f"{s},{0.1 * d * (s + 1)},0.01\n" for s in range(0, 10, 2)))
-    rows, csv_path, png = make("fig6", tmp_path)
+            (run / "csv" / "metrics.csv").write_text(
+                "step,train/grad_norm,train/loss\n"
+                + "".join(f"{s},{0.1 * d * (s + 1)},0.01\n" for s in range(0, 10, 2))
+            )
+    rows, _csv_path, _png = make("fig6", tmp_path)
     assert (tmp_path / "fig6_grad_norm.png").is_file() and len(drawn) == 2
     labels = drawn[0]["texts"]
     assert "max(x, CD+BN) (FReLU)" in labels and "x·SG(x) (SiLU, pointwise)" in labels
@@ -236,8 +279,11 @@ def test_table_leaves_evaluation_runs_out_and_writes_no_file_unasked(tmp_path, c
         fake_run(tmp_path, f"c{d}", {**CONV, "depth": d}, 27.0 + 0.1 * d)
     ev = tmp_path / "eval_run"
     ev.mkdir()
-    (ev / "metrics.json").write_text(json.dumps({"model": "dncnn", "dataset": "BSD68", "psnr": 29.2, "per_image": [],
-                                                  "weights": "w.pth", "config": {}}))
+    (ev / "metrics.json").write_text(
+        json.dumps(
+            {"model": "dncnn", "dataset": "BSD68", "psnr": 29.2, "per_image": [], "weights": "w.pth", "config": {}}
+        )
+    )
     before = sorted(p.name for p in tmp_path.rglob("*"))
     assert main(["table", str(tmp_path)]) == 0
     out = capsys.readouterr().out

@@ -1,5 +1,6 @@
 """Running a script under Triton's CPU interpreter, in a subprocess: ``TRITON_INTERPRET=1`` must not
 leak into other tests (it changes which kernels the chooser may pick)."""
+
 from __future__ import annotations
 
 import importlib.util

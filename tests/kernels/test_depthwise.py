@@ -1,4 +1,5 @@
 """Native depthwise conv (the xUnit's r×r conv on CPU): values and gradients equal torch's."""
+
 from __future__ import annotations
 
 import copy
@@ -6,12 +7,11 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers_xunit import randomise, single_thread  # noqa: F401 - single_thread: autouse fixture
 
 from xnet.archs.xunit import DepthwiseConv2d, XUnit
 from xnet.kernels.depthwise import DepthwiseConvFunction, depthwise_conv_backward, native_depthwise_applies
 from xnet.kernels.xunit_native import depthwise_grad_weight_native, native_kernel
-
-from helpers_xunit import randomise, single_thread  # noqa: F401 - single_thread: autouse fixture
 
 needs_native = pytest.mark.skipif(native_kernel() is None, reason="native CPU kernel unavailable")
 TOL = 1e-5
@@ -32,7 +32,9 @@ def _grads(conv: torch.nn.Module, u: torch.Tensor, gd: torch.Tensor):
 @needs_native
 @pytest.mark.parametrize("kernel_size", [1, 3, 9, 11])  # 11: the generic (untemplated) kernels
 @pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("threads", [1, 2])  # 2: channel groups (forward), row bands with per-band accumulators (weight gradient)
+@pytest.mark.parametrize(
+    "threads", [1, 2]
+)  # 2: channel groups (forward), row bands with per-band accumulators (weight gradient)
 def test_native_matches_torch(kernel_size: int, bias: bool, threads: int) -> None:
     torch.manual_seed(kernel_size)
     conv = DepthwiseConv2d(32, kernel_size, bias=bias)
@@ -121,4 +123,6 @@ def test_backward_helper_matches_aten() -> None:
     # no bias: no bias gradient
     assert depthwise_conv_backward(conv, gd, u, conv.weight.detach(), None, (False, False, True))[2] is None
     assert DepthwiseConvFunction.apply(u, conv.weight, None).shape == u.shape
-    assert torch.allclose(DepthwiseConvFunction.apply(u, conv.weight, None), F.conv2d(u, conv.weight, None, 1, 2, 1, 16), atol=1e-5)
+    assert torch.allclose(
+        DepthwiseConvFunction.apply(u, conv.weight, None), F.conv2d(u, conv.weight, None, 1, 2, 1, 16), atol=1e-5
+    )

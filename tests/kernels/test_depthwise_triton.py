@@ -3,6 +3,7 @@ float64 at awkward shapes — H and W not multiples of any tile, C = 1, 3, 64, 9
 blocks), r = 1, 3, 9, 11, both layouts, fp32 and bf16, every tile configuration — and with the xUnit's
 first BN and ReLU fused into their loads. Without a GPU they run under Triton's CPU interpreter (in a
 subprocess); with CUDA also compiled against cuDNN."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,6 +1,7 @@
 """The one chooser of the xUnit implementation: its resolution table (CUDA and Triton rows decided
 from the target alone: no GPU, no kernel built), resolution once per module and device, the config
 value it reads (``XUnitConfig.impl``), the deprecated environment variable, and the per-call checks."""
+
 from __future__ import annotations
 
 import warnings

@@ -5,6 +5,7 @@ stack frame must be empty. The paper's xUnit (r = 9) always; every config varian
 in the slow run; on a GPU machine, under its own Triton, the spill counts the driver reports for every
 kernel a training step, an eval forward and fused inference loaded (the autotuner compiles each
 configuration; Triton's disk cache keeps them for the slot's benchmark and training)."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """Memory-lean xUnit: same forward, gradients and BN statistics as the plain module."""
+
 from __future__ import annotations
 
 import copy
@@ -6,13 +7,12 @@ import itertools
 
 import pytest
 import torch
+from helpers_xunit import VARIANTS, randomise, single_thread  # noqa: F401 - single_thread: autouse fixture
 from torch import nn
 
 from xnet.archs.dncnn import XDnCNN
 from xnet.archs.xunit import GATES, XUnit
 from xnet.kernels.xunit_autograd import XUnitLeanFunction, _slots
-
-from helpers_xunit import VARIANTS, randomise, single_thread  # noqa: F401 - single_thread: autouse fixture
 
 TOL = 1e-5
 
@@ -79,7 +79,7 @@ def test_gradcheck_float64(opts: dict, training: bool) -> None:
     torch.manual_seed(0)
     unit = randomise(XUnit(3, kernel_size=3, **opts)).double().train(training)
     x = torch.randn(2, 3, 4, 5, dtype=torch.float64, requires_grad=True)
-    slots = [s for s in _slots(unit)]
+    slots = list(_slots(unit))
 
     def fn(x, *params):  # params are the unit's own tensors: gradcheck perturbs them in place
         return XUnitLeanFunction.apply(x, unit, *params)

@@ -1,5 +1,8 @@
 """The native CPU xUnit's work split: every thread busy at 1–64 threads, the thread count taken from
 torch, and the same output whatever the split."""
+
+import itertools
+
 import pytest
 import torch
 
@@ -35,7 +38,7 @@ def test_channel_groups_come_before_row_bands():
 def test_row_bands_cover_the_image_evenly():
     for height, bands in [(321, 4), (321, 16), (20, 16), (7, 2)]:
         starts = _row_bands(height, bands)
-        sizes = [b - a for a, b in zip(starts, starts[1:])]
+        sizes = [b - a for a, b in itertools.pairwise(starts)]
         assert starts[0] == 0 and starts[-1] == height
         assert max(sizes) - min(sizes) <= 1 and min(sizes) >= min(8, height)
 
@@ -54,9 +57,15 @@ def test_the_output_does_not_depend_on_the_split(workers):
     g = torch.Generator().manual_seed(0)
     c, k = 32, 9
     terms = FusedTerms(
-        k, "gaussian", relu=True, in_scale=torch.rand(c, generator=g) + 0.5, in_shift=torch.randn(c, generator=g),
-        dw_weight=torch.randn(c, 1, k, k, generator=g) * 0.1, dw_bias=torch.randn(c, generator=g) * 0.1,
-        out_scale=torch.rand(c, generator=g) + 0.5, out_shift=torch.randn(c, generator=g),
+        k,
+        "gaussian",
+        relu=True,
+        in_scale=torch.rand(c, generator=g) + 0.5,
+        in_shift=torch.randn(c, generator=g),
+        dw_weight=torch.randn(c, 1, k, k, generator=g) * 0.1,
+        dw_bias=torch.randn(c, generator=g) * 0.1,
+        out_scale=torch.rand(c, generator=g) + 0.5,
+        out_shift=torch.randn(c, generator=g),
     )
     x = torch.randn(2, c, 83, 37, generator=g).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():

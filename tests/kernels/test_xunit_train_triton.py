@@ -4,6 +4,7 @@ float64) for each switch the configs use, at awkward shapes (C = 1, 3, 64, 96; r
 W not multiples of any tile; NCHW and channels_last; eval-mode BNs; memory-lean), in fp32 and bf16;
 and a whole xDnCNN training step (loss, gradients, BN statistics, an optimiser step) with the kernels
 equals the eager one. Without a GPU the kernels run under Triton's CPU interpreter in a subprocess."""
+
 from __future__ import annotations
 
 import pytest

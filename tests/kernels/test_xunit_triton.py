@@ -3,6 +3,7 @@
 Without a GPU the kernel runs under Triton's CPU interpreter (``TRITON_INTERPRET=1``, set in a
 subprocess so that it cannot leak into other tests); with CUDA it also runs compiled.
 """
+
 from __future__ import annotations
 
 import os

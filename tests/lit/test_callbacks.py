@@ -1,4 +1,5 @@
 """xnet.lit.callbacks: what the training callbacks log."""
+
 from types import SimpleNamespace
 
 import torch

@@ -1,12 +1,13 @@
 """Checkpoints are written atomically in their own folder: a kill or a full disk mid-save never
 leaves a truncated last.ckpt or a partial best-*.ckpt under a real name."""
+
 import errno
 import os
 
 import pytest
 import torch
-
 from conftest import TINY, compose, run_train
+
 from xnet.lit import checkpoint_io
 from xnet.lit.checkpoint_io import AtomicCheckpointIO
 from xnet.protocol.errors import OutputError

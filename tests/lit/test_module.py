@@ -1,4 +1,5 @@
 """The LightningModule trains on the pairs its datamodule hands it, as they are: it never degrades."""
+
 from __future__ import annotations
 
 import lightning as L
@@ -61,8 +62,16 @@ def test_the_module_trains_on_the_datamodules_pairs_unchanged():
     net = Spy()
     module = RestorationModule(net, Task("denoise", "grey", Forbidden(), residual=True), **cfg.optim, **cfg.module)
     losses = Losses()
-    trainer = L.Trainer(accelerator="cpu", max_steps=3, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, callbacks=[losses])
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=3,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        callbacks=[losses],
+    )
     trainer.fit(module, datamodule=FixedPairs(batches))
     assert len(net.seen) == len(losses.values) == 3
     for batch, (x, y), loss in zip(batches, net.seen, losses.values):

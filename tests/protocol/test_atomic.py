@@ -1,5 +1,6 @@
 """Atomic writes: a file is the old one or the whole new one; the temporary file lives beside it
 (a rename across filesystems is a copy a kill can cut short), is fsynced, and never outlives a failure."""
+
 import errno
 import os
 
@@ -17,10 +18,9 @@ def leftovers(folder):
 def test_an_interrupted_write_leaves_the_old_file_and_no_temp(tmp_path):
     target = tmp_path / "last.ckpt"
     target.write_bytes(b"old, complete")
-    with pytest.raises(KeyboardInterrupt):  # a kill or Ctrl-C halfway through
-        with atomic_write(target) as f:
-            f.write(b"new, but cut")
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), atomic_write(target) as f:  # a kill or Ctrl-C halfway through
+        f.write(b"new, but cut")
+        raise KeyboardInterrupt
     assert target.read_bytes() == b"old, complete"
     assert leftovers(tmp_path) == []
 
@@ -28,7 +28,9 @@ def test_an_interrupted_write_leaves_the_old_file_and_no_temp(tmp_path):
 def test_the_temp_file_is_renamed_from_the_same_folder_after_an_fsync(tmp_path, monkeypatch):
     events = []
     real_replace, real_fsync = os.replace, os.fsync
-    monkeypatch.setattr(atomic.os, "replace", lambda src, dst: (events.append(("replace", src, dst)), real_replace(src, dst))[1])
+    monkeypatch.setattr(
+        atomic.os, "replace", lambda src, dst: (events.append(("replace", src, dst)), real_replace(src, dst))[1]
+    )
     monkeypatch.setattr(atomic.os, "fsync", lambda fd: (events.append(("fsync",)), real_fsync(fd))[1])
     path = write_json(tmp_path / "run" / "metrics.json", {"psnr": 29.07})
     replaces = [e for e in events if e[0] == "replace"]
@@ -42,10 +44,9 @@ def test_the_temp_file_is_renamed_from_the_same_folder_after_an_fsync(tmp_path, 
 def test_a_full_disk_names_the_file_and_keeps_the_old_one(tmp_path):
     target = tmp_path / "model.safetensors"
     target.write_bytes(b"previous export")
-    with pytest.raises(OutputError, match="model.safetensors.*No space left") as info:
-        with atomic_path(target) as tmp:
-            tmp.write_bytes(b"half")
-            raise OSError(errno.ENOSPC, "No space left on device")
+    with pytest.raises(OutputError, match="model.safetensors.*No space left") as info, atomic_path(target) as tmp:
+        tmp.write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
     assert isinstance(info.value, UserError) and isinstance(info.value, OSError)
     assert target.read_bytes() == b"previous export"
     assert leftovers(tmp_path) == []
@@ -54,7 +55,10 @@ def test_a_full_disk_names_the_file_and_keeps_the_old_one(tmp_path):
 def test_without_overwrite_an_existing_file_is_kept(tmp_path):
     target = tmp_path / "a.png"
     target.write_bytes(b"written meanwhile by another restore")
-    with pytest.raises(OutputError, match=r"a\.png: already exists .*kept, not replaced"), atomic_write(target, overwrite=False) as f:
+    with (
+        pytest.raises(OutputError, match=r"a\.png: already exists .*kept, not replaced"),
+        atomic_write(target, overwrite=False) as f,
+    ):
         f.write(b"ours")
     assert target.read_bytes() == b"written meanwhile by another restore"
     assert leftovers(tmp_path) == []
@@ -92,7 +96,10 @@ def test_a_full_disk_in_torch_s_writer_is_named_too(tmp_path, dev_full):
 
     target = tmp_path / "last.ckpt"
     target.write_bytes(b"previous")
-    with pytest.raises(OutputError, match=r"last\.ckpt: cannot write \(No space left on device\)"), atomic_write(target) as f:
+    with (
+        pytest.raises(OutputError, match=r"last\.ckpt: cannot write \(No space left on device\)"),
+        atomic_write(target) as f,
+    ):
         torch.save({"w": torch.zeros(10_000)}, f)
     assert target.read_bytes() == b"previous" and leftovers(tmp_path) == []
 

@@ -1,19 +1,25 @@
 """User errors print one line and exit 2; bugs keep their traceback; a sweep still records a failed
 job and goes on."""
+
 import json
 import subprocess
 import sys
 
 import pytest
+from conftest import REPO
 from hydra.errors import InstantiationException
 
-from conftest import REPO
 from xnet.protocol.errors import USER_ERROR_EXIT, ConfigError, exit_on_user_error, find_user_error
 
 
 def cli(module, *args, tmp_path):
-    return subprocess.run([sys.executable, "-m", module, *args, f"hydra.run.dir={tmp_path / 'run'}"], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args, f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_a_user_error_is_one_line_on_stderr_and_status_2(capsys):
@@ -44,12 +50,23 @@ def test_hydra_s_wrapper_is_looked_through():
     assert find_user_error(RuntimeError("x")) is None
 
 
-@pytest.mark.parametrize("module, args, message", [
-    ("xnet.evaluate", ["weights=no_such_model", "data/test=sample"], "error: weights=no_such_model: no such file, and not a zoo name"),
-    ("xnet.evaluate", ["data/test=sample"], "error: weights: no value given (add weights=... to the command)"),
-    ("xnet.train", ["experiment=demo", "data.patch_size=0"], "error: data.patch_size=0: must be >= 1"),
-    ("xnet.export", ["weights=x.pth", "format=tflite"], "error: format=tflite: choose one of ('onnx', 'safetensors', 'pth')"),
-])
+@pytest.mark.parametrize(
+    "module, args, message",
+    [
+        (
+            "xnet.evaluate",
+            ["weights=no_such_model", "data/test=sample"],
+            "error: weights=no_such_model: no such file, and not a zoo name",
+        ),
+        ("xnet.evaluate", ["data/test=sample"], "error: weights: no value given (add weights=... to the command)"),
+        ("xnet.train", ["experiment=demo", "data.patch_size=0"], "error: data.patch_size=0: must be >= 1"),
+        (
+            "xnet.export",
+            ["weights=x.pth", "format=tflite"],
+            "error: format=tflite: choose one of ('onnx', 'safetensors', 'pth')",
+        ),
+    ],
+)
 def test_the_entry_points_print_one_line_and_exit_2(tmp_path, module, args, message):
     res = cli(module, *args, tmp_path=tmp_path)
     assert res.returncode == 2, res.stderr[-3000:]
@@ -59,9 +76,28 @@ def test_the_entry_points_print_one_line_and_exit_2(tmp_path, module, args, mess
 
 def test_a_sweep_records_a_bad_job_and_goes_on(tmp_path):
     sweep = tmp_path / "sweep"
-    res = subprocess.run([sys.executable, "-m", "xnet.train", "-m", "experiment=demo", "debug=tiny", "trainer.max_steps=2", "trainer.val_check_interval=2",
-                          "trainer.enable_progress_bar=false", "test_after_fit=false", "threads=1", "sweep_continue_on_error=true",
-                          "data.val_limit=0,1", f"hydra.sweep.dir={sweep}"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "xnet.train",
+            "-m",
+            "experiment=demo",
+            "debug=tiny",
+            "trainer.max_steps=2",
+            "trainer.val_check_interval=2",
+            "trainer.enable_progress_bar=false",
+            "test_after_fit=false",
+            "threads=1",
+            "sweep_continue_on_error=true",
+            "data.val_limit=0,1",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     jobs = {p.parent.name.split("_")[0]: json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")}
     assert jobs["0"]["status"] == "failed" and jobs["0"]["error"] == "ConfigError: data.val_limit=0: must be >= 1"
@@ -69,12 +105,21 @@ def test_a_sweep_records_a_bad_job_and_goes_on(tmp_path):
 
 
 # --- Hydra's own errors, before the task function runs ------------------------------------------------
-@pytest.mark.parametrize("args, message", [
-    (["no_such_key=1"], "error: Could not override 'no_such_key'. To append to your config use +no_such_key=1 (Key 'no_such_key' is not in struct)"),
-    (["model.net.nope=3"], "error: Could not override 'model.net.nope'."),
-    (["trainer=gpux"], "error: In 'train': Could not find 'trainer/gpux' Available options in 'trainer': cpu, ddp, ddp_cpu, gpu"),
-    (["optim.lr=[1"], "error: no viable alternative at input '[1'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["no_such_key=1"],
+            "error: Could not override 'no_such_key'. To append to your config use +no_such_key=1 (Key 'no_such_key' is not in struct)",
+        ),
+        (["model.net.nope=3"], "error: Could not override 'model.net.nope'."),
+        (
+            ["trainer=gpux"],
+            "error: In 'train': Could not find 'trainer/gpux' Available options in 'trainer': cpu, ddp, ddp_cpu, gpu",
+        ),
+        (["optim.lr=[1"], "error: no viable alternative at input '[1'"),
+    ],
+)
 def test_hydra_s_config_errors_are_one_line_and_status_2(tmp_path, args, message):
     res = cli("xnet.train", "experiment=demo", *args, tmp_path=tmp_path)
     assert res.returncode == 2, res.stderr[-3000:]
@@ -89,11 +134,19 @@ def test_help_still_answers_with_status_0(tmp_path):
 
 
 def test_a_run_dir_that_cannot_be_written_is_one_line(readonly_dir, tmp_path):
-    res = subprocess.run([sys.executable, "-m", "xnet.train", "experiment=demo", f"hydra.run.dir={readonly_dir / 'run'}"], cwd=REPO,
-                         capture_output=True, text=True, timeout=300, check=False)
+    res = subprocess.run(
+        [sys.executable, "-m", "xnet.train", "experiment=demo", f"hydra.run.dir={readonly_dir / 'run'}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert res.returncode == 2, res.stderr[-3000:]
     (line,) = res.stderr.strip().splitlines()
-    assert line.startswith(f"error: {readonly_dir / 'run'}") and ("Read-only file system" in line or "Permission denied" in line), line
+    assert line.startswith(f"error: {readonly_dir / 'run'}") and (
+        "Read-only file system" in line or "Permission denied" in line
+    ), line
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without a GPU")
@@ -127,4 +180,7 @@ def test_a_library_s_lines_inside_a_user_error_are_joined(capsys):
 
     with pytest.raises(SystemExit):
         main()
-    assert capsys.readouterr().err == "error: evil.ckpt: not loadable (Weights only load failed. Check the documentation of torch.load)\n"
+    assert (
+        capsys.readouterr().err
+        == "error: evil.ckpt: not loadable (Weights only load failed. Check the documentation of torch.load)\n"
+    )

@@ -1,5 +1,6 @@
 """Every protocol step runs in float32 whatever the trainer's precision (issue #22.6): the training
 and evaluation pairs made under CPU bf16 autocast equal the fp32 ones bit for bit."""
+
 from __future__ import annotations
 
 import pytest

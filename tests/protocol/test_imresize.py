@@ -113,7 +113,7 @@ def _reference_matlab_contrib(n_in: int, n_out: int, scale: float, antialias: bo
     for x in range(1, n_out + 1):
         u = x / scale + 0.5 * (1 - 1 / scale)
         left = math.floor(u - width / 2)
-        taps = [left + p for p in range(int(math.ceil(width)) + 2)]
+        taps = [left + p for p in range(math.ceil(width) + 2)]
         w = [h(u - j) for j in taps]
         s = sum(w)
         for j, wj in zip(taps, w):
@@ -162,9 +162,7 @@ def test_matches_pillow_bicubic_in_the_interior():
     pil = Image.fromarray(x.numpy(), mode="F")
     for s, border in [(0.5, 3), (0.25, 3), (2.0, 4), (3.0, 6)]:
         out = imresize(x, s)
-        ref = torch.from_numpy(
-            np.asarray(pil.resize((out.shape[1], out.shape[0]), Image.Resampling.BICUBIC)).copy()
-        )
+        ref = torch.from_numpy(np.asarray(pil.resize((out.shape[1], out.shape[0]), Image.Resampling.BICUBIC)).copy())
         b = border
         torch.testing.assert_close(out[b:-b, b:-b], ref[b:-b, b:-b], rtol=0, atol=2e-5)
 

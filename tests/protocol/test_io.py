@@ -1,13 +1,14 @@
 """Real folders hold odd files: each is handled or refused with a message naming it."""
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from xnet.data.datasets import PatchDataset
-from xnet.protocol.io import ImageError, load_image
 from xnet.data.sources import ImageFolder, PairedFolder
-from xnet.protocol.tasks import Task
 from xnet.protocol.degradations import GaussianNoise
+from xnet.protocol.io import ImageError, load_image
+from xnet.protocol.tasks import Task
 
 
 def grey_task():
@@ -20,7 +21,7 @@ def test_corrupt_file_is_named(tmp_path):
     with pytest.raises(ImageError, match="broken.png"):
         load_image(bad)
     with pytest.raises(ImageError, match="broken.png"):
-        ImageFolder(path=tmp_path).items
+        _ = ImageFolder(path=tmp_path).items
 
 
 def test_truncated_file_is_named(tmp_path):
@@ -57,8 +58,8 @@ def test_grey_and_colour_mix_becomes_the_task_space(tmp_path):
     rgb = Task("derain", "rgb", GaussianNoise(25), residual=True)
     assert {tuple(rgb.clean_tensor(img).shape) for _, img in source} == {(3, 8, 8)}
     # PIL's ITU-R 601 luma for pure red: 299/1000 * 255 ≈ 76
-    red = [img for name, img in source if name == "c"][0]
-    assert int(round(float(grey.clean_tensor(red).mean()) * 255)) == 76
+    red = next(img for name, img in source if name == "c")
+    assert round(float(grey.clean_tensor(red).mean()) * 255) == 76
 
 
 def test_images_smaller_than_the_crop_are_skipped_by_name_or_refused(tmp_path, caplog):
@@ -68,14 +69,14 @@ def test_images_smaller_than_the_crop_are_skipped_by_name_or_refused(tmp_path, c
     assert [n for n, _ in source] == ["big"]
     assert "small.png" in caplog.text
     with pytest.raises(ImageError, match="smaller than the crop"):
-        ImageFolder(path=tmp_path, min_size=100).items
+        _ = ImageFolder(path=tmp_path, min_size=100).items
     with pytest.raises(ValueError, match="small"):
         PatchDataset(ImageFolder(path=tmp_path), grey_task(), patch_size=40, length=4)
 
 
 def test_empty_or_missing_folders(tmp_path):
     with pytest.raises(ImageError, match="no images"):
-        ImageFolder(path=tmp_path).items
+        _ = ImageFolder(path=tmp_path).items
     with pytest.raises(FileNotFoundError, match="nowhere"):
         ImageFolder(path=tmp_path / "nowhere")
 
@@ -91,7 +92,7 @@ def test_paired_folder_refuses_unmatched_files(tmp_path):
     Image.new("RGB", (8, 8)).save(tmp_path / "rain" / "1.png")
     Image.new("RGB", (8, 8)).save(tmp_path / "norain" / "2.png")
     with pytest.raises(ImageError, match="without a partner"):
-        PairedFolder(path=tmp_path).items
+        _ = PairedFolder(path=tmp_path).items
 
 
 def test_patches_are_aligned_for_pairs(tmp_path):

@@ -17,7 +17,9 @@ def test_set_figure_is_mean_of_per_image_psnr_not_psnr_of_mean_mse():
     target = torch.rand(3, 1, 16, 16)
     noise = torch.tensor([0.01, 0.05, 0.2])[:, None, None, None] * torch.randn(3, 1, 16, 16)
     m = image_metrics(target + noise, target)
-    pooled = peak_signal_noise_ratio((target + noise).clamp(0, 1).mul(255).round(), target.mul(255).round(), data_range=255.0)
+    pooled = peak_signal_noise_ratio(
+        (target + noise).clamp(0, 1).mul(255).round(), target.mul(255).round(), data_range=255.0
+    )
     assert m["psnr"].shape == (3,)
     assert abs(float(m["psnr"].mean()) - float(pooled)) > 1.0  # the two aggregations really differ
 

@@ -1,9 +1,10 @@
 """xnet.protocol.quantize: the one rounding rule (MATLAB's, half away from zero), and that it is the only one."""
+
 import ast
 
 import torch
-
 from conftest import REPO
+
 from xnet.protocol.metrics import image_metrics
 from xnet.protocol.quantize import quantize_uint8, uint8_levels
 

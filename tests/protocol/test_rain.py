@@ -1,4 +1,5 @@
 """Synthetic rain streaks (xnet.protocol.rain)."""
+
 from __future__ import annotations
 
 import math
@@ -8,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
+from xnet.data.sources import PairedFolder
 from xnet.protocol.io import to_tensor, to_uint8
 from xnet.protocol.rain import RainStreaks, image_seed, main, make_rain_testset
-from xnet.data.sources import PairedFolder
 
 torch.set_num_threads(1)
 
@@ -48,13 +49,13 @@ def test_shapes_dtype_device_and_range():
         x = _clean().to(dtype)
         y = rain.train(x, _gen(1))
         assert y.shape == x.shape and y.dtype == dtype and y.device == x.device
-        assert 0 <= float(y.min()) and float(y.max()) <= 1
+        assert float(y.min()) >= 0 and float(y.max()) <= 1
         assert not torch.equal(y, x)
     grey = _clean(c=1)
     assert rain.train(grey, _gen(1)).shape == grey.shape
     z = rain.eval(_clean(b=1)[0], seed=3)
     assert z.shape == (3, 40, 48) and z.dtype == torch.float32 and z.device.type == "cpu"
-    assert 0 <= float(z.min()) and float(z.max()) <= 1
+    assert float(z.min()) >= 0 and float(z.max()) <= 1
 
 
 def test_rain_only_adds_light():
@@ -116,8 +117,9 @@ def test_longer_streaks_are_more_anisotropic():
 
 def test_angle_is_drawn_per_sample_and_rendered_per_sample():
     # soft streaks: finite differences see thin lines with a lattice bias
-    rain = RainStreaks(angle=(-40, 40), angle_jitter=0.0, length=30.0, width=2.0, blur=1.0, layers=1,
-                       density=0.004, intensity=1.0)
+    rain = RainStreaks(
+        angle=(-40, 40), angle_jitter=0.0, length=30.0, width=2.0, blur=1.0, layers=1, density=0.004, intensity=1.0
+    )
     g = _gen(11)
     params = rain.draw(8, generator=g)
     angles = params["angle"][:, 0]
@@ -184,8 +186,24 @@ def test_cli(tmp_path, capsys):
     for name in ("b", "a", "c"):
         Image.fromarray(rng.integers(0, 255, (30, 34, 3), dtype=np.uint8)).save(src / f"{name}.png")
     Image.fromarray(rng.integers(0, 255, (30, 34), dtype=np.uint8)).save(src / "d.png")  # grey → RGB
-    assert main(["--source-dir", str(src), "--out", str(tmp_path / "out"), "--seed", "0", "--limit", "2",
-                 "--intensity", "0.5", "0.6"]) == 0
+    assert (
+        main(
+            [
+                "--source-dir",
+                str(src),
+                "--out",
+                str(tmp_path / "out"),
+                "--seed",
+                "0",
+                "--limit",
+                "2",
+                "--intensity",
+                "0.5",
+                "0.6",
+            ]
+        )
+        == 0
+    )
     pairs = PairedFolder(path=tmp_path / "out", mode="RGB").items
     assert [p[0] for p in pairs] == ["a", "b"]
     assert "wrote 2 pairs" in capsys.readouterr().out

@@ -1,9 +1,10 @@
 """Tasks through the same code path as evaluation: the SR protocol and the degradations."""
+
 import pytest
 import torch
+from conftest import compose
 from torch import nn
 
-from conftest import compose
 from xnet.deploy.inference import evaluate_module
 from xnet.utils.build import build_task
 
@@ -22,7 +23,9 @@ class Passthrough(nn.Module):
 
 
 def sr_task(scale, model="srcnn"):
-    return build_task(compose("train", ["task=sr", f"model={model}", f"task.scale={scale}", "paths.output_dir=/tmp/unused"]))
+    return build_task(
+        compose("train", ["task=sr", f"model={model}", f"task.scale={scale}", "paths.output_dir=/tmp/unused"])
+    )
 
 
 @pytest.mark.parametrize("name", ["Set5", "Set14"])

@@ -1,9 +1,9 @@
 """scripts/benchmark.py, the command line: its flags and the JSON gpu_queue.py reads."""
+
 import importlib.util
 import json
 
 import pytest
-
 from conftest import REPO
 
 
@@ -16,7 +16,19 @@ def load_script():
 
 def test_a_thread_table_run_writes_the_report(tmp_path, capsys):
     path = tmp_path / "bench.json"
-    args = ["--families", "srcnn", "--no-inference", "--no-train", "--thread-table", "--repeats", "1", "--warmup", "0", "--json", str(path)]
+    args = [
+        "--families",
+        "srcnn",
+        "--no-inference",
+        "--no-train",
+        "--thread-table",
+        "--repeats",
+        "1",
+        "--warmup",
+        "0",
+        "--json",
+        str(path),
+    ]
     assert load_script().main(args) == 0
     report = json.loads(path.read_text())
     threads = report["devices"]["cpu"]["families"]["srcnn"]["threads"]["threads"]

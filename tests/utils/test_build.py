@@ -1,16 +1,24 @@
 """Config → objects: nets written in an older config form still build."""
+
 from __future__ import annotations
 
 import pytest
+from conftest import CONF
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
-from conftest import CONF
 from xnet.archs.xunit import XUnit
-from xnet.utils.config import current_net_config
 from xnet.utils.build import build_net
+from xnet.utils.config import current_net_config
 
-OLD_XDNCNN = {"_target_": "xnet.archs.dncnn.XDnCNN", "channels": 1, "num_blocks": 1, "width": 4, "xunit_kernel": 5, "xunit": {"gate": "tanh"}}
+OLD_XDNCNN = {
+    "_target_": "xnet.archs.dncnn.XDnCNN",
+    "channels": 1,
+    "num_blocks": 1,
+    "width": 4,
+    "xunit_kernel": 5,
+    "xunit": {"gate": "tanh"},
+}
 
 
 def test_the_old_xunit_kernel_key_moves_into_the_xunit_node() -> None:
@@ -34,8 +42,8 @@ def test_a_stored_config_of_the_old_form_builds_the_same_net() -> None:
 def test_an_even_kernel_size_is_named(size):
     from conftest import TINY, compose
 
-    from xnet.utils.build import build_net
     from xnet.protocol.errors import ConfigError
+    from xnet.utils.build import build_net
 
     with pytest.raises(ConfigError, match=rf"model=xdncnn \(model.net\): kernel_size={size}: must be odd"):
         build_net(compose("train", [*TINY, f"model.net.kernel_size={size}", "paths.output_dir=/tmp/unused"]))

@@ -1,6 +1,7 @@
 """torch.compile in place with a visible fall back: a compile that fails logs a warning, says so in the
 status that goes to metrics.json and runs eagerly; the model's own errors still raise; nothing turns
 on dynamo's process-wide ``suppress_errors``."""
+
 from __future__ import annotations
 
 import logging

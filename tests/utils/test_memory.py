@@ -1,4 +1,5 @@
 """retain_freed_memory: a training step reuses the pages of the previous one (no page faults)."""
+
 from __future__ import annotations
 
 import json

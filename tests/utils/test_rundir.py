@@ -1,5 +1,6 @@
 """One writer per run dir: a second one fails at once naming the holder, a killed holder leaves no
 stale lock, and an earlier run moves aside whole instead of being written over."""
+
 import os
 import signal
 import subprocess
@@ -25,7 +26,9 @@ def test_a_second_writer_fails_at_once_naming_the_holder(tmp_path):
 
 def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
     code = f"from xnet.utils.rundir import run_dir_lock\nwith run_dir_lock({str(tmp_path)!r}):\n    print('locked', flush=True)\n    input()\n"
-    holder = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(RunDirBusy, match=f"pid {holder.pid} on"), run_dir_lock(tmp_path):
@@ -42,11 +45,22 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
 
 def test_what_an_earlier_run_left_is_found_and_moved_aside_whole(tmp_path):
     assert held_run(tmp_path) == []
-    for name in ("checkpoints/last.ckpt", "checkpoints/best-step0000200-psnr29.000.ckpt", "csv/metrics.csv", "metrics.json",
-                 ".hydra/config.yaml", "train.log"):
+    for name in (
+        "checkpoints/last.ckpt",
+        "checkpoints/best-step0000200-psnr29.000.ckpt",
+        "csv/metrics.csv",
+        "metrics.json",
+        ".hydra/config.yaml",
+        "train.log",
+    ):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(name)
-    assert held_run(tmp_path) == ["checkpoints/best-step0000200-psnr29.000.ckpt", "checkpoints/last.ckpt", "csv/metrics.csv", "metrics.json"]
+    assert held_run(tmp_path) == [
+        "checkpoints/best-step0000200-psnr29.000.ckpt",
+        "checkpoints/last.ckpt",
+        "csv/metrics.csv",
+        "metrics.json",
+    ]
     dest = move_aside(tmp_path)
     assert dest.parent == tmp_path and dest.name.startswith("replaced-")
     assert (dest / "checkpoints" / "last.ckpt").read_text() == "checkpoints/last.ckpt"

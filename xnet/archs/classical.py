@@ -4,6 +4,7 @@ baseline) and the degraded input itself (the "input" row of every table).
 Their model configs say ``classical: true``: ``evaluate`` builds them without ``weights=`` and uses
 their output as the image (never residual).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -34,7 +35,9 @@ class BM3D(nn.Module):
         try:
             import bm3d  # noqa: F401  (checked here so a missing package fails before any image)
         except ImportError as e:
-            raise ValueError("model=bm3d needs the bm3d package: pip install 'xnet[classical]' (or pip install bm3d)") from e
+            raise ValueError(
+                "model=bm3d needs the bm3d package: pip install 'xnet[classical]' (or pip install bm3d)"
+            ) from e
         if sigma <= 0:
             raise ValueError(f"BM3D needs the noise level: sigma={sigma} (task.sigma)")
         self.sigma, self.profile = float(sigma), profile

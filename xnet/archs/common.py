@@ -1,4 +1,5 @@
 """Building blocks shared by the families, and the residual-learning wrapper."""
+
 from __future__ import annotations
 
 import torch

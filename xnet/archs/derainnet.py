@@ -7,6 +7,7 @@ the defaults it has 753,664 conv weights (≈753K, the paper's figure).
 For xnet's residual-learning tasks the module returns the *rain layer*, ``x - (base + f(detail))``,
 so ``Restorer(residual=True)`` yields the derained image.
 """
+
 from __future__ import annotations
 
 import torch

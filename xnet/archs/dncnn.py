@@ -1,7 +1,9 @@
 """DnCNN-S (Zhang et al. 2017) and xDnCNN (the paper's Table 1/2 model)."""
+
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from torch import nn
 

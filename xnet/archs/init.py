@@ -3,10 +3,11 @@ U(±1/√fan_in) with fan_in = C_in/groups · k²). ``legacy``: PyTorch ≤ 0.3'
 with (their weights are PyTorch-0.3 pickles): BN γ ~ U(0, 1), and fan_in = C_in · k² for every conv, groups
 ignored, so a depthwise r×r conv starts √C_in times smaller. Chosen by the ``init`` config key, for every
 model alike."""
+
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

@@ -1,4 +1,5 @@
 """Parameter counts: the paper's convention and the plain trainable total."""
+
 from __future__ import annotations
 
 from torch import nn

@@ -3,15 +3,17 @@
 ``depth`` counts convolution layers: a first conv from the image, ``depth - 2`` hidden convs and a
 last conv back to the image. Hidden activations are ReLU (ConvNet) or xUnit (xNet).
 """
+
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from torch import nn
 
 from xnet.archs.common import check_depth, xunit_layers
-from xnet.archs.xunit import XUnitConfig
 from xnet.archs.dncnn import DnCNN
+from xnet.archs.xunit import XUnitConfig
 
 
 class ConvNet(DnCNN):

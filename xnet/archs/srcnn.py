@@ -4,9 +4,11 @@ Both map a bicubic-upsampled Y channel to the high-resolution Y channel (same si
 ``padding_mode``: ``zeros`` (as trained here) or ``replicate``, how SRCNN's MATLAB release pads
 (``imfilter(..., 'replicate')``): its published weights score as published only with it.
 """
+
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from torch import nn
 

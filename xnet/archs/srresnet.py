@@ -2,10 +2,12 @@
 
 Input: low-resolution RGB; output: RGB at ``scale`` × the size (PixelShuffle ×2 stages, or one ×3).
 """
+
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn

@@ -2,10 +2,12 @@
 
 Every component is a switch so that the design variants of the paper's Fig 6 are configs, not code.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -18,7 +20,7 @@ from xnet.kernels.xunit_autograd import xunit_lean
 from xnet.kernels.xunit_train_triton import fits as triton_fits
 from xnet.kernels.xunit_train_triton import xunit_triton_train
 
-__all__ = ["COMBINES", "DepthwiseConv2d", "GATES", "XUnit", "XUnitConfig", "gate"]
+__all__ = ["COMBINES", "GATES", "DepthwiseConv2d", "XUnit", "XUnitConfig", "gate"]
 
 #: how the unit's input and its weight map ``g`` make the output
 COMBINES = ("product", "max")
@@ -71,7 +73,7 @@ class XUnitConfig:
             raise ValueError(f"xUnit kernel_size must be odd and positive, got {self.kernel_size}")
 
     @classmethod
-    def of(cls, xunit: "XUnitConfig | Mapping[str, Any] | None", **defaults: Any) -> "XUnitConfig":
+    def of(cls, xunit: XUnitConfig | Mapping[str, Any] | None, **defaults: Any) -> XUnitConfig:
         """``xunit`` (a config node, as Hydra passes it) over the model's own ``defaults``."""
         if isinstance(xunit, XUnitConfig):
             return xunit
@@ -125,8 +127,14 @@ class XUnit(nn.Module):
         resolved = getattr(self, "_resolved", {})
         impl = resolved.get(x.device.type)
         if impl is None:
-            target = Target("xunit", self.impl, x.device.type, interpreting=triton_interpreting(), native_fits=False,
-                            triton_fits=triton_fits(self))
+            target = Target(
+                "xunit",
+                self.impl,
+                x.device.type,
+                interpreting=triton_interpreting(),
+                native_fits=False,
+                triton_fits=triton_fits(self),
+            )
             impl = resolved[x.device.type] = resolve(target)
         return impl if impl is Impl.TRITON and runs_now(impl, x) else Impl.EAGER
 

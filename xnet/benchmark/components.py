@@ -1,6 +1,7 @@
 """Single components timed alone: the xUnit's depthwise conv kernels (cuDNN/torch against
 Triton, autotuned and at each tile configuration), one xUnit's training step by ``impl``, and the
 ways to draw a training batch."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -34,7 +35,9 @@ def depthwise_kernels(device: torch.device, settings: Settings) -> dict[str, Any
     wd, ud, gd = w.to(dtype), u.contiguous(), grad.contiguous()
 
     def aten_bwd(uu: torch.Tensor, gg: torch.Tensor, mask: list[bool]) -> Any:
-        return torch.ops.aten.convolution_backward(gg, uu, wd, None, [1, 1], [r // 2] * 2, [1, 1], False, [0, 0], c, mask)
+        return torch.ops.aten.convolution_backward(
+            gg, uu, wd, None, [1, 1], [r // 2] * 2, [1, 1], False, [0, 0], c, mask
+        )
 
     fns: dict[str, Callable[[], Any]] = {
         "torch_cl/fwd": lambda: F.conv2d(u, wd, None, 1, r // 2, 1, c),
@@ -57,7 +60,7 @@ def depthwise_kernels(device: torch.device, settings: Settings) -> dict[str, Any
     for key, fn in fns.items():  # one at a time: a failing variant must not take the others down
         try:
             out["ms"][key] = median_ms(interleaved_times({key: fn}, 2, max(5, settings.repeats), device)[key])
-        except Exception as exc:  # noqa: BLE001 - recorded, e.g. a Triton compile error on a new GPU
+        except Exception as exc:
             out["errors"][key] = f"{type(exc).__name__}: {exc}"[:300]
     return out
 
@@ -92,7 +95,7 @@ def xunit_step(device: torch.device, settings: Settings) -> dict[str, Any]:
                     base = torch.cuda.memory_allocated(device)
                     step()
                     out["peak_MB"][key] = (torch.cuda.max_memory_allocated(device) - base) / 2**20
-            except Exception as exc:  # noqa: BLE001 - recorded (a compile error on a new GPU, out of memory)
+            except Exception as exc:
                 out["errors"][key] = f"{type(exc).__name__}: {exc}"[:300]
     return out
 
@@ -135,8 +138,12 @@ def data_pipeline(device: torch.device, settings: Settings) -> dict[str, Any]:
 
     fns["dataloader"] = dataloader_draw
     times = interleaved_times(fns, 2, max(5, settings.repeats), device)
-    out: dict[str, Any] = {"batch": batch, "crop": crop, "set": "400 × 180² grey (Train400's shape)",
-                           "ms_per_batch": {k: median_ms(v) for k, v in times.items()}}
+    out: dict[str, Any] = {
+        "batch": batch,
+        "crop": crop,
+        "set": "400 × 180² grey (Train400's shape)",
+        "ms_per_batch": {k: median_ms(v) for k, v in times.items()},
+    }
     if kornia_error:
         out["kornia_error"] = kornia_error
     return out

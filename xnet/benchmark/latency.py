@@ -1,6 +1,7 @@
 """Inference cost of a family's two models: parameters, conv MACs, latency and throughput of each
 deployment variant (eager, channels_last, fused with and without its kernels, compiled, bf16),
 every variant's deviation from eager, and on the CPU the fused latency by thread count."""
+
 from __future__ import annotations
 
 import copy
@@ -8,7 +9,8 @@ import os
 import statistics
 import time
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -40,7 +42,9 @@ def _compiled(model: nn.Module, x: torch.Tensor) -> tuple[Callable[[], torch.Ten
     return (lambda: fc(x)), round(time.perf_counter() - t0, 2)
 
 
-def variants(model: nn.Module, x: torch.Tensor, settings: Settings) -> tuple[dict[str, Callable[[], torch.Tensor]], float | str | None]:
+def variants(
+    model: nn.Module, x: torch.Tensor, settings: Settings
+) -> tuple[dict[str, Callable[[], torch.Tensor]], float | str | None]:
     """Every deployment of ``model`` on ``x`` to time, and the compile time (None: not compiled)."""
     x_cl = x.contiguous(memory_format=torch.channels_last)
     cl = copy.deepcopy(model).eval().to(memory_format=torch.channels_last)
@@ -48,7 +52,10 @@ def variants(model: nn.Module, x: torch.Tensor, settings: Settings) -> tuple[dic
     # fused_torchops: the same fused model with each xUnit as torch ops, not the native / Triton kernel
     torchops = fuse(model, cpu_kernel="torch", gpu_kernel="torch")
     v: dict[str, Callable[[], torch.Tensor]] = {
-        "eager": lambda: model(x), "eager_cl": lambda: cl(x_cl), "fused": lambda: fused(x), "fused_torchops": lambda: torchops(x),
+        "eager": lambda: model(x),
+        "eager_cl": lambda: cl(x_cl),
+        "fused": lambda: fused(x),
+        "fused_torchops": lambda: torchops(x),
     }
     compile_s = None
     if settings.compile_enabled:
@@ -146,10 +153,16 @@ def thread_scaling(family: Family, settings: Settings) -> dict[str, Any]:
         for n in counts:
             torch.set_num_threads(n)
             with torch.inference_mode():
-                times = interleaved_times({k: (lambda m=m: m(x)) for k, m in models.items()}, settings.warmup + 1, settings.repeats, torch.device("cpu"))
+                times = interleaved_times(
+                    {k: (lambda m=m: m(x)) for k, m in models.items()},
+                    settings.warmup + 1,
+                    settings.repeats,
+                    torch.device("cpu"),
+                )
             ms = {k: median_ms(v) for k, v in times.items()}
             out["threads"][str(n)] = {
-                "ms": ms, "ratio": ms[xname] / ms[base],
+                "ms": ms,
+                "ratio": ms[xname] / ms[base],
                 "layers_ms": {k: layer_times(m, x, max(3, settings.repeats // 2)) for k, m in models.items()},
             }
     finally:

@@ -1,12 +1,14 @@
 """Timing and memory of torch callables: interleaved medians, the peak memory of a training step
 (CUDA allocator, or on the CPU the profiler's memory timeline, else the resident set) and the bytes
 autograd saves for backward."""
+
 from __future__ import annotations
 
 import gc
 import statistics
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -77,7 +79,7 @@ def profiler_peak_bytes(fn: Callable[[], Any]) -> int | None:
         with retention_paused(), profile(**opts) as prof:
             fn()
         timeline = prof._memory_profile().timeline
-    except Exception:  # noqa: BLE001 - private API: degrade gracefully
+    except Exception:
         return None
     current = peak = 0
     for _t, action, _key, size in timeline:

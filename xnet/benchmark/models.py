@@ -1,5 +1,6 @@
 """The benchmarked pairs (a baseline and its xUnit model), built from the model configs as
 ``xnet.train`` builds them, the synthetic images they run on, and their analytic conv cost."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,8 +11,8 @@ from torch import nn
 
 from xnet.archs.common import Restorer
 from xnet.archs.xunit import XUnit
-from xnet.utils.config import compose_config
 from xnet.utils.build import build_net, build_task
+from xnet.utils.config import compose_config
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,9 @@ FAMILIES: dict[str, Family] = {
     # the bicubic-upsampled Y channel
     "srcnn": Family(("SRCNN", "xSRCNNf"), ("srcnn", "xsrcnn_f"), ("task=sr",), (1, 1, 321, 480)),
     # LR RGB, ×4 (output 320×480)
-    "srresnet": Family(("SRResNet", "xSRResNet"), ("srresnet", "xsrresnet"), ("task=sr", "task.scale=4"), (1, 3, 80, 120)),
+    "srresnet": Family(
+        ("SRResNet", "xSRResNet"), ("srresnet", "xsrresnet"), ("task=sr", "task.scale=4"), (1, 3, 80, 120)
+    ),
 }
 
 

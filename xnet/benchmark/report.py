@@ -1,5 +1,6 @@
 """The benchmark's tables (x-model against baseline, with ratios), the machine it ran on, and its
 JSON report (written atomically, after every family, so a capped run keeps what it measured)."""
+
 from __future__ import annotations
 
 import json
@@ -32,7 +33,9 @@ def _fmt(v: Any) -> str:
     return f"{v:.3g}"
 
 
-def _inference_rows(family_name: str, family: Family, inf: dict[str, Any]) -> tuple[list[tuple[str, Any, Any]], list[Ratio]]:
+def _inference_rows(
+    family_name: str, family: Family, inf: dict[str, Any]
+) -> tuple[list[tuple[str, Any, Any]], list[Ratio]]:
     base, xname = family.names
     b, x = inf["models"][base], inf["models"][xname]
     rows = [
@@ -46,26 +49,42 @@ def _inference_rows(family_name: str, family: Family, inf: dict[str, Any]) -> tu
     lx, lb = x["latency_ms"], b["latency_ms"]
     ratios = [
         (f"{family_name}: {xname} {xv} / {base} {bv} latency", lx[xv] / lb[bv])
-        for xv, bv in (("fused", "eager"), ("fused", "fused"), ("fused_torchops", "fused_torchops"),
-                       ("fused_compile", "fused_compile"), ("eager", "eager"), ("fused_bf16", "fused_bf16"))
+        for xv, bv in (
+            ("fused", "eager"),
+            ("fused", "fused"),
+            ("fused_torchops", "fused_torchops"),
+            ("fused_compile", "fused_compile"),
+            ("eager", "eager"),
+            ("fused_bf16", "fused_bf16"),
+        )
         if xv in lx and bv in lb
     ]
     return rows, ratios
 
 
-def _training_rows(family_name: str, family: Family, tr: dict[str, Any]) -> tuple[list[tuple[str, Any, Any]], list[Ratio]]:
+def _training_rows(
+    family_name: str, family: Family, tr: dict[str, Any]
+) -> tuple[list[tuple[str, Any, Any]], list[Ratio]]:
     base, xname = family.names
     rows: list[tuple[str, Any, Any]] = []
     ratios: list[Ratio] = []
-    labels = (("step_ms", "train step ms"), ("samples_s", "train samples/s"), ("saved_MB", "saved activations MB"), ("peak_MB", "train peak MB"))
+    labels = (
+        ("step_ms", "train step ms"),
+        ("samples_s", "train samples/s"),
+        ("saved_MB", "saved activations MB"),
+        ("peak_MB", "train peak MB"),
+    )
     for mode in TRAIN_MODES + TRAIN_MODES_CUDA + ("compile", "compile_bf16"):
         if f"{xname}/{mode}" not in tr["runs"]:
             continue
         b = tr["runs"].get(f"{base}/{baseline_mode(mode)}", {})
         x = tr["runs"][f"{xname}/{mode}"]
         rows += [(f"{label} [{mode}]", b.get(key), x.get(key)) for key, label in labels if key in b or key in x]
-        ratios += [(f"{family_name}: {xname} {mode} / {base} training {key}", x[key] / b[key])
-                   for key in ("samples_s", "saved_MB", "peak_MB") if b.get(key) and x.get(key) is not None]
+        ratios += [
+            (f"{family_name}: {xname} {mode} / {base} training {key}", x[key] / b[key])
+            for key in ("samples_s", "saved_MB", "peak_MB")
+            if b.get(key) and x.get(key) is not None
+        ]
     return rows, ratios
 
 
@@ -87,7 +106,10 @@ def print_family(family_name: str, family: Family, res: dict[str, Any], device: 
     if inf:
         for name in (base, xname):
             diffs = inf["models"][name]["max_abs_diff_vs_eager"]
-            print(f"max |variant - eager| after clip [0,1], {name}: " + ", ".join(f"{k} {v:.2e}" for k, v in diffs.items()))
+            print(
+                f"max |variant - eager| after clip [0,1], {name}: "
+                + ", ".join(f"{k} {v:.2e}" for k, v in diffs.items())
+            )
         if "compile_s" in inf:
             print(f"compile (first call) s: {inf['compile_s']}")
     if tr:
@@ -104,7 +126,9 @@ def print_threads(family_name: str, family: Family, out: dict[str, Any]) -> None
     print(f"{'threads':>7} {base + ' ms':>14} {xname + ' ms':>14} {'ratio':>7}   {xname}: conv / xUnit / other ms")
     for n, r in out["threads"].items():
         lt = r["layers_ms"][xname]
-        print(f"{n:>7} {r['ms'][base]:>14.1f} {r['ms'][xname]:>14.1f} {r['ratio']:>7.3f}   {lt['conv']:.1f} / {lt['xunit']:.1f} / {lt['other']:.1f}")
+        print(
+            f"{n:>7} {r['ms'][base]:>14.1f} {r['ms'][xname]:>14.1f} {r['ratio']:>7.3f}   {lt['conv']:.1f} / {lt['xunit']:.1f} / {lt['other']:.1f}"
+        )
 
 
 def print_ms(title: str, ms: dict[str, float], errors: dict[str, str] | None = None, width: int = 28) -> None:

@@ -1,4 +1,5 @@
 """How long and how large a benchmark runs (the command line's choices for one device)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,11 +8,11 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Settings:
     """Attributes:
-        warmup, repeats: untimed and timed rounds per inference variant.
-        compile_enabled: also time ``fuse(..., compile=True)``.
-        train_batch, train_crop, train_steps: a training step's batch, HR crop side, timed steps.
-        train_compile: also train with ``torch.compile``.
-        thread_counts: CPU thread counts timed besides 1, 2 and all cores.
+    warmup, repeats: untimed and timed rounds per inference variant.
+    compile_enabled: also time ``fuse(..., compile=True)``.
+    train_batch, train_crop, train_steps: a training step's batch, HR crop side, timed steps.
+    train_compile: also train with ``torch.compile``.
+    thread_counts: CPU thread counts timed besides 1, 2 and all cores.
     """
 
     warmup: int = 2

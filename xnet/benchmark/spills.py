@@ -8,6 +8,7 @@ tensors with :func:`xnet.kernels.triton_launch.recording` on, so the audited lau
 wrappers' own (arguments, constexprs, dtypes, integer specialisations); :func:`xnet.kernels.triton_audit.audit`
 compiles each at every tile configuration.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -75,15 +76,24 @@ def workload(
 
 #: the xUnit switches the configs train (conf/xunit/: the paper's and Fig 6's variants with a depthwise conv)
 VARIANTS = (
-    {}, {"pre_norm": False}, {"post_norm": False}, {"pre_norm": False, "post_norm": False}, {"relu": False},
-    {"gate": "sigmoid"}, {"gate": "tanh"}, {"gate": "identity"},
+    {},
+    {"pre_norm": False},
+    {"post_norm": False},
+    {"pre_norm": False, "post_norm": False},
+    {"relu": False},
+    {"gate": "sigmoid"},
+    {"gate": "tanh"},
+    {"gate": "identity"},
 )
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--all", action="store_true",
-                    help=f"every variant at r = 1, 3, ..., {MAX_KERNEL_SIZE} (default: the paper's xUnit at r = 9)")
+    ap.add_argument(
+        "--all",
+        action="store_true",
+        help=f"every variant at r = 1, 3, ..., {MAX_KERNEL_SIZE} (default: the paper's xUnit at r = 9)",
+    )
     args = ap.parse_args(argv)
     sizes = range(1, MAX_KERNEL_SIZE + 1, 2) if args.all else (9,)
     results: list[Resources] = audit(workload(VARIANTS if args.all else ({},), sizes))

@@ -2,11 +2,13 @@
 channels_last tensors, as ``RestorationModule`` trains — time, samples/s, peak memory and the
 activations saved for backward — in each training mode (plain, memory-lean xUnits, and on CUDA
 bf16 autocast and each ``xunit.impl``; compiled on request)."""
+
 from __future__ import annotations
 
 import gc
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -54,8 +56,15 @@ def training_batch(family: Family, settings: Settings, device: torch.device) -> 
     return inp.to(device, memory_format=cl), target.to(device, memory_format=cl)
 
 
-def measure_step(step: Callable[[], None], forward: Callable[[], torch.Tensor], opt: torch.optim.Optimizer,
-                 batch: int, target: torch.Tensor, device: torch.device, steps: int) -> dict[str, Any]:
+def measure_step(
+    step: Callable[[], None],
+    forward: Callable[[], torch.Tensor],
+    opt: torch.optim.Optimizer,
+    batch: int,
+    target: torch.Tensor,
+    device: torch.device,
+    steps: int,
+) -> dict[str, Any]:
     """Saved activations, peak memory and timed steps of one warmed-up training step."""
     opt.zero_grad(set_to_none=True)
     loss, saved = saved_tensor_bytes(forward)
@@ -70,8 +79,14 @@ def measure_step(step: Callable[[], None], forward: Callable[[], torch.Tensor], 
     return rec
 
 
-def train_run(family: Family, name: str, mode: str, batch: tuple[torch.Tensor, torch.Tensor],
-              device: torch.device, settings: Settings) -> dict[str, Any]:
+def train_run(
+    family: Family,
+    name: str,
+    mode: str,
+    batch: tuple[torch.Tensor, torch.Tensor],
+    device: torch.device,
+    settings: Settings,
+) -> dict[str, Any]:
     """One model in one mode: the record of :func:`measure_step` (``compile_s`` when compiled),
     or ``error`` (e.g. out of memory)."""
     inp, target = batch
@@ -111,7 +126,12 @@ def training_costs(family: Family, device: torch.device, settings: Settings) -> 
     """Every run of :func:`train_modes`: the x-model in each, the baseline in those that do not
     change the xUnits alone."""
     batch = training_batch(family, settings, device)
-    out: dict[str, Any] = {"batch": settings.train_batch, "crop": settings.train_crop, "input": list(batch[0].shape), "runs": {}}
+    out: dict[str, Any] = {
+        "batch": settings.train_batch,
+        "crop": settings.train_crop,
+        "input": list(batch[0].shape),
+        "runs": {},
+    }
     base, xname = family.names
     for mode in train_modes(device, settings.train_compile):
         for name in (base, xname):

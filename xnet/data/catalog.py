@@ -5,6 +5,7 @@ folder against its manifest. Fetching lives in :mod:`xnet.data.download`.
 Rain12_original (Li et al.'s own archive) has no pinned checksum; a download records the checksums
 it saw (``MANIFEST.tsv`` + ``SOURCE.txt`` in the folder, marked unverified), which later checks use.
 """
+
 from __future__ import annotations
 
 import csv
@@ -71,7 +72,7 @@ class DatasetSpec:
     def remote_path(self, local: str) -> str:
         for local_prefix, remote_prefix in self.remote_prefixes:
             if local.startswith(local_prefix):
-                return remote_prefix + local[len(local_prefix):]
+                return remote_prefix + local[len(local_prefix) :]
         return local
 
 
@@ -88,7 +89,9 @@ _XUNIT = ("kligvasser/xUnit", "caa087646444edec76f2a8d5e8a99f962a231e03")
 _JORDER_E = ("flyywh/JORDER-E-Deep-Image-Deraining-TPAMI-2019-Journal", "ccb4a465bcb48ad8a5d3fef3ab1b950bcf8b7050")
 _MSCIANET = ("CoderLi365/MSCIANet", "0a1a76bc73b5d0abb4d9790bd2a955b111fc58bf")
 # Upstream names the pairs Rain12/{rain,norain}/<dir>-00N.png; xnet keeps <dir>/N.png (one rewrite per file).
-_RAIN12_REMOTE = tuple((f"{d}/{n}.png", f"Rain12/{d}/{d}-{n:03d}.png") for d in ("rain", "norain") for n in range(1, 13))
+_RAIN12_REMOTE = tuple(
+    (f"{d}/{n}.png", f"Rain12/{d}/{d}-{n:03d}.png") for d in ("rain", "norain") for n in range(1, 13)
+)
 
 
 def _github_set(name: str, repo_commit: tuple[str, str], path: str, **kw) -> DatasetSpec:
@@ -110,8 +113,9 @@ DATASETS: dict[str, DatasetSpec] = {
         _github_set("Train400", _DNCNN, "TrainingCodes/DnCNN_TrainingCodes_v1.0/data/Train400/"),
         _github_set("BSD68", _DNCNN, "testsets/BSD68/"),
         _github_set("Set12", _DNCNN, "testsets/Set12/"),
-        _github_set("CBSD68", _XUNIT, "denoising/data/bsd68/",
-                    note="BSDS JPEG originals from the official xUnit repo's history"),
+        _github_set(
+            "CBSD68", _XUNIT, "denoising/data/bsd68/", note="BSDS JPEG originals from the official xUnit repo's history"
+        ),
         _github_set("T91", _SRCNN_TF, "Train/"),
         _github_set("BSD200", _DCSCN, "data/bsd200/"),
         _github_set("Set5", _DNCNN, "testsets/Set5/"),
@@ -119,13 +123,22 @@ DATASETS: dict[str, DatasetSpec] = {
         # Only the *_HR.png files of image_SRF_3 (the manifest lists exactly those names).
         _github_set("BSD100", _SELFEXSR, "data/BSD100/image_SRF_3/"),
         # Upstream keeps the pairs under data/{train,test}/small/{rain,norain}/; we drop `small/`.
-        _github_set("RainHeavy_JORDER-E_sample", _JORDER_E, "",
-                    origin_path="data/{train,test}/small/{rain,norain}/",
-                    remote_prefixes=(("train/", "data/train/small/"), ("test/", "data/test/small/")),
-                    note="25 synthetic heavy-rain pairs for smoke tests; NOT Rain12"),
-        _github_set("Rain12", _MSCIANET, "", origin_path="Rain12/{rain,norain}/",
-                    remote_prefixes=_RAIN12_REMOTE,
-                    note="480×320 top-left crops of Li et al.'s 481×321 pairs (their archive: Rain12_original)"),
+        _github_set(
+            "RainHeavy_JORDER-E_sample",
+            _JORDER_E,
+            "",
+            origin_path="data/{train,test}/small/{rain,norain}/",
+            remote_prefixes=(("train/", "data/train/small/"), ("test/", "data/test/small/")),
+            note="25 synthetic heavy-rain pairs for smoke tests; NOT Rain12",
+        ),
+        _github_set(
+            "Rain12",
+            _MSCIANET,
+            "",
+            origin_path="Rain12/{rain,norain}/",
+            remote_prefixes=_RAIN12_REMOTE,
+            note="480×320 top-left crops of Li et al.'s 481×321 pairs (their archive: Rain12_original)",
+        ),
         DatasetSpec(
             name="Rain12_original",
             folder="Rain12_original",
@@ -223,7 +236,7 @@ def read_manifest(path: str | os.PathLike) -> list[ManifestEntry]:
 
 
 def has_data_file(folder: Path) -> bool:
-    for dirpath, dirnames, filenames in os.walk(folder):
+    for _, dirnames, filenames in os.walk(folder):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         if any(not f.startswith(".") and f not in METADATA_FILES for f in filenames):
             return True

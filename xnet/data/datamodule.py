@@ -1,4 +1,5 @@
 """The LightningDataModule: training pairs from one or more sources, whole-image validation."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -86,8 +87,15 @@ class RestorationDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit") and self.loader == "workers" and self.train_set is None:
-            self.train_set = PatchDataset(self._sources(), self.task, self.patch_size, self.batches_per_epoch,
-                                          self.augment, seed=self._rank_seed(), batch_size=self.batch_size)
+            self.train_set = PatchDataset(
+                self._sources(),
+                self.task,
+                self.patch_size,
+                self.batches_per_epoch,
+                self.augment,
+                seed=self._rank_seed(),
+                batch_size=self.batch_size,
+            )
         if self.val_set is None:
             self.val_set = self._eval_set(self.val_source, self.val_limit)
         if self.monitor_set is None and self.monitor_source is not None:
@@ -154,7 +162,11 @@ class RestorationDataModule(L.LightningDataModule):
 
     # --- evaluation ----------------------------------------------------------------------------
     def val_dataloader(self) -> DataLoader | list[DataLoader]:
-        loaders = [DataLoader(s, batch_size=1, num_workers=0, collate_fn=_single) for s in (self.val_set, self.monitor_set) if s is not None]
+        loaders = [
+            DataLoader(s, batch_size=1, num_workers=0, collate_fn=_single)
+            for s in (self.val_set, self.monitor_set)
+            if s is not None
+        ]
         return loaders[0] if len(loaders) == 1 else loaders
 
 

@@ -1,5 +1,6 @@
 """Torch datasets over sources: training batches by number (the ``workers`` loader) and whole
 evaluation images."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -36,7 +37,13 @@ class PatchDataset(Dataset):
     """
 
     def __init__(
-        self, sources: Any, task: Task, patch_size: int, length: int, augment: str = "flips", seed: int = 0,
+        self,
+        sources: Any,
+        task: Task,
+        patch_size: int,
+        length: int,
+        augment: str = "flips",
+        seed: int = 0,
         batch_size: int | None = None,
     ) -> None:
         one = not isinstance(sources, list) or not sources or isinstance(sources[0], tuple)  # items: one source

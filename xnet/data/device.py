@@ -19,6 +19,7 @@ a flat uint8 tensor; per image an offset, height and width. A crop of the batch 
 computation ``offset + c·H·W + (top + a)·W + (left + b)`` with ``(a, b)`` the output position after
 the drawn flip/transpose, gathered in one indexing op (images of any size mix freely).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -56,7 +57,7 @@ class PackedImages:
                 given = task.clean_uint8(item[1]) if len(item) == 3 else None
                 items.append((target, given))
             self.source_count.append(len(items) - self.source_start[-1])
-            _check_sizes(source, items[self.source_start[-1]:], patch_size)
+            _check_sizes(source, items[self.source_start[-1] :], patch_size)
         self.channels = max(t.shape[-1] for t, _ in items)
         planes, offsets, cursor = [], [], 0
         self.has_input = [g is not None for _, g in items]
@@ -97,7 +98,9 @@ def _check_sizes(source: Any, items: list, patch_size: int) -> None:
     if small:
         names = [source[i][0] for i in small[:5]]
         folder = getattr(source, "folder", getattr(source, "name", source))
-        raise ConfigError(f"{folder}: images smaller than the {patch_size}px crop: {names} — lower data.patch_size or set min_size")
+        raise ConfigError(
+            f"{folder}: images smaller than the {patch_size}px crop: {names} — lower data.patch_size or set min_size"
+        )
 
 
 class PatchSampler:
@@ -146,7 +149,9 @@ class PatchSampler:
             cols = torch.where(flips[1], p - 1 - cols, cols)
         return idx, rows + top.view(n, 1, 1), cols + left.view(n, 1, 1)
 
-    def crops(self, idx: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, plane: int | torch.Tensor = 0) -> torch.Tensor:
+    def crops(
+        self, idx: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, plane: int | torch.Tensor = 0
+    ) -> torch.Tensor:
         """uint8 ``B×C×p×p``: plane 0 is the target, plane 1 a paired source's input (per sample;
         images without one give plane 0)."""
         im = self.images
@@ -207,9 +212,14 @@ def resume_generator(generator: torch.Generator, state: torch.Tensor) -> None:
         return
     seed = int.from_bytes(hashlib.sha256(state.numpy().tobytes()).digest()[:8], "little") >> 1
     generator.manual_seed(seed)
-    log.warning("data sampler: the checkpoint's generator state (%d bytes) is another device's than this %s "
-                "generator's (%d bytes): seeded from it instead, so the batches from here on differ from the "
-                "uninterrupted run's", state.numel(), generator.device.type, expected)
+    log.warning(
+        "data sampler: the checkpoint's generator state (%d bytes) is another device's than this %s "
+        "generator's (%d bytes): seeded from it instead, so the batches from here on differ from the "
+        "uninterrupted run's",
+        state.numel(),
+        generator.device.type,
+        expected,
+    )
 
 
 class DrawTokens:

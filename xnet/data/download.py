@@ -6,6 +6,7 @@ nothing behind, and files already present and right are skipped. A *mirror* (``-
 ``base_url=`` or ``$XNET_DATA_MIRROR``; a URL or a local folder) is laid out like the data root
 and replaces the canonical origin; an archive set's archive is fetched from ``<mirror>/<archive name>``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -103,8 +104,17 @@ def _open(url: str, timeout: float):
     return urllib.request.urlopen(req, timeout=timeout)
 
 
-def _stream_to_temp(url: str, directory: Path, label: str, *, timeout: float, max_bytes: int,
-                    retries: int = 2, suffix: str = ".part", show_bytes: bool = False) -> tuple[Path, str, int]:
+def _stream_to_temp(
+    url: str,
+    directory: Path,
+    label: str,
+    *,
+    timeout: float,
+    max_bytes: int,
+    retries: int = 2,
+    suffix: str = ".part",
+    show_bytes: bool = False,
+) -> tuple[Path, str, int]:
     """Download ``url`` into a new hidden temp file in ``directory``: (path, sha256, size).
 
     Network errors are retried; HTTP 4xx are not.  On any failure the temp file is removed.
@@ -113,14 +123,22 @@ def _stream_to_temp(url: str, directory: Path, label: str, *, timeout: float, ma
     last: Exception | None = None
     for attempt in range(retries + 1):
         if attempt:
-            time.sleep(min(2.0 ** attempt, 8.0))
+            time.sleep(min(2.0**attempt, 8.0))
         fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{label.replace('/', '_')}.", suffix=suffix)
         tmp = Path(tmp_name)
         try:
             h, size = hashlib.sha256(), 0
-            with os.fdopen(fd, "wb") as out, _open(url, timeout) as resp, progress(
-                total=int(resp.headers.get("Content-Length") or 0) or None, desc=label, unit="B", unit_scale=True, enabled=show_bytes,
-            ) as bar:
+            with (
+                os.fdopen(fd, "wb") as out,
+                _open(url, timeout) as resp,
+                progress(
+                    total=int(resp.headers.get("Content-Length") or 0) or None,
+                    desc=label,
+                    unit="B",
+                    unit_scale=True,
+                    enabled=show_bytes,
+                ) as bar,
+            ):
                 while chunk := resp.read(READ_CHUNK):
                     bar.update(len(chunk))
                     size += len(chunk)
@@ -180,9 +198,16 @@ def _join(base: str, rel: str) -> str:
     return base.rstrip("/") + "/" + urllib.parse.quote(rel, safe="/")
 
 
-def download(name: str, root: str | os.PathLike | None = None, base_url: str | None = None,
-             force: bool = False, *, timeout: float = 60.0, workers: int = 4,
-             archive_sha256: str | None = None) -> DownloadReport:
+def download(
+    name: str,
+    root: str | os.PathLike | None = None,
+    base_url: str | None = None,
+    force: bool = False,
+    *,
+    timeout: float = 60.0,
+    workers: int = 4,
+    archive_sha256: str | None = None,
+) -> DownloadReport:
     """Fetch set ``name`` into ``root/<folder>`` and check every file's sha256.
 
     Args:
@@ -220,7 +245,9 @@ def download(name: str, root: str | os.PathLike | None = None, base_url: str | N
         remote = f"{spec.folder}/{e.file}" if mirror is not None else spec.remote_path(e.file)
         todo.append((_join(source, remote), e))
     if todo:
-        log.info("%s: fetching %d file(s) from %s (%d already present)", spec.name, len(todo), source, len(report.skipped))
+        log.info(
+            "%s: fetching %d file(s) from %s (%d already present)", spec.name, len(todo), source, len(report.skipped)
+        )
 
     def one(job: tuple[str, ManifestEntry]) -> str:
         url, e = job
@@ -228,8 +255,10 @@ def download(name: str, root: str | os.PathLike | None = None, base_url: str | N
         return e.file
 
     errors: list[BaseException] = []
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(todo) or 1))) as pool, \
-            progress(total=len(todo), desc=spec.name, unit="file", enabled=bool(todo)) as bar:
+    with (
+        ThreadPoolExecutor(max_workers=max(1, min(workers, len(todo) or 1))) as pool,
+        progress(total=len(todo), desc=spec.name, unit="file", enabled=bool(todo)) as bar,
+    ):
         futures = [pool.submit(one, job) for job in todo]
         for fut in futures:
             try:
@@ -243,7 +272,9 @@ def download(name: str, root: str | os.PathLike | None = None, base_url: str | N
         first = "; ".join(str(e) for e in errors[:3])
         raise DownloadError(f"{spec.name}: {len(errors)} file(s) failed: {first}" + (" ..." if len(errors) > 3 else ""))
     _write_manifest_copy(spec, folder)
-    log.info("%s: %d downloaded, %d already present -> %s", spec.name, len(report.downloaded), len(report.skipped), folder)
+    log.info(
+        "%s: %d downloaded, %d already present -> %s", spec.name, len(report.downloaded), len(report.skipped), folder
+    )
     return report
 
 
@@ -315,8 +346,9 @@ def _extract(zip_path: Path, staging: Path) -> list[ManifestEntry]:
     return written
 
 
-def _download_archive(spec: DatasetSpec, root: Path, mirror: str | None, force: bool,
-                      timeout: float, archive_sha256: str | None) -> DownloadReport:
+def _download_archive(
+    spec: DatasetSpec, root: Path, mirror: str | None, force: bool, timeout: float, archive_sha256: str | None
+) -> DownloadReport:
     folder = root / spec.folder
     expected = (archive_sha256 or spec.archive_sha256 or "").lower() or None
     archive_name = PurePosixPath(urllib.parse.urlsplit(spec.archive_url).path).name
@@ -330,18 +362,24 @@ def _download_archive(spec: DatasetSpec, root: Path, mirror: str | None, force: 
             report.skipped = [e.file for e in entries]
             report.verified = pinned
             if not pinned:
-                log.warning("%s: already present in %s; its checksums were recorded at download time and are "
-                            "NOT pinned in xnet (use --force to fetch again)", spec.name, folder)
+                log.warning(
+                    "%s: already present in %s; its checksums were recorded at download time and are "
+                    "NOT pinned in xnet (use --force to fetch again)",
+                    spec.name,
+                    folder,
+                )
             return report
         if entries is None:
-            raise DownloadError(f"{spec.name}: {folder} already has files but no checksums to check them; "
-                                f"use --force to replace them")
+            raise DownloadError(
+                f"{spec.name}: {folder} already has files but no checksums to check them; use --force to replace them"
+            )
         log.warning("%s: %d problem(s) in %s (%s); fetching again", spec.name, len(problems), folder, problems[0])
 
     root.mkdir(parents=True, exist_ok=True)
     log.info("%s: fetching %s", spec.name, url)
-    tmp, digest, size = _stream_to_temp(url, root, spec.name, timeout=timeout, max_bytes=MAX_ARCHIVE_BYTES,
-                                        suffix=".zip.part", show_bytes=True)
+    tmp, digest, size = _stream_to_temp(
+        url, root, spec.name, timeout=timeout, max_bytes=MAX_ARCHIVE_BYTES, suffix=".zip.part", show_bytes=True
+    )
     staging: Path | None = None
     try:
         report.archive_sha256 = digest
@@ -363,7 +401,12 @@ def _download_archive(spec: DatasetSpec, root: Path, mirror: str | None, force: 
                 "  url:    %s\n  sha256: %s  (%d bytes)\n"
                 "  Compare this sha256 with a copy you trust; if it matches, pin it with "
                 "--archive-sha256 %s (or archive_sha256 in xnet.data.catalog.DATASETS).",
-                spec.name, url, digest, size, digest)
+                spec.name,
+                url,
+                digest,
+                size,
+                digest,
+            )
             _write_recorded_manifest(staging, written, url, digest)
         _install(staging, folder)
         report.downloaded = [e.file for e in written]
@@ -423,7 +466,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m xnet.data.download",
         description="Download and verify the xnet benchmark data sets (sha256-checked).",
         epilog="NAME 'all' means every set with pinned checksums (i.e. all but Rain12_original). "
-               f"Mirrors: --mirror or ${MIRROR_ENV}, laid out like the data root.",
+        f"Mirrors: --mirror or ${MIRROR_ENV}, laid out like the data root.",
     )
     p.add_argument("names", nargs="*", metavar="NAME", help=f"data set(s): {', '.join(DATASETS)}, or all")
     p.add_argument("--root", help=f"data root (default: ${ROOT_ENV} or ./data)")
@@ -471,11 +514,12 @@ def main(argv: list[str] | None = None) -> int:
                     failed.append(f"{name} ({len(problems)} problem(s))")
                 elif not args.quiet:
                     pinned = DATASETS[name].manifest is not None
-                    print(f"{name}: OK ({root / DATASETS[name].folder})"
-                          + ("" if pinned else " (checked against checksums recorded at download, NOT pinned)"))
+                    print(
+                        f"{name}: OK ({root / DATASETS[name].folder})"
+                        + ("" if pinned else " (checked against checksums recorded at download, NOT pinned)")
+                    )
             else:
-                download(name, root, args.mirror, args.force, timeout=args.timeout,
-                         archive_sha256=args.archive_sha256)
+                download(name, root, args.mirror, args.force, timeout=args.timeout, archive_sha256=args.archive_sha256)
         if failed:
             print(f"error: verification failed: {', '.join(failed)}", file=sys.stderr)
             return 1

@@ -4,6 +4,7 @@ A source is a sequence of ``(name, image)`` or ``(name, input, target)`` items. 
 found by name under the data root (``paths.data_dir`` / ``XNET_DATA``), as folders or packed
 (:mod:`xnet.data.packed`); any folder works via ``path``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -46,8 +47,11 @@ def check_manifest(name: str, base: Path, sub: str, found: list[Path]) -> None:
     if entries is None:
         return
     where = PurePosixPath(sub) if sub else PurePosixPath(".")
-    expected = {PurePosixPath(e.file).name: e for e in entries
-                if PurePosixPath(e.file).parent == where and PurePosixPath(e.file).suffix.lower() in IMAGE_EXTENSIONS}
+    expected = {
+        PurePosixPath(e.file).name: e
+        for e in entries
+        if PurePosixPath(e.file).parent == where and PurePosixPath(e.file).suffix.lower() in IMAGE_EXTENSIONS
+    }
     names = {f.name for f in found}
     folder = base / sub if sub else base
     if names != expected.keys():
@@ -75,8 +79,10 @@ def check_contents(name: str, folder: Path, found: list[Path], expected: dict[st
 
 
 def _remedy(name: str, folder: Path) -> str:
-    return (f"its published figures need exactly those files: remove the others, re-fetch with `python -m xnet.data.download {name}`, "
-            f"or score it as a plain folder with strict=false (e.g. +data.test.strict=false) or data.test.path={folder}")
+    return (
+        f"its published figures need exactly those files: remove the others, re-fetch with `python -m xnet.data.download {name}`, "
+        f"or score it as a plain folder with strict=false (e.g. +data.test.strict=false) or data.test.path={folder}"
+    )
 
 
 class ImageSource:
@@ -139,7 +145,13 @@ class ImageFolder(ImageSource):
                 continue
             items.append((f.stem, img))
         if small:
-            log.warning("%s: skipped %d image(s) smaller than %d px: %s", self.folder, len(small), self.min_size, ", ".join(small))
+            log.warning(
+                "%s: skipped %d image(s) smaller than %d px: %s",
+                self.folder,
+                len(small),
+                self.min_size,
+                ", ".join(small),
+            )
         if not items:
             raise ImageError(f"{self.folder}: every image is smaller than the crop size {self.min_size}")
         return items
@@ -181,7 +193,9 @@ class PairedFolder(ImageSource):
         targets = {p.name: p for p in self._listed(self.target_dir)}
         unmatched = sorted(set(inputs) ^ set(targets))
         if unmatched:
-            raise ImageError(f"{self.folder}: files without a partner in {self.input_dir}/ or {self.target_dir}/: {unmatched[:5]}")
+            raise ImageError(
+                f"{self.folder}: files without a partner in {self.input_dir}/ or {self.target_dir}/: {unmatched[:5]}"
+            )
         names = sorted(inputs, key=_natural_key)[: self.limit]
         items = []
         for n in names:
@@ -270,12 +284,16 @@ class DDNPairs(ImageSource):
     def items(self) -> list[tuple[str, np.ndarray, np.ndarray]]:
         for sub in (self.RAINY, self.CLEAN):
             if not (self.folder / sub).is_dir():
-                raise ImageError(f"{self.folder}: no {sub}/ folder (the DDN layout is rainy_image/N_k.jpg + ground_truth/N.jpg)")
+                raise ImageError(
+                    f"{self.folder}: no {sub}/ folder (the DDN layout is rainy_image/N_k.jpg + ground_truth/N.jpg)"
+                )
         clean_files = {f.stem: f for f in list_images(self.folder / self.CLEAN)}
         rainy = self._rainy_by_clean()
         orphans = sorted(set(rainy) - set(clean_files), key=_natural_key)
         if orphans:
-            raise ImageError(f"{self.folder / self.CLEAN}: no clean image for rainy set(s) {orphans[:5]} (expected {orphans[0]}.jpg)")
+            raise ImageError(
+                f"{self.folder / self.CLEAN}: no clean image for rainy set(s) {orphans[:5]} (expected {orphans[0]}.jpg)"
+            )
         items = []
         for n in sorted(rainy, key=_natural_key)[: self.limit]:
             clean = load_image(clean_files[n], self.mode)
@@ -287,5 +305,7 @@ class DDNPairs(ImageSource):
                     raise ImageError(f"{f}: size {x.shape} differs from its clean image {clean_files[n]} {clean.shape}")
                 items.append((f"{n}_{k}", x, clean))
         if not items:
-            raise ImageError(f"{self.folder}: no DDN pairs (versions={sorted(self.versions) if self.versions else 'all'}, min_size={self.min_size})")
+            raise ImageError(
+                f"{self.folder}: no DDN pairs (versions={sorted(self.versions) if self.versions else 'all'}, min_size={self.min_size})"
+            )
         return items

@@ -8,12 +8,14 @@ reference) its ``cpu_kernel`` / ``gpu_kernel`` resolve to (:func:`xnet.kernels.d
 device). Exact up to float rounding
 (``tests/deploy/test_fuse.py``); the README's Speed section says how fast.
 """
+
 from __future__ import annotations
 
 import copy
 import math
 import warnings
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -30,8 +32,8 @@ __all__ = [
     "Deployed",
     "FusedXUnit",
     "bn_affine",
-    "fold_conv_bn",
     "fold_affine_into_conv",
+    "fold_conv_bn",
     "fuse",
     "max_abs_diff",
     "native_kernel",
@@ -150,7 +152,7 @@ class ChannelAffine(nn.Module):
         self.register_buffer("shift", shift.detach().clone())
 
     @classmethod
-    def from_bn(cls, bn: _BN) -> "ChannelAffine":
+    def from_bn(cls, bn: _BN) -> ChannelAffine:
         scale, shift = bn_affine(bn)
         dtype = bn.running_mean.dtype
         return cls(scale.to(dtype), shift.to(dtype))
@@ -256,7 +258,7 @@ class FusedXUnit(nn.Module):
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_xunit(cls, unit: XUnit, tile_bytes: int = DEFAULT_TILE_BYTES) -> "FusedXUnit":
+    def from_xunit(cls, unit: XUnit, tile_bytes: int = DEFAULT_TILE_BYTES) -> FusedXUnit:
         dtype = next((t.dtype for t in unit.state_dict().values() if t.is_floating_point()), torch.float32)
         in_scale = in_shift = None
         if isinstance(unit.pre_norm, _BN):
@@ -345,8 +347,12 @@ class FusedXUnit(nn.Module):
         impl = None if ready else resolved.get(x.device.type)
         if impl is None:
             target = Target(
-                "fused_xunit", choice, x.device.type, interpreting=triton_interpreting(),
-                native_fits=_native_terms(terms) and self.channels % 16 == 0, triton_fits=_on_device(terms, x),
+                "fused_xunit",
+                choice,
+                x.device.type,
+                interpreting=triton_interpreting(),
+                native_fits=_native_terms(terms) and self.channels % 16 == 0,
+                triton_fits=_on_device(terms, x),
             )
             impl = resolve(target, **ready)
             if not ready:
@@ -477,7 +483,7 @@ class Deployed(nn.Module):
             return self.body(x)
         try:
             return compiled(x)
-        except Exception as exc:  # noqa: BLE001 - any compiler failure: fall back to eager
+        except Exception as exc:
             warnings.warn(
                 f"torch.compile of the fused model failed ({type(exc).__name__}: {exc}); using eager", stacklevel=3
             )
@@ -489,7 +495,7 @@ def fuse(
     model: nn.Module,
     *,
     channels_last: bool = True,
-    compile: bool = False,  # noqa: A002 - mirrors torch.compile
+    compile: bool = False,
     compile_options: dict[str, Any] | None = None,
     dynamic: bool | None = None,
     tile_bytes: int = DEFAULT_TILE_BYTES,
@@ -538,7 +544,7 @@ def fuse(
         options = {"freezing": True} if compile_options is None else dict(compile_options)
         try:
             compiled = torch.compile(body, dynamic=dynamic, options=options)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             warnings.warn(f"torch.compile unavailable ({exc}); using the eager fused model", stacklevel=2)
     return Deployed(body, channels_last=channels_last, compiled=compiled)
 

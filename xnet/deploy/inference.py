@@ -5,6 +5,7 @@ stored with the weights wins over ``model=``), :func:`load_run` rebuilds a train
 the run config it stores. :func:`score_image` is the protocol for one image (degraded input →
 output → target → PSNR/SSIM), :func:`evaluate_module` its mean over a test set.
 """
+
 from __future__ import annotations
 
 import copy
@@ -20,14 +21,14 @@ from torch import nn
 from xnet.archs.common import Restorer
 from xnet.data.datasets import EvalDataset
 from xnet.deploy.tiling import Tiler
+from xnet.deploy.weights import load_weights, read_state_dict, resolve_weights, zoo_model_config
+from xnet.protocol.errors import ConfigError, WeightsError
 from xnet.protocol.io import ImageError, save_image
 from xnet.protocol.tasks import Task
 from xnet.utils.build import build_net, build_task
 from xnet.utils.config import current_targets
-from xnet.protocol.errors import ConfigError, WeightsError
 from xnet.utils.precision import exact_float32
 from xnet.utils.progress import progress
-from xnet.deploy.weights import load_weights, read_state_dict, resolve_weights, zoo_model_config
 from xnet.utils.trust import check_targets
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,9 @@ def load_run(path: str | Path, trusted: tuple[str, ...] = ()) -> LoadedRestorer:
     loaded = read_state_dict(path)
     stored = stored_run_config(loaded, path)
     if stored is None:
-        raise WeightsError(f"{path}: not an xnet training checkpoint (no run config stored in it); use a checkpoint saved by xnet.train")
+        raise WeightsError(
+            f"{path}: not an xnet training checkpoint (no run config stored in it); use a checkpoint saved by xnet.train"
+        )
     for key in BUILT_FROM_RUN:
         check_targets(_node(stored, key), str(path), trusted, where=key)
     cfg = OmegaConf.create(stored)
@@ -108,7 +111,9 @@ def stored_run_config(loaded: StateAndExtra, path: Path) -> dict[str, Any] | Non
     xnet = loaded[1].get("xnet") or {}
     config = xnet.get("config") if isinstance(xnet, dict) else None
     if config is not None and not (isinstance(config, dict) and isinstance(config.get("model", {}), dict)):
-        raise WeightsError(f"{path}: the run config stored in it is not a mapping of config nodes; not an xnet checkpoint")
+        raise WeightsError(
+            f"{path}: the run config stored in it is not a mapping of config nodes; not an xnet checkpoint"
+        )
     return None if config is None else current_targets(config)
 
 
@@ -118,7 +123,11 @@ def with_stored_model(cfg: DictConfig, stored: dict[str, Any] | None) -> DictCon
     if not stored:
         return cfg
     if stored.get("name") != cfg.model.name:
-        log.info("using the architecture stored with the weights, '%s' (model=%s ignored)", stored.get("name"), cfg.model.name)
+        log.info(
+            "using the architecture stored with the weights, '%s' (model=%s ignored)",
+            stored.get("name"),
+            cfg.model.name,
+        )
     cfg = copy.deepcopy(cfg)
     with open_dict(cfg):
         cfg.model = stored
@@ -166,13 +175,17 @@ def check_finite_output(out: torch.Tensor, what: str) -> None:
 
 
 @torch.inference_mode()
-def score_image(restorer: nn.Module, task: Task, item: dict[str, Any], device: torch.device | str, tiler: Tiler) -> tuple[torch.Tensor, dict[str, float]]:
+def score_image(
+    restorer: nn.Module, task: Task, item: dict[str, Any], device: torch.device | str, tiler: Tiler
+) -> tuple[torch.Tensor, dict[str, float]]:
     """One test image (an :class:`EvalDataset` item): its degraded input → the restored output →
     PSNR/SSIM against its target in the task's metric space. Returns ``(output, scores)``."""
     h, w = (side - 2 * task.border for side in item["target"].shape[-2:])
     if min(h, w) < MIN_SCORED_SIDE:
-        raise ImageError(f"image {item['name']}: {w}×{h} px to score (after a {task.border}-px border shave); "
-                         f"SSIM needs at least {MIN_SCORED_SIDE}×{MIN_SCORED_SIDE}")
+        raise ImageError(
+            f"image {item['name']}: {w}×{h} px to score (after a {task.border}-px border shave); "
+            f"SSIM needs at least {MIN_SCORED_SIDE}×{MIN_SCORED_SIDE}"
+        )
     with exact_float32(torch.device(device).type):
         output = tiler(restorer, item["input"][None], device)[0]
     check_finite_output(output, f"image {item['name']}")

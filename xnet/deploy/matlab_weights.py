@@ -18,6 +18,7 @@ through :func:`read_mat`; ``python -m xnet.convert`` converts them once).
     A conv bias before a BN (which xnet's conv does not have) is folded into the BN's running mean,
     and ``running_var = std² − 1e-5`` (PyTorch's BN eps), so the function is the same.
 """
+
 from __future__ import annotations
 
 import math
@@ -53,7 +54,9 @@ def read_mat(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if "net" in mat:
         return from_matconvnet(mat["net"], path)
     found = sorted(k for k in mat if not k.startswith("__"))
-    raise ValueError(f"{path}: neither SRCNN's weights_conv<i>/biases_conv<i> nor a MatConvNet `net` (variables: {found})")
+    raise ValueError(
+        f"{path}: neither SRCNN's weights_conv<i>/biases_conv<i> nor a MatConvNet `net` (variables: {found})"
+    )
 
 
 def _tensor(a: np.ndarray) -> torch.Tensor:
@@ -86,7 +89,9 @@ def from_srcnn_mat(mat: dict[str, Any], path: str | os.PathLike = "<mat>") -> di
         if bias.numel() != weight.shape[0]:
             raise ValueError(f"{path}: biases_conv{i} has {bias.numel()} values for {weight.shape[0]} filters")
         if state and state[f"{2 * (i - 2)}.weight"].shape[0] != weight.shape[1]:
-            raise ValueError(f"{where}: takes {weight.shape[1]} channels but conv{i - 1} gives {state[f'{2 * (i - 2)}.weight'].shape[0]}")
+            raise ValueError(
+                f"{where}: takes {weight.shape[1]} channels but conv{i - 1} gives {state[f'{2 * (i - 2)}.weight'].shape[0]}"
+            )
         state[f"{2 * (i - 1)}.weight"], state[f"{2 * (i - 1)}.bias"] = weight, bias
         i += 1
     return state
@@ -105,8 +110,14 @@ def _field(struct: Any, name: str, where: str) -> Any:
 
 def from_matconvnet(net: Any, path: str | os.PathLike = "<mat>") -> dict[str, torch.Tensor]:
     net = _items(net)[0]
-    layers = [_items(layer)[0] if isinstance(layer, np.ndarray) else layer for layer in _items(_field(net, "layers", f"{path}: net"))]
-    kinds = [str(np.asarray(_field(layer, "type", f"{path}: net.layers{{{i + 1}}}")).reshape(-1)[0]) for i, layer in enumerate(layers)]
+    layers = [
+        _items(layer)[0] if isinstance(layer, np.ndarray) else layer
+        for layer in _items(_field(net, "layers", f"{path}: net"))
+    ]
+    kinds = [
+        str(np.asarray(_field(layer, "type", f"{path}: net.layers{{{i + 1}}}")).reshape(-1)[0])
+        for i, layer in enumerate(layers)
+    ]
     while kinds and kinds[-1].lower().endswith("loss"):  # the training objective, not the net
         kinds.pop(), layers.pop()
     state: dict[str, torch.Tensor] = {}
@@ -123,7 +134,9 @@ def from_matconvnet(net: Any, path: str | os.PathLike = "<mat>") -> dict[str, to
             else:
                 state[f"{i}.bias"] = bias
         elif kind == "bnorm":
-            gain, shift, moments = (np.asarray(a, dtype=np.float64) for a in _items(_field(layer, "weights", where))[:3])
+            gain, shift, moments = (
+                np.asarray(a, dtype=np.float64) for a in _items(_field(layer, "weights", where))[:3]
+            )
             if moments.ndim != 2 or moments.shape[1] != 2:
                 raise ValueError(f"{where}: moments must be C×2 [mean, std], got shape {moments.shape}")
             mean, std = _tensor(moments[:, 0]), _tensor(moments[:, 1])

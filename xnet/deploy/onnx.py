@@ -7,6 +7,7 @@ weights plus ``exp``/``mul``; a ``torch.compile`` twin is never exported.
 
 Needs the ``export`` extra (``onnx``, ``onnxscript``; ``onnxruntime`` for :func:`onnx_parity`).
 """
+
 from __future__ import annotations
 
 import warnings

@@ -10,11 +10,13 @@ the input (SR nets that up-sample inside); the scale is read from the first tile
 ``evaluate`` and ``restore`` both run through :class:`Tiler`; images up to ``max_pixels`` input
 pixels run whole (every benchmark set does, so the published protocol is untouched).
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -73,11 +75,13 @@ class Tiler:
     max_pixels: int | None = MAX_PIXELS
 
     @classmethod
-    def for_model(cls, model: nn.Module, tile: int = TILE, overlap: int | None = None, max_pixels: int | None = MAX_PIXELS) -> "Tiler":
+    def for_model(
+        cls, model: nn.Module, tile: int = TILE, overlap: int | None = None, max_pixels: int | None = MAX_PIXELS
+    ) -> Tiler:
         return cls(receptive_radius(model) if overlap is None else int(overlap), int(tile), max_pixels)
 
     @classmethod
-    def from_config(cls, model: nn.Module, cfg: Any | None) -> "Tiler":
+    def from_config(cls, model: nn.Module, cfg: Any | None) -> Tiler:
         """From a ``tiling:`` config node (``tile``, ``overlap``, ``max_pixels``); defaults if absent."""
         if cfg is None:
             return cls.for_model(model)
@@ -97,7 +101,10 @@ class Tiler:
         r = self.radius
         for top, bottom in spans(height, self.tile):
             for left, right in spans(width, self.tile):
-                yield (top, bottom, left, right), (max(0, top - r), min(height, bottom + r), max(0, left - r), min(width, right + r))
+                yield (
+                    (top, bottom, left, right),
+                    (max(0, top - r), min(height, bottom + r), max(0, left - r), min(width, right + r)),
+                )
 
     def run_tiled(self, model: nn.Module, x: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
         height, width = x.shape[-2:]
@@ -106,9 +113,13 @@ class Tiler:
             y = _forward(model, x[..., t0:b0, l0:r0], device)
             s = y.shape[-1] // (r0 - l0)
             if s < 1 or y.shape[-1] != s * (r0 - l0) or y.shape[-2] != s * (b0 - t0):
-                raise RuntimeError(f"tiled inference needs an output an integer multiple of the input: {tuple(y.shape)} from {(b0 - t0, r0 - l0)}")
+                raise RuntimeError(
+                    f"tiled inference needs an output an integer multiple of the input: {tuple(y.shape)} from {(b0 - t0, r0 - l0)}"
+                )
             if out is None:
                 out = torch.empty(x.shape[0], y.shape[1], height * s, width * s)
-            out[..., top * s : bottom * s, left * s : right * s] = y[..., (top - t0) * s : (bottom - t0) * s, (left - l0) * s : (right - l0) * s]
+            out[..., top * s : bottom * s, left * s : right * s] = y[
+                ..., (top - t0) * s : (bottom - t0) * s, (left - l0) * s : (right - l0) * s
+            ]
         assert out is not None
         return out

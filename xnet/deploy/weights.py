@@ -9,14 +9,16 @@ checkpoints (``restorer.net.*``), ``nn.DataParallel`` saves (``module.*``) and t
 lacks (a net trained without it) loads as zero: the function the save computed. A zoo name
 (:func:`resolve_weights`) is the zoo's weights file, checked against its sha256.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
 import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -63,9 +65,13 @@ def _read_torch(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:  # pickled objects beyond tensors/containers are refused on purpose
-        raise WeightsError(f"{path}: not a loadable state dict with weights_only=True ({e.__class__.__name__}: {e})") from e
+        raise WeightsError(
+            f"{path}: not a loadable state dict with weights_only=True ({e.__class__.__name__}: {e})"
+        ) from e
     except Exception as e:  # a cut-off zip, or not a torch file at all
-        raise WeightsError(f"{path}: cannot read the weights file, truncated or not a PyTorch save ({e.__class__.__name__}: {e})") from e
+        raise WeightsError(
+            f"{path}: cannot read the weights file, truncated or not a PyTorch save ({e.__class__.__name__}: {e})"
+        ) from e
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         extra = {k: v for k, v in obj.items() if k != "state_dict"}
         return dict(obj["state_dict"]), extra
@@ -76,7 +82,11 @@ def _read_torch(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
 
 def check_finite(state: Mapping[str, torch.Tensor], path: str | os.PathLike) -> None:
     """NaN/inf weights restore nothing (an all-black image); refuse them by name."""
-    bad = [k for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point() and not torch.isfinite(v).all()]
+    bad = [
+        k
+        for k, v in state.items()
+        if isinstance(v, torch.Tensor) and v.is_floating_point() and not torch.isfinite(v).all()
+    ]
     if bad:
         raise WeightsError(
             f"{path}: {len(bad)} weight tensor(s) hold NaN/inf values ({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}); "
@@ -93,7 +103,7 @@ def adapt_keys(state: Mapping[str, torch.Tensor], net: nn.Module) -> dict[str, t
             break
         for prefix in PREFIXES:
             if all(k.startswith(prefix) for k in state):
-                state = {k[len(prefix):]: v for k, v in state.items()}
+                state = {k[len(prefix) :]: v for k, v in state.items()}
                 break
         else:
             state = {k.split(".", 1)[1] if k.split(".", 1)[0] + "." in PREFIXES else k: v for k, v in state.items()}
@@ -106,7 +116,9 @@ AUTHORS_PREFIXES = ("md1.", "joints.")
 def is_authors_layout(state: Mapping[str, torch.Tensor]) -> bool:
     """The xUnit authors' key layout: cells ``md<i>[.<j>].features.0`` (conv) + ``module.{0,2,3}``
     (BN, depthwise conv, BN), block BNs ``md<i>.0``, the last conv ``joints``."""
-    return any(k.startswith(AUTHORS_PREFIXES[0]) for k in state) and any(k.startswith(AUTHORS_PREFIXES[1]) for k in state)
+    return any(k.startswith(AUTHORS_PREFIXES[0]) for k in state) and any(
+        k.startswith(AUTHORS_PREFIXES[1]) for k in state
+    )
 
 
 def _groups(keys: Iterable[str]) -> dict[str, list[str]]:
@@ -127,14 +139,18 @@ def from_authors_layout(state: Mapping[str, torch.Tensor], net: nn.Module) -> di
     theirs = _groups(k for k in state if not k.endswith("num_batches_tracked"))
     ours = _groups(k for k in net.state_dict() if not k.endswith("num_batches_tracked"))
     if len(theirs) != len(ours):
-        raise ValueError(f"the authors' layout has {len(theirs)} modules with weights, this model {len(ours)}: another architecture")
+        raise ValueError(
+            f"the authors' layout has {len(theirs)} modules with weights, this model {len(ours)}: another architecture"
+        )
     out: dict[str, torch.Tensor] = {}
     carry_bias: torch.Tensor | None = None
     for (src, src_names), (dst, dst_names) in zip(theirs.items(), ours.items()):
         tensors = {n: state[f"{src}.{n}"] for n in src_names}
         if carry_bias is not None:  # the previous depthwise conv's bias, into this BN's mean
             if "running_mean" not in tensors:
-                raise ValueError(f"{src}: a BatchNorm must follow a biased depthwise conv that this model has without bias")
+                raise ValueError(
+                    f"{src}: a BatchNorm must follow a biased depthwise conv that this model has without bias"
+                )
             tensors["running_mean"] = tensors["running_mean"] - carry_bias
             carry_bias = None
         if "bias" in tensors and "bias" not in dst_names and "running_mean" not in tensors:
@@ -143,7 +159,9 @@ def from_authors_layout(state: Mapping[str, torch.Tensor], net: nn.Module) -> di
             key = f"{dst}.{n}"
             if n not in tensors or tensors[n].shape != net.state_dict()[key].shape:
                 got = tuple(tensors[n].shape) if n in tensors else "nothing"
-                raise ValueError(f"the authors' {src}.{n} ({got}) does not fit {key} {tuple(net.state_dict()[key].shape)}")
+                raise ValueError(
+                    f"the authors' {src}.{n} ({got}) does not fit {key} {tuple(net.state_dict()[key].shape)}"
+                )
             out[key] = tensors[n]
     if carry_bias is not None:
         raise ValueError("the authors' last depthwise bias has no BatchNorm to fold into")

@@ -15,6 +15,7 @@ The net and task come from the resolved run config stored in the checkpoint by `
 ``seed``), so the maps are those of a test-time forward pass. Arguments are ``key=value`` (or
 ``--key value``): weights, image, layer, out, seed, sigma, crop, threshold, channels.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,9 +23,10 @@ import copy
 import logging
 import math
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,6 +36,7 @@ from torch import nn
 from xnet.protocol.atomic import atomic_path, write_json
 
 log = logging.getLogger(__name__)
+
 
 # --- loading -------------------------------------------------------------------------------------
 @dataclass
@@ -104,7 +107,9 @@ def capture(restorer: nn.Module, inp: torch.Tensor, layer: int) -> tuple[LayerMa
         raise ValueError("this net has no xUnit or ReLU activation to show")
     idx = layer - 1 if layer > 0 else len(acts) + layer
     if not 0 <= idx < len(acts):
-        raise ValueError(f"layer={layer}: this net has {len(acts)} activation layers (1..{len(acts)}, or -1 for the last)")
+        raise ValueError(
+            f"layer={layer}: this net has {len(acts)} activation layers (1..{len(acts)}, or -1 for the last)"
+        )
     module = acts[idx]
     got: dict[str, LayerMaps] = {}
 
@@ -140,8 +145,14 @@ def density(m: LayerMaps, threshold: float = 0.9) -> dict[str, float]:
 
 
 # --- drawing -------------------------------------------------------------------------------------
-def tile(maps: torch.Tensor, per_map: bool = True, vrange: tuple[float, float] | None = None, ncols: int = 8, pad: int = 2,
-         fill: float = 1.0) -> np.ndarray:
+def tile(
+    maps: torch.Tensor,
+    per_map: bool = True,
+    vrange: tuple[float, float] | None = None,
+    ncols: int = 8,
+    pad: int = 2,
+    fill: float = 1.0,
+) -> np.ndarray:
     """C×H×W → one grey image (float in [0, 1]) of ``ncols`` columns, maps separated by ``fill`` lines."""
     a = maps.detach().cpu().float().numpy()
     c, h, w = a.shape
@@ -158,7 +169,7 @@ def tile(maps: torch.Tensor, per_map: bool = True, vrange: tuple[float, float] |
     for i in range(c):
         r, q = divmod(i, ncols)
         y, x = pad + r * (h + pad), pad + q * (w + pad)
-        grid[y:y + h, x:x + w] = a[i]
+        grid[y : y + h, x : x + w] = a[i]
     return grid
 
 
@@ -174,13 +185,20 @@ def panels(m: LayerMaps, channels: int) -> dict[str, np.ndarray]:
     return {
         "z": tile(m.z[:n], ncols=side),
         # weight maps are mostly white for xUnits: grey separators keep the maps apart
-        "g": tile(m.g[:n], vrange=(0.0, 1.0) if m.kind == "relu" or float(m.g.min()) >= 0 else None, ncols=side, fill=0.5),
+        "g": tile(
+            m.g[:n], vrange=(0.0, 1.0) if m.kind == "relu" or float(m.g.min()) >= 0 else None, ncols=side, fill=0.5
+        ),
         "x": tile(m.x[:n], ncols=side),
     }
 
 
-def draw_figure(items: Sequence[tuple[str, LayerMaps, dict[str, np.ndarray]]], layer: int, threshold: float, path: Path,
-                title: str | None = None) -> Path:
+def draw_figure(
+    items: Sequence[tuple[str, LayerMaps, dict[str, np.ndarray]]],
+    layer: int,
+    threshold: float,
+    path: Path,
+    title: str | None = None,
+) -> Path:
     """Rows: nets; columns: feature maps z, weight maps g, products x (Fig 5 of the paper)."""
     import matplotlib
 
@@ -222,7 +240,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--weights", action="append", required=True, help="checkpoint(s) saved by xnet.train")
     p.add_argument("--image", required=True, help="a clean image; the task's degradation is applied")
     p.add_argument("--layer", type=int, default=-1, help="activation layer, 1-based (-1: the last)")
-    p.add_argument("--out", type=Path, default=None, help="output folder (default: a run dir, outputs/visualize/<time>)")
+    p.add_argument(
+        "--out", type=Path, default=None, help="output folder (default: a run dir, outputs/visualize/<time>)"
+    )
     p.add_argument("--seed", type=int, default=0, help="noise seed (test protocol)")
     p.add_argument("--sigma", type=float, default=None, help="override the checkpoint's noise level")
     p.add_argument("--crop", type=int, default=0, help="centre crop of this size before degrading (0: whole image)")
@@ -248,13 +268,22 @@ def prepare_input(task: Any, image: str | Path, seed: int, crop: int) -> tuple[t
     clean = task.clean_tensor(load_image(image))
     if crop:
         h, w = clean.shape[-2:]
-        t, l = max(0, (h - crop) // 2), max(0, (w - crop) // 2)
-        clean = clean[..., t:t + crop, l:l + crop]
+        top, left = max(0, (h - crop) // 2), max(0, (w - crop) // 2)
+        clean = clean[..., top : top + crop, left : left + crop]
     return task.eval_pair(clean, seed)
 
 
-def visualize(weights: Sequence[str | Path], image: str | Path, layer: int = -1, out: str | Path | None = None, seed: int = 0,
-              sigma: float | None = None, crop: int = 0, threshold: float = 0.9, channels: int = 64) -> dict[str, Any]:
+def visualize(
+    weights: Sequence[str | Path],
+    image: str | Path,
+    layer: int = -1,
+    out: str | Path | None = None,
+    seed: int = 0,
+    sigma: float | None = None,
+    crop: int = 0,
+    threshold: float = 0.9,
+    channels: int = 64,
+) -> dict[str, Any]:
     """Save the grids and the side-by-side figure in ``out`` (default: :func:`default_run_dir`);
     return the statistics (also in ``stats.json``)."""
     out = Path(out) if out is not None else default_run_dir()
@@ -271,8 +300,14 @@ def visualize(weights: Sequence[str | Path], image: str | Path, layer: int = -1,
         files = {k: str(save_grey(v, out / f"{label}_layer{layer}_{k}.png")) for k, v in pics.items()}
         n_act = len(activation_modules(run.restorer))
         report["nets"][label] = {
-            "checkpoint": str(w), "kind": maps.kind, "activation_layers": n_act, "channels": int(maps.z.shape[0]),
-            "psnr_input": float(run.task.scores(inp, target)["psnr"]), "psnr_output": float(run.task.scores(output, target)["psnr"]), **maps.stats, "files": files,
+            "checkpoint": str(w),
+            "kind": maps.kind,
+            "activation_layers": n_act,
+            "channels": int(maps.z.shape[0]),
+            "psnr_input": float(run.task.scores(inp, target)["psnr"]),
+            "psnr_output": float(run.task.scores(output, target)["psnr"]),
+            **maps.stats,
+            "files": files,
         }
         items.append((label, maps, pics))
     report["figure"] = str(draw_figure(items, layer, threshold, out / f"layer{layer}.png"))
@@ -283,15 +318,21 @@ def visualize(weights: Sequence[str | Path], image: str | Path, layer: int = -1,
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
-    report = visualize(args.weights, args.image, args.layer, args.out, args.seed, args.sigma, args.crop, args.threshold, args.channels)
+    report = visualize(
+        args.weights, args.image, args.layer, args.out, args.seed, args.sigma, args.crop, args.threshold, args.channels
+    )
     print(f"activation layer {args.layer} on {args.image}")
     for label, s in report["nets"].items():
         if s["kind"] == "xunit":
-            what = (f"gate g > {args.threshold:g} for {100 * s['frac_g_above_threshold']:5.1f}% of values, "
-                    f"g < 0.1 (suppressed) for {100 * s['frac_g_below_0.1']:5.1f}% (mean g {s['mean_g']:.3f})")
+            what = (
+                f"gate g > {args.threshold:g} for {100 * s['frac_g_above_threshold']:5.1f}% of values, "
+                f"g < 0.1 (suppressed) for {100 * s['frac_g_below_0.1']:5.1f}% (mean g {s['mean_g']:.3f})"
+            )
         else:
-            what = (f"ReLU passes (z > 0) {100 * s['frac_z_positive']:5.1f}% of values, "
-                    f"zeroes {100 * s['frac_g_below_0.1']:5.1f}%")
+            what = (
+                f"ReLU passes (z > 0) {100 * s['frac_z_positive']:5.1f}% of values, "
+                f"zeroes {100 * s['frac_g_below_0.1']:5.1f}%"
+            )
         print(f"  {label:<14} {what}; PSNR {s['psnr_input']:.2f} → {s['psnr_output']:.2f} dB")
     print(f"figure: {report['figure']}; grids and stats.json in {report['out']}")
     return 0

@@ -19,15 +19,16 @@ budget is a candidate; the chosen one minimises ``|share - target|`` (percentage
 ``depth_weight`` per layer away from ``prefer_depth`` (so the curve does not jump between very
 different depths for a fraction of a point), then the distance to the budget.
 """
+
 from __future__ import annotations
 
 import argparse
 import functools
 import itertools
 import sys
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from omegaconf import OmegaConf
 from torch import nn
@@ -36,7 +37,7 @@ from torch import nn
 MODELS = ("convnet", "xnet")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def family_config(model: str) -> dict:
     """``conf/model/<model>.yaml``: the one definition of a family (its ``net`` node, layout
     switches and kernel sizes)."""
@@ -45,7 +46,9 @@ def family_config(model: str) -> dict:
     return OmegaConf.to_container(OmegaConf.load(conf_dir() / "model" / f"{model}.yaml"))  # type: ignore[return-value]
 
 
-def xunit_params(width: int, xunit_kernel: int, pre_norm: bool = True, post_norm: bool = True, depthwise: bool = True) -> int:
+def xunit_params(
+    width: int, xunit_kernel: int, pre_norm: bool = True, post_norm: bool = True, depthwise: bool = True
+) -> int:
     """One xUnit: BN (2w) + depthwise r×r (w·r², bias not counted) + BN (2w)."""
     return width * ((xunit_kernel * xunit_kernel if depthwise else 0) + 2 * pre_norm + 2 * post_norm)
 
@@ -174,11 +177,20 @@ def solve_all(total: int, shares: Sequence[float], **kw) -> list[Arch]:
     return [solve(total, s, **kw) for s in shares]
 
 
-def exact_archs(total: int, width: int, depths: Iterable[int] = range(2, 21), kernels: Iterable[int] = range(1, 32, 2), channels: int = 1, models: Sequence[str] = MODELS) -> list[Arch]:
+def exact_archs(
+    total: int,
+    width: int,
+    depths: Iterable[int] = range(2, 21),
+    kernels: Iterable[int] = range(1, 32, 2),
+    channels: int = 1,
+    models: Sequence[str] = MODELS,
+) -> list[Arch]:
     """Every net with xUnits of ``width`` channels whose count is exactly ``total`` (e.g. the paper's
     Fig 4 budget: 4 layers, 64 channels, r = 11 → 99,136), as points of their own share."""
     found = (a for m in models for a in candidates(total, m, 0.0, depths, [width], kernels, channels))
-    return [Arch(**{**asdict(a), "target_share": round(a.share, 2)}) for a in found if a.act_params and a.params == total]
+    return [
+        Arch(**{**asdict(a), "target_share": round(a.share, 2)}) for a in found if a.act_params and a.params == total
+    ]
 
 
 def with_exact(archs: Sequence[Arch], exact: Sequence[Arch]) -> list[Arch]:
@@ -216,10 +228,12 @@ def point_name(a: Arch) -> str:
     The architecture is part of the name, so tables written for other budgets never collide with
     (and merge into) the entries of ``fig4_archs.yaml`` when an experiment builds on ``fig4``.
     """
-    return f"s{int(round(a.target_share)):02d}_{a.key}"
+    return f"s{round(a.target_share):02d}_{a.key}"
 
 
-def experiment_yaml(archs: Sequence[Arch], total: int, base: str | None = None, command: str = "", name: str | None = None) -> str:
+def experiment_yaml(
+    archs: Sequence[Arch], total: int, base: str | None = None, command: str = "", name: str | None = None
+) -> str:
     """A ``conf/experiment`` file sweeping every architecture (one job per share).
 
     Without ``base`` it holds the architectures only (``fig4.yaml`` includes such a table, written
@@ -238,39 +252,53 @@ def experiment_yaml(archs: Sequence[Arch], total: int, base: str | None = None, 
         f"#   {command}" if command else "#   python -m xnet.figures.budget ...",
     ]
     for a in archs:
-        exact = ", exactly the budget" if a.params == total else f", {100 * (a.params - total) / total:+.2f}% of the budget"
+        exact = (
+            ", exactly the budget" if a.params == total else f", {100 * (a.params - total) / total:+.2f}% of the budget"
+        )
         lines.append(f"#   {point_name(a):<22} {a.params:>7,} params{exact}, {a.share:5.2f}% in activations")
     body: dict = {}
     if base:
         body["defaults"] = [base, "_self_"]
         if name:
             body["name"] = name
-    body.update({
-        "arch": names[0],
-        "archs": {n: a.model_config() for n, a in zip(names, archs)},
-        "model": "${archs.${arch}}",
-        "hydra": {"sweeper": {"params": {"arch": ",".join(names)}}},
-    })
+    body.update(
+        {
+            "arch": names[0],
+            "archs": {n: a.model_config() for n, a in zip(names, archs)},
+            "model": "${archs.${arch}}",
+            "hydra": {"sweeper": {"params": {"arch": ",".join(names)}}},
+        }
+    )
     return "\n".join(lines) + "\n" + yaml.safe_dump(body, sort_keys=False, default_flow_style=None, width=200)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m xnet.figures.budget", description=__doc__.split("\n\n")[0])
     p.add_argument("--total", type=int, default=99136, help="parameter budget (paper convention)")
-    p.add_argument("--shares", type=float, nargs="+", default=[0, 10, 20, 30, 40, 50], help="target activation shares, percent")
+    p.add_argument(
+        "--shares", type=float, nargs="+", default=[0, 10, 20, 30, 40, 50], help="target activation shares, percent"
+    )
     p.add_argument("--tol", type=float, default=0.01, help="allowed relative deviation from the budget")
     p.add_argument("--depths", type=int, nargs=2, default=[2, 20], metavar=("MIN", "MAX"))
     p.add_argument("--widths", type=int, nargs=2, default=[4, 256], metavar=("MIN", "MAX"))
     p.add_argument("--width-step", type=int, default=1, help="only widths divisible by this")
     p.add_argument("--max-kernel", type=int, default=31, help="largest xUnit kernel r (odd)")
     p.add_argument("--prefer-depth", type=int, default=4, help="tie-break towards this depth (-1: none)")
-    p.add_argument("--depth-weight", type=float, default=0.5, help="percentage points of share error worth one layer of depth")
-    p.add_argument("--prefer-width", type=int, default=-1, help="tie-break towards this width (the paper's Fig 4: 64; -1: none)")
-    p.add_argument("--width-weight", type=float, default=0.25, help="percentage points of share error worth one channel of width")
+    p.add_argument(
+        "--depth-weight", type=float, default=0.5, help="percentage points of share error worth one layer of depth"
+    )
+    p.add_argument(
+        "--prefer-width", type=int, default=-1, help="tie-break towards this width (the paper's Fig 4: 64; -1: none)"
+    )
+    p.add_argument(
+        "--width-weight", type=float, default=0.25, help="percentage points of share error worth one channel of width"
+    )
     p.add_argument("--exact", action="store_true", help="add every --prefer-width xNet that meets the budget exactly")
     p.add_argument("--overrides", action="store_true", help="also print Hydra overrides for each architecture")
     p.add_argument("--write-experiment", type=Path, help="write an conf/experiment file sweeping the architectures")
-    p.add_argument("--base", help="with --write-experiment: the experiment whose recipe it extends (e.g. fig4, fig4_quick)")
+    p.add_argument(
+        "--base", help="with --write-experiment: the experiment whose recipe it extends (e.g. fig4, fig4_quick)"
+    )
     return p.parse_args(argv)
 
 
@@ -293,7 +321,15 @@ def main(argv: Sequence[str] | None = None) -> list[Arch]:
     if args.exact:
         if args.prefer_width < 0:
             raise SystemExit("--exact needs --prefer-width (the width of the exact points)")
-        archs = with_exact(archs, exact_archs(args.total, args.prefer_width, range(args.depths[0], args.depths[1] + 1), range(1, args.max_kernel + 1, 2)))
+        archs = with_exact(
+            archs,
+            exact_archs(
+                args.total,
+                args.prefer_width,
+                range(args.depths[0], args.depths[1] + 1),
+                range(1, args.max_kernel + 1, 2),
+            ),
+        )
     for a in archs:
         check(a)  # the closed form must agree with the instantiated model
     print(f"budget {args.total:,} parameters (±{100 * args.tol:g}%), counts verified on the instantiated models")
@@ -305,8 +341,14 @@ def main(argv: Sequence[str] | None = None) -> list[Arch]:
     if args.write_experiment:
         args.write_experiment.parent.mkdir(parents=True, exist_ok=True)
         command = "python -m xnet.figures.budget " + " ".join(argv if argv is not None else sys.argv[1:])
-        args.write_experiment.write_text(experiment_yaml(archs, args.total, base=args.base, command=command, name=args.write_experiment.stem))
-        how = f"run: python -m xnet.train -m experiment={args.write_experiment.stem}" if args.base else "include it in an experiment's defaults list, as fig4.yaml does"
+        args.write_experiment.write_text(
+            experiment_yaml(archs, args.total, base=args.base, command=command, name=args.write_experiment.stem)
+        )
+        how = (
+            f"run: python -m xnet.train -m experiment={args.write_experiment.stem}"
+            if args.base
+            else "include it in an experiment's defaults list, as fig4.yaml does"
+        )
         print(f"\nwrote {args.write_experiment} ({how})")
     return archs
 

@@ -9,15 +9,17 @@ a verdict against the seed spread, the largest PSNR difference between two seeds
 in between. A figure with no repeated seeds is decided on a spread of 0 and says so. Points are the means over
 seeds; only runs with today's initialisation (``init=torch``) count, ablations are reported apart.
 """
+
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import sys
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable, Sequence
 from typing import Any
 
 from xnet.figures.sweep_plots import collect, variant_label
@@ -84,15 +86,19 @@ def seed_spread(rows: Rows, key: Callable[[dict[str, Any]], Any]) -> tuple[float
 def interpolate(curve: dict[float, float], x: float) -> float | None:
     """``curve`` (x → y) at ``x``, linear in log x between its points; None outside them."""
     xs = sorted(curve)
-    for lo, hi in zip(xs, xs[1:]):
+    for lo, hi in itertools.pairwise(xs):
         if lo <= x <= hi:
             w = (math.log(x) - math.log(lo)) / (math.log(hi) - math.log(lo))
             return curve[lo] + w * (curve[hi] - curve[lo])
-    return curve[x] if x in curve else None
+    return curve.get(x)
 
 
 def _spread_note(spread: float, repeated: int) -> str:
-    return f"seed spread {spread:.3f} dB over {repeated} repeated point(s)" if repeated else "single seed: spread taken as 0"
+    return (
+        f"seed spread {spread:.3f} dB over {repeated} repeated point(s)"
+        if repeated
+        else "single seed: spread taken as 0"
+    )
 
 
 # --- Fig 3 ------------------------------------------------------------------------------------------------
@@ -117,37 +123,81 @@ def fig3_claims(rows: Rows) -> list[Claim]:
 
     big = gaps(lambda r: r >= 3)
     worst = min(big, key=lambda kg: kg[1]) if big else None
-    claims = [Claim("3", "xNet beats the ConvNet at equal parameters for r ≥ 3",
-                    worst[1] if worst else None,
-                    f"{sum(g > 0 for _, g in big)} of {len(big)} xNets with r ≥ 3 above the ConvNet curve; "
-                    f"smallest margin {worst[1]:+.3f} dB (r={worst[0][0]}, {worst[0][1]} layers); {note}" if worst else note,
-                    spread)]
+    claims = [
+        Claim(
+            "3",
+            "xNet beats the ConvNet at equal parameters for r ≥ 3",
+            worst[1] if worst else None,
+            f"{sum(g > 0 for _, g in big)} of {len(big)} xNets with r ≥ 3 above the ConvNet curve; "
+            f"smallest margin {worst[1]:+.3f} dB (r={worst[0][0]}, {worst[0][1]} layers); {note}"
+            if worst
+            else note,
+            spread,
+        )
+    ]
     rises = []
     for depth in sorted({k[1] for k in xnets}):
         by_r = sorted((r, v) for (r, d), v in xnets.items() if d == depth)
-        rises += [((depth, a[0], b[0]), b[1] - a[1]) for a, b in zip(by_r, by_r[1:])]
+        rises += [((depth, a[0], b[0]), b[1] - a[1]) for a, b in itertools.pairwise(by_r)]
     low = min(rises, key=lambda x: x[1]) if rises else None
-    claims.append(Claim("3", "PSNR rises with r at fixed depth", low[1] if low else None,
-                        f"{sum(d > 0 for _, d in rises)} of {len(rises)} steps in r rise; smallest step {low[1]:+.3f} dB "
-                        f"({low[0][0]} layers, r {low[0][1]}→{low[0][2]}); {note}" if low else note, spread))
+    claims.append(
+        Claim(
+            "3",
+            "PSNR rises with r at fixed depth",
+            low[1] if low else None,
+            f"{sum(d > 0 for _, d in rises)} of {len(rises)} steps in r rise; smallest step {low[1]:+.3f} dB "
+            f"({low[0][0]} layers, r {low[0][1]}→{low[0][2]}); {note}"
+            if low
+            else note,
+            spread,
+        )
+    )
     x39, c9 = (9, 3), (None, 9)
     if x39 in psnr and c9 in psnr:
         ratio = params[x39] / params[c9]
         margin = psnr[x39] - psnr[c9] if ratio < 1 / 3 else None
-        claims.append(Claim("3", "a 3-layer xNet (r=9) beats a 9-layer ConvNet with under ⅓ of its parameters", margin,
-                            f"{psnr[x39]:.3f} vs {psnr[c9]:.3f} dB with {params[x39]:,} vs {params[c9]:,} parameters "
-                            f"({ratio:.2f}×); {note}", spread))
+        claims.append(
+            Claim(
+                "3",
+                "a 3-layer xNet (r=9) beats a 9-layer ConvNet with under ⅓ of its parameters",
+                margin,
+                f"{psnr[x39]:.3f} vs {psnr[c9]:.3f} dB with {params[x39]:,} vs {params[c9]:,} parameters "
+                f"({ratio:.2f}×); {note}",
+                spread,
+            )
+        )
     else:
-        claims.append(Claim("3", "a 3-layer xNet (r=9) beats a 9-layer ConvNet with under ⅓ of its parameters", None,
-                            "the 3-layer r=9 xNet or the 9-layer ConvNet has no finished run", spread))
+        claims.append(
+            Claim(
+                "3",
+                "a 3-layer xNet (r=9) beats a 9-layer ConvNet with under ⅓ of its parameters",
+                None,
+                "the 3-layer r=9 xNet or the 9-layer ConvNet has no finished run",
+                spread,
+            )
+        )
     ones = gaps(lambda r: r == 1)
     if ones:
         worst1 = max(abs(g) for _, g in ones)
-        claims.append(Claim("3", f"with 1×1 xUnits the gap to the ConvNet is small (|gap| ≤ {SMALL_GAP_DB} dB)",
-                            SMALL_GAP_DB - worst1,
-                            "gaps " + ", ".join(f"{g:+.3f}" for _, g in ones) + f" dB (r=1 at {len(ones)} depths); {note}", spread))
+        claims.append(
+            Claim(
+                "3",
+                f"with 1×1 xUnits the gap to the ConvNet is small (|gap| ≤ {SMALL_GAP_DB} dB)",
+                SMALL_GAP_DB - worst1,
+                "gaps " + ", ".join(f"{g:+.3f}" for _, g in ones) + f" dB (r=1 at {len(ones)} depths); {note}",
+                spread,
+            )
+        )
     else:
-        claims.append(Claim("3", "with 1×1 xUnits the gap to the ConvNet is small", None, "no r=1 xNet within the ConvNet's range", spread))
+        claims.append(
+            Claim(
+                "3",
+                "with 1×1 xUnits the gap to the ConvNet is small",
+                None,
+                "no r=1 xNet within the ConvNet's range",
+                spread,
+            )
+        )
     return claims
 
 
@@ -170,12 +220,18 @@ def fig4_claims(rows: Rows) -> list[Claim]:
     peak = max(xs, key=lambda s: psnr[s])
     curve = ", ".join(f"{s:.0f} %: {psnr[s]:.3f}" for s in xs)
     claims = [Claim("4", rise_text, rise, f"{xs[0]:.0f} % → {knee:.0f} %: {rise:+.3f} dB ({curve}); {note}", spread)]
-    level = Claim("4", level_text, None if beyond is None else -beyond,
-                  f"beyond {knee:.0f} %: at most {beyond:+.3f} dB more; peak at {peak:.0f} %; {note}" if beyond is not None else note,
-                  spread)
+    level = Claim(
+        "4",
+        level_text,
+        None if beyond is None else -beyond,
+        f"beyond {knee:.0f} %: at most {beyond:+.3f} dB more; peak at {peak:.0f} %; {note}"
+        if beyond is not None
+        else note,
+        spread,
+    )
     if beyond is not None:
         level.verdict_override = "holds" if beyond <= max(spread, LEVEL_DB) else "does not hold"
-    return claims + [level]
+    return [*claims, level]
 
 
 # --- Fig 6 ------------------------------------------------------------------------------------------------
@@ -194,44 +250,82 @@ def fig6_claims(rows: Rows) -> list[Claim]:
             best = max(here, key=here.get)
             paper_margins.append((d, best, here["paper"] - here[best]))
     worst = min(paper_margins, key=lambda m: m[2]) if paper_margins else None
-    best_claim = Claim("6", "the paper's unit (BN+RL+CD+BN+GS) is the best design, or within seed noise of it",
-                       worst[2] if worst else None,
-                       "; ".join(f"{d} layers: best {variant_label(b)}, paper unit {m:+.3f} dB from it" for d, b, m in paper_margins)
-                       + f"; {note}", spread)
+    best_claim = Claim(
+        "6",
+        "the paper's unit (BN+RL+CD+BN+GS) is the best design, or within seed noise of it",
+        worst[2] if worst else None,
+        "; ".join(f"{d} layers: best {variant_label(b)}, paper unit {m:+.3f} dB from it" for d, b, m in paper_margins)
+        + f"; {note}",
+        spread,
+    )
     if worst:  # decided on the paper unit's gap to the best being within the seed spread
         best_claim.verdict_override = "holds" if worst[2] >= -spread else "does not hold"
     claims = [best_claim]
     beats = [(v, d, p - psnr[("relu", d)]) for (v, d), p in psnr.items() if v != "relu" and ("relu", d) in psnr]
     low = min(beats, key=lambda b: b[2]) if beats else None
-    claims.append(Claim("6", "every variant beats the ConvNet", low[2] if low else None,
-                        f"{sum(m > 0 for _, _, m in beats)} of {len(beats)} variant×depth points above the ConvNet; lowest "
-                        f"{variant_label(low[0])} at {low[1]} layers ({low[2]:+.3f} dB); {note}" if low else note, spread))
+    claims.append(
+        Claim(
+            "6",
+            "every variant beats the ConvNet",
+            low[2] if low else None,
+            f"{sum(m > 0 for _, _, m in beats)} of {len(beats)} variant×depth points above the ConvNet; lowest "
+            f"{variant_label(low[0])} at {low[1]} layers ({low[2]:+.3f} dB); {note}"
+            if low
+            else note,
+            spread,
+        )
+    )
     shallow = depths[0] if depths else None
     if shallow is not None and ("bn_rl_cd", shallow) in psnr:
         here = {v: p for (v, d), p in psnr.items() if d == shallow and v != "relu"}
         gap = psnr[("bn_rl_cd", shallow)] - max(here.values())
-        claims.append(Claim("6", f"BN+RL+CD is close to the best for few layers (at {shallow}: within {LEVEL_DB} dB or the seed spread)",
-                            gap, f"{gap:+.3f} dB to the best at {shallow} layers; {note}", spread,
-                            verdict_override="holds" if gap >= -max(spread, LEVEL_DB) else "does not hold"))
+        claims.append(
+            Claim(
+                "6",
+                f"BN+RL+CD is close to the best for few layers (at {shallow}: within {LEVEL_DB} dB or the seed spread)",
+                gap,
+                f"{gap:+.3f} dB to the best at {shallow} layers; {note}",
+                spread,
+                verdict_override="holds" if gap >= -max(spread, LEVEL_DB) else "does not hold",
+            )
+        )
     claims.append(_explodes(rows, depths))
     return claims
 
 
 def _explodes(rows: Rows, depths: list[int]) -> Claim:
     text = f"BN+RL+CD's gradients explode in deeper nets (max gradient norm ≥ {EXPLODE_FACTOR:g}× its shallowest and the paper unit's)"
-    norm = {(r["xunit_variant"], r["depth"]): r.get("grad_norm_max") for r in rows
-            if r.get("seed") in (0, None) and r.get("init", "torch") == "torch"}
+    norm = {
+        (r["xunit_variant"], r["depth"]): r.get("grad_norm_max")
+        for r in rows
+        if r.get("seed") in (0, None) and r.get("init", "torch") == "torch"
+    }
     diverged = [r["depth"] for r in rows if r["xunit_variant"] == "bn_rl_cd" and r["status"] == "failed"]
-    if len(depths) < 2 or not all(norm.get(k) for k in (("bn_rl_cd", depths[0]), ("bn_rl_cd", depths[-1]), ("paper", depths[-1]))):
-        return Claim("6", text, None, "gradient norms not logged for BN+RL+CD at both ends or for the paper unit"
-                     + (f"; BN+RL+CD diverged at {diverged} layers" if diverged else ""), 0.0,
-                     verdict_override="holds" if diverged else None)
+    if len(depths) < 2 or not all(
+        norm.get(k) for k in (("bn_rl_cd", depths[0]), ("bn_rl_cd", depths[-1]), ("paper", depths[-1]))
+    ):
+        return Claim(
+            "6",
+            text,
+            None,
+            "gradient norms not logged for BN+RL+CD at both ends or for the paper unit"
+            + (f"; BN+RL+CD diverged at {diverged} layers" if diverged else ""),
+            0.0,
+            verdict_override="holds" if diverged else None,
+        )
     deep, shallow, paper = norm[("bn_rl_cd", depths[-1])], norm[("bn_rl_cd", depths[0])], norm[("paper", depths[-1])]
     grows, vs_paper = deep / shallow, deep / paper
     holds = bool(diverged) or (grows >= EXPLODE_FACTOR and vs_paper >= EXPLODE_FACTOR)
-    return Claim("6", text, None, f"max gradient norm {shallow:.3g} at {depths[0]} layers → {deep:.3g} at {depths[-1]} ({grows:.1f}×); "
-                 f"paper unit at {depths[-1]}: {paper:.3g} ({vs_paper:.1f}×)" + (f"; diverged at {diverged} layers" if diverged else ""),
-                 0.0, verdict_override="holds" if holds else "does not hold")
+    return Claim(
+        "6",
+        text,
+        None,
+        f"max gradient norm {shallow:.3g} at {depths[0]} layers → {deep:.3g} at {depths[-1]} ({grows:.1f}×); "
+        f"paper unit at {depths[-1]}: {paper:.3g} ({vs_paper:.1f}×)"
+        + (f"; diverged at {diverged} layers" if diverged else ""),
+        0.0,
+        verdict_override="holds" if holds else "does not hold",
+    )
 
 
 def init_ablation(rows: Rows) -> list[str]:
@@ -241,7 +335,7 @@ def init_ablation(rows: Rows) -> list[str]:
         if r["status"] == "ok" and _psnr(r) is not None and r.get("seed") in (0, None):
             by[(r["xunit_variant"], r["depth"], r.get("init", "torch"))].append(_psnr(r))
     lines = []
-    for (v, d, init) in sorted(k for k in by if k[2] != "torch"):
+    for v, d, init in sorted(k for k in by if k[2] != "torch"):
         if (v, d, "torch") in by:
             t, o = by[(v, d, "torch")][0], by[(v, d, init)][0]
             lines.append(f"| {variant_label(v)} | {d} | {t:.3f} | {o:.3f} | {o - t:+.3f} |")
@@ -258,15 +352,23 @@ def markdown(claims: Sequence[Claim], ablation: Sequence[str] = ()) -> str:
         margin = "" if c.margin is None else f"{c.margin:+.3f}"
         lines.append(f"| {c.figure} | {c.text} | **{c.verdict}** | {margin} | {c.evidence} |")
     if ablation:
-        lines += ["", "Initialisation (Fig 6 runs, test PSNR dB):", "",
-                  "| unit | layers | init=torch | init=legacy | legacy − torch |", "|---|---|---|---|---|", *ablation]
+        lines += [
+            "",
+            "Initialisation (Fig 6 runs, test PSNR dB):",
+            "",
+            "| unit | layers | init=torch | init=legacy | legacy − torch |",
+            "|---|---|---|---|---|",
+            *ablation,
+        ]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m xnet.figures.claims", description=__doc__.split("\n\n")[0])
     for fig in FIGURE_CLAIMS:
-        p.add_argument(f"--{fig}", type=Path, metavar="SWEEP_DIR", help=f"the {fig} sweep's dir (searched for metrics.json)")
+        p.add_argument(
+            f"--{fig}", type=Path, metavar="SWEEP_DIR", help=f"the {fig} sweep's dir (searched for metrics.json)"
+        )
     p.add_argument("--out", type=Path, help="write the markdown table here too")
     args = p.parse_args(argv)
     claims, ablation = [], []

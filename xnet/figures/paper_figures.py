@@ -18,21 +18,23 @@ panels show the crop ``--box top,left,height,width``. Weights are whatever ``wei
 checkpoint says how many steps it was trained (``DerainNet (500 steps)``). Trailing ``key=value``
 arguments are eval overrides for every panel (``data/test=set12``, ``seed=1``, ``+data.test.path=DIR``).
 """
+
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from xnet.utils.config import compose_config
 from xnet.protocol.atomic import atomic_path, write_json
 from xnet.protocol.errors import ConfigError, exit_on_user_error
+from xnet.utils.config import compose_config
 
 Box = tuple[int, int, int, int]  # top, left, height, width
 
@@ -113,7 +115,14 @@ def photo_item(loaded: Any, path: str | Path) -> dict[str, Any]:
     from xnet.protocol.io import load_image
 
     inp = loaded.task.to_net_space(loaded.task.clean_tensor(load_image(path)))
-    return {"name": Path(path).stem, "input": inp, "target": None, "grey_source": inp.shape[0] == 1, "dataset": str(path), "seed": None}
+    return {
+        "name": Path(path).stem,
+        "input": inp,
+        "target": None,
+        "grey_source": inp.shape[0] == 1,
+        "dataset": str(path),
+        "seed": None,
+    }
 
 
 def restore(loaded: Any, item: dict[str, Any]) -> tuple[torch.Tensor, float | None]:
@@ -124,7 +133,9 @@ def restore(loaded: Any, item: dict[str, Any]) -> tuple[torch.Tensor, float | No
 
     module = inference_module(loaded.restorer, loaded.cfg.fuse)
     truth = item["target"] is not None
-    output, scores = score_image(module, loaded.task, item if truth else {**item, "target": item["input"]}, "cpu", Tiler.for_model(module))
+    output, scores = score_image(
+        module, loaded.task, item if truth else {**item, "target": item["input"]}, "cpu", Tiler.for_model(module)
+    )
     return output, scores["psnr"] if truth else None
 
 
@@ -134,8 +145,9 @@ def score(task: Any, image: torch.Tensor, item: dict[str, Any]) -> float | None:
     return float(task.scores(image, item["target"], item["grey_source"])["psnr"])
 
 
-def restored_panels(shared: Sequence[str], methods: Sequence[Method], image: str | None, photo: str | None,
-                    names: tuple[str, str]) -> tuple[list[Panel], dict[str, Any]]:
+def restored_panels(
+    shared: Sequence[str], methods: Sequence[Method], image: str | None, photo: str | None, names: tuple[str, str]
+) -> tuple[list[Panel], dict[str, Any]]:
     """``[input, *methods, target]`` panels of one image (no target panel for a photo)."""
     loaded = [open_method(shared, m) for m in methods]
     item = photo_item(loaded[0], photo) if photo else benchmark_item(loaded[0], image)
@@ -166,7 +178,7 @@ def crop(image: np.ndarray, box: Box | None) -> np.ndarray:
     top, left, h, w = box
     if top + h > image.shape[0] or left + w > image.shape[1]:
         raise ConfigError(f"--box {top},{left},{h},{w}: outside the {image.shape[0]}×{image.shape[1]} image")
-    return image[top:top + h, left:left + w]
+    return image[top : top + h, left : left + w]
 
 
 def draw_panels(panels: Sequence[Panel], box: Box | None, title: str, path: Path) -> list[str]:
@@ -205,10 +217,17 @@ def grey_png(path: Path) -> Path:
     return path
 
 
-def write_report(path: Path, figure: str, item: dict[str, Any], box: Box | None, panels: Sequence[Panel], shared: Sequence[str]) -> dict[str, Any]:
+def write_report(
+    path: Path, figure: str, item: dict[str, Any], box: Box | None, panels: Sequence[Panel], shared: Sequence[str]
+) -> dict[str, Any]:
     report = {
-        "figure": figure, "png": str(path), "image": item["name"], "dataset": item["dataset"], "degradation_seed": item["seed"],
-        "box": list(box) if box else None, "overrides": list(shared),
+        "figure": figure,
+        "png": str(path),
+        "image": item["name"],
+        "dataset": item["dataset"],
+        "degradation_seed": item["seed"],
+        "box": list(box) if box else None,
+        "overrides": list(shared),
         "panels": [{"label": p.label, "psnr": p.psnr, **({"weights": p.weights} if p.weights else {})} for p in panels],
     }
     write_json(path.with_suffix(".json"), report)
@@ -229,8 +248,10 @@ def fig7(args: argparse.Namespace, overrides: Sequence[str]) -> dict[str, Any]:
         Method("xDnCNN", ("model=xdncnn", f"weights={args.xdncnn}")),
     ]
     panels, item = restored_panels(shared, methods, args.image, None, ("Noisy", "Clean"))
-    title = (f"Fig 7: denoising at σ={args.sigma:g}, {item['dataset']} {item['name']} ({crop_note(args.box)}); "
-             f"PSNR of the whole image, xnet.evaluate protocol (noise seed {item['seed']})")
+    title = (
+        f"Fig 7: denoising at σ={args.sigma:g}, {item['dataset']} {item['name']} ({crop_note(args.box)}); "
+        f"PSNR of the whole image, xnet.evaluate protocol (noise seed {item['seed']})"
+    )
     draw_panels(panels, args.box, title + (f"\n{args.note}" if args.note else ""), args.out)
     return write_report(args.out, "fig7", item, args.box, panels, shared)
 
@@ -249,7 +270,9 @@ def fig8(args: argparse.Namespace, overrides: Sequence[str]) -> dict[str, Any]:
     return write_report(args.out, "fig8", item, args.box, panels, shared)
 
 
-def layer_maps(shared: Sequence[str], method: Method, args: argparse.Namespace) -> tuple[tuple, dict[str, Any], dict[str, Any]]:
+def layer_maps(
+    shared: Sequence[str], method: Method, args: argparse.Namespace
+) -> tuple[tuple, dict[str, Any], dict[str, Any]]:
     """One net's row of Fig 9 (label, maps, grids of the ``--box`` crop), its numbers and the image."""
     from xnet.figures.activation_maps import LayerMaps, capture, density, panels
 
@@ -259,8 +282,21 @@ def layer_maps(shared: Sequence[str], method: Method, args: argparse.Namespace) 
     maps.stats = density(maps, args.threshold)  # over the whole image
     psnr = score(loaded.task, out, item)
     label = method_label(method, loaded.weights)
-    shown = LayerMaps(maps.kind, *(torch.from_numpy(crop(t.permute(1, 2, 0).numpy(), args.box)).permute(2, 0, 1) for t in (maps.z, maps.g, maps.x)))
-    numbers = {"label": label, "weights": loaded.weights, "kind": maps.kind, "psnr": psnr, "channels": int(maps.z.shape[0]), **maps.stats}
+    shown = LayerMaps(
+        maps.kind,
+        *(
+            torch.from_numpy(crop(t.permute(1, 2, 0).numpy(), args.box)).permute(2, 0, 1)
+            for t in (maps.z, maps.g, maps.x)
+        ),
+    )
+    numbers = {
+        "label": label,
+        "weights": loaded.weights,
+        "kind": maps.kind,
+        "psnr": psnr,
+        "channels": int(maps.z.shape[0]),
+        **maps.stats,
+    }
     return (f"{label}, {psnr:.2f} dB", maps, panels(shown, args.channels)), numbers, item
 
 
@@ -269,12 +305,23 @@ def fig9(args: argparse.Namespace, overrides: Sequence[str]) -> dict[str, Any]:
     from xnet.figures.activation_maps import draw_figure
 
     shared = ["task=sr", f"task.scale={args.scale}", f"data/test={args.test_set}", *overrides]
-    methods = [Method("SRCNN", ("model=srcnn", f"weights={args.srcnn}")), Method("xSRCNNf", ("model=xsrcnn_f", f"weights={args.xsrcnn}"))]
+    methods = [
+        Method("SRCNN", ("model=srcnn", f"weights={args.srcnn}")),
+        Method("xSRCNNf", ("model=xsrcnn_f", f"weights={args.xsrcnn}")),
+    ]
     rows, nets, items = zip(*(layer_maps(shared, m, args) for m in methods))
     title = f"activation layer {args.layer}: {items[0]['dataset']} {items[0]['name']} ×{args.scale}"
     grey_png(draw_figure(rows, args.layer, args.threshold, args.out, title=title))
-    report = {"figure": "fig9", "png": str(args.out), "image": items[0]["name"], "dataset": items[0]["dataset"], "layer": args.layer,
-              "box": list(args.box) if args.box else None, "overrides": shared, "nets": list(nets)}
+    report = {
+        "figure": "fig9",
+        "png": str(args.out),
+        "image": items[0]["name"],
+        "dataset": items[0]["dataset"],
+        "layer": args.layer,
+        "box": list(args.box) if args.box else None,
+        "overrides": shared,
+        "nets": list(nets),
+    }
     write_json(args.out.with_suffix(".json"), report)
     return report
 
@@ -290,7 +337,9 @@ def parser() -> argparse.ArgumentParser:
     common.add_argument("--out", type=Path, help="the PNG to write (a .json of the numbers goes beside it)")
     common.add_argument("--box", help="crop shown: top,left,height,width (default: the whole image)")
     common.add_argument("--note", default="", help="a line added to the title (e.g. what the weights are)")
-    common.add_argument("overrides", nargs="*", help="eval overrides for every panel: data/test=set12 seed=1 +data.test.path=DIR")
+    common.add_argument(
+        "overrides", nargs="*", help="eval overrides for every panel: data/test=set12 seed=1 +data.test.path=DIR"
+    )
     f7 = sub.add_parser("fig7", parents=[common], help="denoising: noisy, BM3D, DnCNN-S, xDnCNN, clean")
     f7.add_argument("--sigma", type=float, default=50.0)
     f7.add_argument("--dncnn", required=True, help="DnCNN-S weights for this σ")
@@ -314,7 +363,11 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-DEFAULT_OUT = {"fig7": "results/fig7_sigma{sigma:g}.png", "fig8": "results/fig8.png", "fig9": "results/fig9_x{scale}.png"}
+DEFAULT_OUT = {
+    "fig7": "results/fig7_sigma{sigma:g}.png",
+    "fig8": "results/fig8.png",
+    "fig9": "results/fig9_x{scale}.png",
+}
 
 
 @exit_on_user_error
@@ -328,7 +381,10 @@ def run(argv: Sequence[str]) -> dict[str, Any]:
     args.out = args.out or Path(DEFAULT_OUT[args.figure].format(**vars(args)))
     report = FIGURES[args.figure](args, overrides)
     panels = report.get("panels") or report["nets"]
-    print(f"{args.figure}: {report['png']}  " + "  ".join(f"{p['label']} {p['psnr']:.2f} dB" for p in panels if p["psnr"] is not None))
+    print(
+        f"{args.figure}: {report['png']}  "
+        + "  ".join(f"{p['label']} {p['psnr']:.2f} dB" for p in panels if p["psnr"] is not None)
+    )
     return report
 
 

@@ -15,6 +15,7 @@ points (several seeds) are drawn each and joined at their mean. ``--expect`` nam
 sweeps fill the dir: their points that have not finished yet are listed (``status: missing``) and drawn as
 hollow marks, so a figure trained in pieces can be plotted at any time.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,19 +25,43 @@ import logging
 import math
 import sys
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
-from xnet.utils.config import conf_dir, current_net_config
 from xnet.protocol.atomic import atomic_path, atomic_write
+from xnet.utils.config import conf_dir, current_net_config
 
 log = logging.getLogger(__name__)
 
 COLUMNS = [
-    "model", "depth", "width", "xunit_kernel", "xunit_variant", "params_paper", "act_params", "act_share",
-    "test/psnr", "val/psnr", "test/ssim", "sigma", "residual", "seed", "init", "step", "batch_size", "patch_size",
-    "test_dataset", "test_images", "grad_norm_median", "grad_norm_max", "train_s", "tier", "status", "run_dir",
+    "model",
+    "depth",
+    "width",
+    "xunit_kernel",
+    "xunit_variant",
+    "params_paper",
+    "act_params",
+    "act_share",
+    "test/psnr",
+    "val/psnr",
+    "test/ssim",
+    "sigma",
+    "residual",
+    "seed",
+    "init",
+    "step",
+    "batch_size",
+    "patch_size",
+    "test_dataset",
+    "test_images",
+    "grad_norm_median",
+    "grad_norm_max",
+    "train_s",
+    "tier",
+    "status",
+    "run_dir",
 ]
 #: The paper's Table 1 (grey denoising, BSD68): (model, parameters by the paper's count, PSNR by σ) —
 #: drawn on Fig. 3 (PSNR vs parameters) as the published points of fully trained nets.
@@ -91,6 +116,7 @@ def xunit_variant(xunit: dict | None, run_dir: Path | None = None) -> str:
         choice = _hydra_choice(run_dir, "xunit")
         if choice:
             return str(choice)
+
     def switches(opts: dict) -> dict:
         return {k: v for k, v in opts.items() if k != "kernel_size"}
 
@@ -120,7 +146,7 @@ def _net_counts(config: dict, origin: Path | None = None) -> tuple[int | None, i
     except UntrustedConfigError as e:
         log.warning("%s", e)
         return None, None
-    except Exception as e:  # noqa: BLE001 - a row without counts is still a row
+    except Exception as e:
         log.debug("cannot instantiate the net of a run: %s", e)
         return None, None
 
@@ -144,8 +170,11 @@ def log_stats(run_dir: Path) -> dict[str, float | None]:
     """The gradient norms' median and maximum over training, and the training wall clock (summed over chunks)."""
     norms = sorted(v for _, v in grad_norm_log(run_dir))
     train_s = [v for _, v in logged(run_dir, "time/train_s")]
-    return {"grad_norm_median": norms[len(norms) // 2] if norms else None, "grad_norm_max": norms[-1] if norms else None,
-            "train_s": max(train_s) if train_s else None}
+    return {
+        "grad_norm_median": norms[len(norms) // 2] if norms else None,
+        "grad_norm_max": norms[-1] if norms else None,
+        "train_s": max(train_s) if train_s else None,
+    }
 
 
 def read_row(path: Path) -> dict[str, Any] | None:
@@ -227,8 +256,12 @@ def expected_points(experiments: Sequence[str]) -> list[tuple[dict[str, str], di
         for combo in itertools.product(*axes):
             cfg = compose_config("train", [*base, *(f"{k}={v}" for k, v in combo)])
             config = OmegaConf.to_container(cfg, resolve=True)
-            point = {"model": config["model"]["name"], "seed": str(config["seed"]), "init": str(config.get("init", "torch")),
-                     **dict(combo)}
+            point = {
+                "model": config["model"]["name"],
+                "seed": str(config["seed"]),
+                "init": str(config.get("init", "torch")),
+                **dict(combo),
+            }
             out.append((point, config))
     return out
 
@@ -253,9 +286,15 @@ def is_point(row: dict[str, Any], point: dict[str, str]) -> bool:
     return True
 
 
-def missing_rows(rows: Sequence[dict[str, Any]], expected: Sequence[tuple[dict[str, str], dict[str, Any]]]) -> list[dict[str, Any]]:
+def missing_rows(
+    rows: Sequence[dict[str, Any]], expected: Sequence[tuple[dict[str, str], dict[str, Any]]]
+) -> list[dict[str, Any]]:
     """A ``status: missing`` row for each expected point no run dir holds yet (finished or failed)."""
-    return [row_of({"status": "missing"}, config, None) for point, config in expected if not any(is_point(r, point) for r in rows)]
+    return [
+        row_of({"status": "missing"}, config, None)
+        for point, config in expected
+        if not any(is_point(r, point) for r in rows)
+    ]
 
 
 def collect(root: str | Path) -> list[dict[str, Any]]:
@@ -274,7 +313,16 @@ def collect(root: str | Path) -> list[dict[str, Any]]:
             continue
         row["run_dir"] = str(p.parent.relative_to(root)) if p.parent != root else "."
         rows.append(row)
-    rows.sort(key=lambda r: (str(r["model"]), r["xunit_variant"] or "", r["xunit_kernel"] or 0, r["depth"] or 0, r["width"] or 0, r["run_dir"]))
+    rows.sort(
+        key=lambda r: (
+            str(r["model"]),
+            r["xunit_variant"] or "",
+            r["xunit_kernel"] or 0,
+            r["depth"] or 0,
+            r["width"] or 0,
+            r["run_dir"],
+        )
+    )
     if evaluations:
         log.info("%d evaluation run(s) under %s left out (not training runs)", evaluations, root)
     return rows
@@ -299,8 +347,21 @@ def _fmt(v: Any) -> Any:
 
 
 def format_table(rows: Sequence[dict[str, Any]], metric: str = "test/psnr") -> str:
-    cols = ["model", "depth", "width", "xunit_kernel", "xunit_variant", "params_paper", "act_share", "val/psnr", "test/psnr", "status"]
-    cells = [[str(_fmt(r.get(c))) if c != "act_share" or r.get(c) is None else f"{r[c]:.1f}" for c in cols] for r in rows]
+    cols = [
+        "model",
+        "depth",
+        "width",
+        "xunit_kernel",
+        "xunit_variant",
+        "params_paper",
+        "act_share",
+        "val/psnr",
+        "test/psnr",
+        "status",
+    ]
+    cells = [
+        [str(_fmt(r.get(c))) if c != "act_share" or r.get(c) is None else f"{r[c]:.1f}" for c in cols] for r in rows
+    ]
     widths = [max(len(c), *(len(x[i]) for x in cells)) if cells else len(c) for i, c in enumerate(cols)]
     line = lambda xs: "  ".join(x.rjust(wd) for x, wd in zip(xs, widths))  # noqa: E731
     return "\n".join([line(cols), line(["-" * wd for wd in widths]), *(line(x) for x in cells)])
@@ -341,15 +402,23 @@ def _mean_points(rows: Iterable[dict[str, Any]], x_key: str, metric: str) -> Poi
             ok[x].append(y)
     xs = sorted(ok)
     seeds = [(x, y) for x in xs if len(ok[x]) > 1 for y in ok[x]]
-    return Points(xs, [sum(ok[x]) / len(ok[x]) for x in xs], seeds, sorted(failed - set(ok)), sorted(missing - set(ok) - failed))
+    return Points(
+        xs, [sum(ok[x]) / len(ok[x]) for x in xs], seeds, sorted(failed - set(ok)), sorted(missing - set(ok) - failed)
+    )
 
 
 def _draw(ax, pts: Points, **style: Any) -> None:
     """The mean curve, each seed's point (small, faint) where there are several."""
     ax.plot(pts.xs, pts.ys, **style)
     if pts.seeds:
-        ax.plot(*zip(*pts.seeds), linestyle="none", marker=style.get("marker", "o"), markersize=3, alpha=0.45,
-                color=style.get("color"))
+        ax.plot(
+            *zip(*pts.seeds),
+            linestyle="none",
+            marker=style.get("marker", "o"),
+            markersize=3,
+            alpha=0.45,
+            color=style.get("color"),
+        )
 
 
 def _axes(ylim: Sequence[float] | None = None):
@@ -366,13 +435,29 @@ def _axes(ylim: Sequence[float] | None = None):
     return fig, ax
 
 
-def _finish(fig, ax, out: Path, title: str, failed_any: bool, ylim: Sequence[float] | None = None, outside: bool = False,
-            note: str | None = None, missing_any: bool = False) -> Path:
+def _finish(
+    fig,
+    ax,
+    out: Path,
+    title: str,
+    failed_any: bool,
+    ylim: Sequence[float] | None = None,
+    outside: bool = False,
+    note: str | None = None,
+    missing_any: bool = False,
+) -> Path:
     if ylim:  # points outside are clipped: say so in the plot
         lo = ylim[0]
         below = [y for line in ax.get_lines() if line.get_marker() != "x" for y in line.get_ydata() if y < lo]
         if below:
-            ax.text(0.01, 0.02, f"{len(below)} point(s) below {lo:g} dB not shown", transform=ax.transAxes, fontsize=7, color="0.4")
+            ax.text(
+                0.01,
+                0.02,
+                f"{len(below)} point(s) below {lo:g} dB not shown",
+                transform=ax.transAxes,
+                fontsize=7,
+                color="0.4",
+            )
     from matplotlib.lines import Line2D
 
     handles, labels = ax.get_legend_handles_labels()
@@ -391,8 +476,17 @@ def _finish(fig, ax, out: Path, title: str, failed_any: bool, ylim: Sequence[flo
         fig.set_size_inches(fig.get_figwidth() + 3.2, fig.get_figheight())
     ax.set_title(title, fontsize=10, pad=14 if note else 6)
     if note:  # how the points were trained and tested, in the image itself
-        ax.annotate(note, xy=(0.5, 1.0), xycoords="axes fraction", xytext=(0, 3), textcoords="offset points", ha="center",
-                    va="bottom", fontsize=7, color="0.35")
+        ax.annotate(
+            note,
+            xy=(0.5, 1.0),
+            xycoords="axes fraction",
+            xytext=(0, 3),
+            textcoords="offset points",
+            ha="center",
+            va="bottom",
+            fontsize=7,
+            color="0.35",
+        )
     fig.tight_layout()
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format=out.suffix.lstrip(".") or "png")
@@ -409,8 +503,16 @@ def _mark_failed(ax, xs: Sequence[float], color: Any, missing: Sequence[float] =
     if xs:
         ax.plot(xs, [lo] * len(xs), linestyle="none", marker="x", color=color, markersize=8, clip_on=False)
     if missing:
-        ax.plot(missing, [lo] * len(missing), linestyle="none", marker="o", markerfacecolor="none", color=color,
-                markersize=6, clip_on=False)
+        ax.plot(
+            missing,
+            [lo] * len(missing),
+            linestyle="none",
+            marker="o",
+            markerfacecolor="none",
+            color=color,
+            markersize=6,
+            clip_on=False,
+        )
 
 
 def _title(rows: Sequence[dict[str, Any]], fig: str, metric: str) -> str:
@@ -462,7 +564,9 @@ def _thousands(v: float, _pos: Any = None) -> str:
     return f"{v / 1000:g}K"
 
 
-def plot_fig3(rows: Sequence[dict[str, Any]], out: Path, metric: str = "test/psnr", ylim: Sequence[float] | None = None) -> Path:
+def plot_fig3(
+    rows: Sequence[dict[str, Any]], out: Path, metric: str = "test/psnr", ylim: Sequence[float] | None = None
+) -> Path:
     """x: number of parameters, y: PSNR; ConvNet and one xNet curve per kernel r, depth labelled."""
     import matplotlib.pyplot as plt
 
@@ -484,7 +588,9 @@ def plot_fig3(rows: Sequence[dict[str, Any]], out: Path, metric: str = "test/psn
         _draw(ax, pts, markersize=5, linewidth=1.4, **style)
         depth_of = {r["params_paper"]: r["depth"] for r in groups[k]}
         for x, y in zip(pts.xs, pts.ys):
-            ax.annotate(f"{depth_of[x]}", (x, y), textcoords="offset points", xytext=(3, 3), fontsize=6, color=style["color"])
+            ax.annotate(
+                f"{depth_of[x]}", (x, y), textcoords="offset points", xytext=(3, 3), fontsize=6, color=style["color"]
+            )
         marks.append((pts, style["color"]))
     lo = ax.get_ylim()[0]  # after all curves, so the y-limits are final
     for pts, color in marks:
@@ -494,9 +600,19 @@ def plot_fig3(rows: Sequence[dict[str, Any]], out: Path, metric: str = "test/psn
     ax.set_xlabel("number of parameters")
     ax.set_ylabel("PSNR [dB]")
     ax.xaxis.set_major_formatter(plt.FuncFormatter(_thousands))
-    ax.text(0.99, 0.02, "labels: number of layers", transform=ax.transAxes, ha="right", va="bottom", fontsize=7, color="0.4")
-    return _finish(fig, ax, out, _title(rows, "fig3", metric), any(p.failed for p, _ in marks), ylim,
-                   note=budget_note(rows), missing_any=any(p.missing for p, _ in marks))
+    ax.text(
+        0.99, 0.02, "labels: number of layers", transform=ax.transAxes, ha="right", va="bottom", fontsize=7, color="0.4"
+    )
+    return _finish(
+        fig,
+        ax,
+        out,
+        _title(rows, "fig3", metric),
+        any(p.failed for p, _ in marks),
+        ylim,
+        note=budget_note(rows),
+        missing_any=any(p.missing for p, _ in marks),
+    )
 
 
 def _paper_points(ax, rows: Sequence[dict[str, Any]]) -> None:
@@ -507,17 +623,36 @@ def _paper_points(ax, rows: Sequence[dict[str, Any]]) -> None:
     sigma = float(next(iter(sigmas)))
     points = [(name, params, by_sigma[sigma]) for name, params, by_sigma in PAPER_TABLE1 if sigma in by_sigma]
     largest = max((r["params_paper"] for r in rows if r.get("params_paper")), default=0)
-    if points and largest < min(p for _, p, _ in points) / 3:  # narrow nets (the medium tier): the stars would squash the axis
-        ax.text(0.99, 0.06, "paper, Table 1: " + ", ".join(f"{n} {v:.2f} dB at {p:,}" for n, p, v in points) + " parameters",
-                transform=ax.transAxes, ha="right", va="bottom", fontsize=6, color="crimson")
+    if (
+        points and largest < min(p for _, p, _ in points) / 3
+    ):  # narrow nets (the medium tier): the stars would squash the axis
+        ax.text(
+            0.99,
+            0.06,
+            "paper, Table 1: " + ", ".join(f"{n} {v:.2f} dB at {p:,}" for n, p, v in points) + " parameters",
+            transform=ax.transAxes,
+            ha="right",
+            va="bottom",
+            fontsize=6,
+            color="crimson",
+        )
         return
     for i, (name, params, psnr) in enumerate(points):
-        ax.plot([params], [psnr], linestyle="none", marker="*", markersize=11, color="crimson",
-                label="paper, Table 1 (BSD68, full training)" if i == 0 else None)
+        ax.plot(
+            [params],
+            [psnr],
+            linestyle="none",
+            marker="*",
+            markersize=11,
+            color="crimson",
+            label="paper, Table 1 (BSD68, full training)" if i == 0 else None,
+        )
         ax.annotate(name, (params, psnr), textcoords="offset points", xytext=(5, -3), fontsize=7, color="crimson")
 
 
-def plot_fig4(rows: Sequence[dict[str, Any]], out: Path, metric: str = "test/psnr", ylim: Sequence[float] | None = None) -> Path:
+def plot_fig4(
+    rows: Sequence[dict[str, Any]], out: Path, metric: str = "test/psnr", ylim: Sequence[float] | None = None
+) -> Path:
     """x: percentage of parameters in the activations, y: PSNR (fixed total budget)."""
     fig, ax = _axes(ylim)
     pts_rows = [r for r in rows if r.get("act_share") is not None]
@@ -536,11 +671,28 @@ def plot_fig4(rows: Sequence[dict[str, Any]], out: Path, metric: str = "test/psn
     _mark_failed(ax, pts.failed, "tab:red", pts.missing)
     params = sorted({r["params_paper"] for r in pts_rows if r.get("params_paper")})
     if params:
-        ax.text(0.99, 0.02, f"{params[0]:,} – {params[-1]:,} parameters", transform=ax.transAxes, ha="right", va="bottom", fontsize=7, color="0.4")
+        ax.text(
+            0.99,
+            0.02,
+            f"{params[0]:,} – {params[-1]:,} parameters",
+            transform=ax.transAxes,
+            ha="right",
+            va="bottom",
+            fontsize=7,
+            color="0.4",
+        )
     ax.set_xlabel("parameters in the activations [%]")
     ax.set_ylabel("PSNR [dB]")
-    return _finish(fig, ax, out, _title(rows, "fig4", metric), bool(pts.failed), ylim, note=budget_note(rows),
-                   missing_any=bool(pts.missing))
+    return _finish(
+        fig,
+        ax,
+        out,
+        _title(rows, "fig4", metric),
+        bool(pts.failed),
+        ylim,
+        note=budget_note(rows),
+        missing_any=bool(pts.missing),
+    )
 
 
 GATE_ABBREVIATIONS = {"gaussian": "GS", "sigmoid": "SG", "tanh": "TH", "identity": None}
@@ -557,8 +709,18 @@ def variant_label(name: str) -> str:
     opts = _known_variants().get(name)
     if opts is None:
         return name
-    o = {"pre_norm": True, "relu": True, "depthwise": True, "post_norm": True, "gate": "gaussian", "combine": "product", **opts}
-    parts = [p for p, on in (("BN", o["pre_norm"]), ("RL", o["relu"]), ("CD", o["depthwise"]), ("BN", o["post_norm"])) if on]
+    o = {
+        "pre_norm": True,
+        "relu": True,
+        "depthwise": True,
+        "post_norm": True,
+        "gate": "gaussian",
+        "combine": "product",
+        **opts,
+    }
+    parts = [
+        p for p, on in (("BN", o["pre_norm"]), ("RL", o["relu"]), ("CD", o["depthwise"]), ("BN", o["post_norm"])) if on
+    ]
     gate = GATE_ABBREVIATIONS.get(o["gate"], o["gate"])
     label = "+".join(parts + ([gate] if gate else []))
     if o["combine"] == "max":
@@ -569,8 +731,20 @@ def variant_label(name: str) -> str:
 
 
 #: plotting order: the paper's unit, its named alternative, the other variants, beyond the paper, the ConvNet
-VARIANT_ORDER = ("paper", "bn_rl_cd", "no_pre_norm", "no_post_norm", "no_norm", "no_relu", "sigmoid", "tanh", "identity",
-                 "frelu", "silu", "relu")
+VARIANT_ORDER = (
+    "paper",
+    "bn_rl_cd",
+    "no_pre_norm",
+    "no_post_norm",
+    "no_norm",
+    "no_relu",
+    "sigmoid",
+    "tanh",
+    "identity",
+    "frelu",
+    "silu",
+    "relu",
+)
 
 
 def variant_key(row: dict[str, Any]) -> str:
@@ -579,7 +753,9 @@ def variant_key(row: dict[str, Any]) -> str:
     return v if row.get("init", "torch") == "torch" else f"{v}@{row['init']}"
 
 
-def plot_fig6(rows: Sequence[dict[str, Any]], out: Path, metric: str = "test/psnr", ylim: Sequence[float] | None = None) -> Path:
+def plot_fig6(
+    rows: Sequence[dict[str, Any]], out: Path, metric: str = "test/psnr", ylim: Sequence[float] | None = None
+) -> Path:
     """x: number of layers, y: PSNR, one curve per xUnit variant (and initialisation); diverged runs as crosses.
     Beside it, ``<out>_grad_norm.png``: the gradient norms over training (:func:`plot_grad_norms`)."""
     import matplotlib.pyplot as plt
@@ -589,7 +765,9 @@ def plot_fig6(rows: Sequence[dict[str, Any]], out: Path, metric: str = "test/psn
     for r in rows:
         groups[variant_key(r)].append(r)
     base = {k: k.split("@")[0] for k in groups}
-    order = sorted(groups, key=lambda k: (VARIANT_ORDER.index(base[k]) if base[k] in VARIANT_ORDER else len(VARIANT_ORDER), k))
+    order = sorted(
+        groups, key=lambda k: (VARIANT_ORDER.index(base[k]) if base[k] in VARIANT_ORDER else len(VARIANT_ORDER), k)
+    )
     colors = plt.get_cmap("tab20")
     marks = []
     for i, k in enumerate(order):
@@ -597,8 +775,12 @@ def plot_fig6(rows: Sequence[dict[str, Any]], out: Path, metric: str = "test/psn
         v, init = base[k], k.partition("@")[2]
         c = "black" if v == "relu" else colors(VARIANT_ORDER.index(v) * 2 % 20 if v in VARIANT_ORDER else i % 20)
         lw, ms = (2.2, 6) if v == "paper" else (1.2, 4)
-        style = dict(color=c, marker="s" if v == "relu" else "o", linestyle=":" if init else ("--" if v == "relu" else "-"))
-        _draw(ax, pts, linewidth=lw, markersize=ms, label=variant_label(v) + (f", init={init}" if init else ""), **style)
+        style = dict(
+            color=c, marker="s" if v == "relu" else "o", linestyle=":" if init else ("--" if v == "relu" else "-")
+        )
+        _draw(
+            ax, pts, linewidth=lw, markersize=ms, label=variant_label(v) + (f", init={init}" if init else ""), **style
+        )
         marks.append((pts, c))
     lo = ax.get_ylim()[0]  # after all curves, so the y-limits are final
     for pts, c in marks:
@@ -607,8 +789,17 @@ def plot_fig6(rows: Sequence[dict[str, Any]], out: Path, metric: str = "test/psn
     ax.set_xlabel("number of layers")
     ax.set_ylabel("PSNR [dB]")
     ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
-    png = _finish(fig, ax, out, _title(rows, "fig6", metric), any(p.failed for p, _ in marks), ylim, outside=True,
-                  note=budget_note(rows), missing_any=any(p.missing for p, _ in marks))
+    png = _finish(
+        fig,
+        ax,
+        out,
+        _title(rows, "fig6", metric),
+        any(p.failed for p, _ in marks),
+        ylim,
+        outside=True,
+        note=budget_note(rows),
+        missing_any=any(p.missing for p, _ in marks),
+    )
     plot_grad_norms(rows, out.with_name(f"{out.stem}_grad_norm{out.suffix}"))
     return png
 
@@ -627,22 +818,36 @@ def plot_grad_norms(rows: Sequence[dict[str, Any]], out: Path) -> Path | None:
     if not curves:
         return None
     depths = sorted({r["depth"] for r, _ in curves})
-    fig, axes = plt.subplots(1, len(depths), figsize=(3.6 * len(depths) + 2.8, 3.6), dpi=150, sharey=True, squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(depths), figsize=(3.6 * len(depths) + 2.8, 3.6), dpi=150, sharey=True, squeeze=False
+    )
     colors = plt.get_cmap("tab20")
     for ax, depth in zip(axes[0], depths):
-        for r, c in sorted(((r, c) for r, c in curves if r["depth"] == depth), key=lambda rc: VARIANT_ORDER.index(rc[0]["xunit_variant"])
-                           if rc[0]["xunit_variant"] in VARIANT_ORDER else 99):
+        for r, c in sorted(
+            ((r, c) for r, c in curves if r["depth"] == depth),
+            key=lambda rc: (
+                VARIANT_ORDER.index(rc[0]["xunit_variant"]) if rc[0]["xunit_variant"] in VARIANT_ORDER else 99
+            ),
+        ):
             v = r["xunit_variant"]
             color = "black" if v == "relu" else colors(VARIANT_ORDER.index(v) * 2 % 20 if v in VARIANT_ORDER else 19)
-            ax.plot([s for s, _ in c], [g for _, g in c], color=color, linewidth=2.0 if v == "paper" else 0.9,
-                    linestyle="--" if v == "relu" else "-", label=variant_label(v))
+            ax.plot(
+                [s for s, _ in c],
+                [g for _, g in c],
+                color=color,
+                linewidth=2.0 if v == "paper" else 0.9,
+                linestyle="--" if v == "relu" else "-",
+                label=variant_label(v),
+            )
         ax.set_yscale("log")
         ax.set_title(f"{depth} layers", fontsize=9)
         ax.set_xlabel("step")
         ax.grid(True, color="0.88", linewidth=0.8)
     axes[0][0].set_ylabel("gradient norm (L2, all parameters)")
     axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
-    fig.suptitle("Fig. 6: gradient norms during training" + (f" — {budget_note(rows)}" if budget_note(rows) else ""), fontsize=9)
+    fig.suptitle(
+        "Fig. 6: gradient norms during training" + (f" — {budget_note(rows)}" if budget_note(rows) else ""), fontsize=9
+    )
     fig.tight_layout()
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format=out.suffix.lstrip(".") or "png")
@@ -653,9 +858,15 @@ def plot_grad_norms(rows: Sequence[dict[str, Any]], out: Path) -> Path | None:
 PLOTTERS = {"fig3": plot_fig3, "fig4": plot_fig4, "fig6": plot_fig6}
 
 
-def make(figure: str, sweep_dir: str | Path, out: str | Path | None = None, csv_path: str | Path | None = None,
-         metric: str = "test/psnr", ylim: Sequence[float] | None = None,
-         expect: Sequence[str] = ()) -> tuple[list[dict[str, Any]], Path | None, Path | None]:
+def make(
+    figure: str,
+    sweep_dir: str | Path,
+    out: str | Path | None = None,
+    csv_path: str | Path | None = None,
+    metric: str = "test/psnr",
+    ylim: Sequence[float] | None = None,
+    expect: Sequence[str] = (),
+) -> tuple[list[dict[str, Any]], Path | None, Path | None]:
     """Collect (with a ``missing`` row for each point of the ``expect`` experiments' sweeps that has no run yet),
     write the CSV and (for a figure) the PNG, by default into the sweep dir; ``table`` writes a CSV only when
     given ``csv_path``. Returns ``(rows, csv, png)``."""
@@ -678,9 +889,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", type=Path, help="PNG path (default: <sweep_dir>/<figure>.png)")
     p.add_argument("--csv", type=Path, help="CSV path (default: <sweep_dir>/<figure>.csv; `table`: none)")
     p.add_argument("--metric", default="test/psnr", choices=["test/psnr", "val/psnr"])
-    p.add_argument("--ylim", type=float, nargs=2, metavar=("LO", "HI"), help="y range in dB (outliers are counted, not drawn)")
-    p.add_argument("--expect", nargs="+", default=(), metavar="EXPERIMENT",
-                   help="the experiments whose sweeps fill the dir: their untrained points are listed and drawn hollow")
+    p.add_argument(
+        "--ylim", type=float, nargs=2, metavar=("LO", "HI"), help="y range in dB (outliers are counted, not drawn)"
+    )
+    p.add_argument(
+        "--expect",
+        nargs="+",
+        default=(),
+        metavar="EXPERIMENT",
+        help="the experiments whose sweeps fill the dir: their untrained points are listed and drawn hollow",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
@@ -694,8 +912,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"training wall clock, summed over the runs: {hours:.2f} h")
     missing = sum(r["status"] == "missing" for r in rows)
     failed = sum(r["status"] not in ("ok", "missing") for r in rows)
-    print(f"\n{len(rows) - missing} runs, {failed} failed, {missing} not trained yet" + (f"; CSV: {csv_out}" if csv_out else "")
-          + (f"; PNG: {png}" if png else ""))
+    print(
+        f"\n{len(rows) - missing} runs, {failed} failed, {missing} not trained yet"
+        + (f"; CSV: {csv_out}" if csv_out else "")
+        + (f"; PNG: {png}" if png else "")
+    )
     return 0
 
 

@@ -19,6 +19,7 @@ kernels its ``impl`` resolves to (:mod:`xnet.kernels.dispatch`, once per device)
 ``scripts/benchmark.py`` times them side by side. :func:`depthwise_conv_backward` is the backward
 alone, for the memory-lean xUnit's hand-ordered backward. No double backward on the kernel paths.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -107,7 +108,10 @@ def resolved_impl(conv: nn.Conv2d, device: torch.device) -> Impl:
     if impl is None:
         geometry = _kernel_geometry(conv)
         target = Target(
-            "depthwise", getattr(conv, "impl", "auto"), device.type, interpreting=triton_interpreting(),
+            "depthwise",
+            getattr(conv, "impl", "auto"),
+            device.type,
+            interpreting=triton_interpreting(),
             native_fits=geometry and conv.in_channels % 16 == 0,
             triton_fits=geometry and conv.kernel_size[0] <= MAX_KERNEL_SIZE,
         )
@@ -204,12 +208,30 @@ def depthwise_conv_backward(
         return gu, gw, gb
     if impl is Impl.NCHW:
         grads = torch.ops.aten.convolution_backward(
-            grad.contiguous(), u.contiguous(), weight, bias_sizes, list(conv.stride), list(conv.padding),
-            list(conv.dilation), False, [0, 0], conv.groups, list(mask),
+            grad.contiguous(),
+            u.contiguous(),
+            weight,
+            bias_sizes,
+            list(conv.stride),
+            list(conv.padding),
+            list(conv.dilation),
+            False,
+            [0, 0],
+            conv.groups,
+            list(mask),
         )
         gu = grads[0].contiguous(memory_format=torch.channels_last) if grads[0] is not None else None
         return gu, grads[1], grads[2]
     return torch.ops.aten.convolution_backward(
-        grad, u, weight, bias_sizes, list(conv.stride), list(conv.padding), list(conv.dilation), False,
-        [0, 0], conv.groups, list(mask),
+        grad,
+        u,
+        weight,
+        bias_sizes,
+        list(conv.stride),
+        list(conv.padding),
+        list(conv.dilation),
+        False,
+        [0, 0],
+        conv.groups,
+        list(mask),
     )

@@ -18,6 +18,7 @@ Tile sizes: ``triton.autotune`` over :data:`xnet.kernels.triton_launch.CONFIGS`.
 run on CPU tensors under Triton's interpreter (``TRITON_INTERPRET=1``), which is how the tests
 check them without a GPU.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -34,8 +35,13 @@ from xnet.kernels.triton_launch import (
 )
 
 __all__ = [
-    "TritonDepthwiseConv", "combine_stats", "depthwise_grad_weight_triton", "depthwise_triton",
-    "depthwise_triton_applies", "rows_per_chunk", "taps_of",
+    "TritonDepthwiseConv",
+    "combine_stats",
+    "depthwise_grad_weight_triton",
+    "depthwise_triton",
+    "depthwise_triton_applies",
+    "rows_per_chunk",
+    "taps_of",
 ]
 
 
@@ -88,10 +94,25 @@ def depthwise_triton(
     y = torch.empty_like(u)
     parts = tuple(u.new_empty(n * height, c, dtype=torch.float32) for _ in range(2)) if stats else None
     launch(
-        "dw_conv", lambda m: (n * height, _cdiv(c, m["BLOCK_C"])),
-        u, taps, taps if bias is None else bias.detach().contiguous(), taps if coef is None else coef, y,
-        *(parts or (taps, taps)), c, height, width, *u.stride(), *y.stride(),
-        R=weight.shape[-1], HAS_BIAS=bias is not None, HAS_IN=coef is not None, RELU=relu, STATS=stats, config=config,
+        "dw_conv",
+        lambda m: (n * height, _cdiv(c, m["BLOCK_C"])),
+        u,
+        taps,
+        taps if bias is None else bias.detach().contiguous(),
+        taps if coef is None else coef,
+        y,
+        *(parts or (taps, taps)),
+        c,
+        height,
+        width,
+        *u.stride(),
+        *y.stride(),
+        R=weight.shape[-1],
+        HAS_BIAS=bias is not None,
+        HAS_IN=coef is not None,
+        RELU=relu,
+        STATS=stats,
+        config=config,
     )
     return y, parts
 
@@ -134,10 +155,24 @@ def depthwise_grad_weight_triton(
     chunks = _cdiv(rows, chunk_rows)
     part = u.new_empty(chunks, r * r, c, dtype=torch.float32)
     launch(
-        "dw_wgrad", lambda m: (r, chunks, _cdiv(c, m["BLOCK_C"])),
-        grad, u, part if coef is None else coef, part,
-        c, height, width, rows, chunk_rows, *grad.stride(), *u.stride(),
-        R=r, KX=1 << (r - 1).bit_length(), HAS_IN=coef is not None, RELU=relu, config=config,
+        "dw_wgrad",
+        lambda m: (r, chunks, _cdiv(c, m["BLOCK_C"])),
+        grad,
+        u,
+        part if coef is None else coef,
+        part,
+        c,
+        height,
+        width,
+        rows,
+        chunk_rows,
+        *grad.stride(),
+        *u.stride(),
+        R=r,
+        KX=1 << (r - 1).bit_length(),
+        HAS_IN=coef is not None,
+        RELU=relu,
+        config=config,
     )
     return part.sum(0).t().reshape(c, 1, r, r)
 

@@ -22,6 +22,7 @@ interpreter, ``native`` on CUDA), so a config trained on a GPU evaluates on a CP
 variable ``XNET_CUDA_DEPTHWISE`` (``cudnn``/``nchw``/``triton``) is deprecated: it is read at
 resolution, only where the config says ``auto``, with a warning.
 """
+
 from __future__ import annotations
 
 import enum
@@ -87,11 +88,13 @@ def legacy_cuda_choice() -> str | None:
 @functools.cache
 def _warn_legacy(value: str) -> None:
     if value not in _LEGACY:
-        raise ValueError(f"XNET_CUDA_DEPTHWISE={value!r}: choose one of {sorted(_LEGACY)} "
-                         "(or set model.net.xunit.impl)")
+        raise ValueError(
+            f"XNET_CUDA_DEPTHWISE={value!r}: choose one of {sorted(_LEGACY)} (or set model.net.xunit.impl)"
+        )
     warnings.warn(
         f"XNET_CUDA_DEPTHWISE={value} is deprecated: set model.net.xunit.impl={_LEGACY[value]} instead",
-        FutureWarning, stacklevel=4,
+        FutureWarning,
+        stacklevel=4,
     )
 
 

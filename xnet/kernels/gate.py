@@ -3,6 +3,7 @@
 One list, :data:`GATES`, for every implementation: the torch modules, the Triton kernel and the
 native CPU kernel (which gets the indices as build-time constants).
 """
+
 from __future__ import annotations
 
 import torch

@@ -8,6 +8,7 @@ tile configuration of :data:`~xnet.kernels.triton_launch.CONFIGS` with Triton's 
 reads the cubin's resources (``cuobjdump -res-usage``): a stack frame is spilled registers (the
 kernels keep no local arrays).
 """
+
 from __future__ import annotations
 
 import functools
@@ -24,6 +25,7 @@ import torch
 from xnet.kernels.triton_launch import CONFIGS, Launch, kernel
 
 __all__ = ["Resources", "audit", "compile_sm90"]
+
 
 @dataclass(frozen=True)
 class Resources:

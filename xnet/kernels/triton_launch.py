@@ -11,6 +11,7 @@ a launch takes the config it is given (tests run each), else the first.
 
 Importing this module never imports Triton: :func:`kernel` loads the sources on first use.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -24,7 +25,14 @@ from typing import Any
 import torch
 
 __all__ = [
-    "CONFIGS", "FLOAT_DTYPES", "MAX_KERNEL_SIZE", "Launch", "kernel", "launch", "recording", "triton_available",
+    "CONFIGS",
+    "FLOAT_DTYPES",
+    "MAX_KERNEL_SIZE",
+    "Launch",
+    "kernel",
+    "launch",
+    "recording",
+    "triton_available",
     "triton_interpreting",
 ]
 
@@ -33,7 +41,6 @@ FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 #: the largest depthwise kernel size r the Triton kernels take (each tap row's r loads are in flight
 #: at once: beyond 11 the registers run out); larger r runs torch's convolution
 MAX_KERNEL_SIZE = 11
-
 
 
 def _config(block_w: int, block_c: int, warps: int) -> dict[str, int]:
@@ -58,8 +65,14 @@ CONFIGS: dict[str, tuple[dict[str, int], ...]] = {
 
 #: kernel -> its source module in xnet.kernels.triton_src
 SOURCES = {
-    "dw_conv": "depthwise", "dw_wgrad": "depthwise", "dw_dgrad": "xunit", "xunit_fused": "xunit",
-    "row_stats": "xunit", "gate_fwd": "xunit", "gate_bwd": "xunit", "xunit_grad_input": "xunit",
+    "dw_conv": "depthwise",
+    "dw_wgrad": "depthwise",
+    "dw_dgrad": "xunit",
+    "xunit_fused": "xunit",
+    "row_stats": "xunit",
+    "gate_fwd": "xunit",
+    "gate_bwd": "xunit",
+    "xunit_grad_input": "xunit",
 }
 
 #: autotuning keys besides the dtypes (which Triton adds): the channel count and the constexpr switches
@@ -67,7 +80,16 @@ TUNE_KEYS = {
     "dw_conv": ["C", "R", "HAS_BIAS", "HAS_IN", "RELU", "STATS"],
     "dw_dgrad": ["C", "R", "HAS_IN", "RELU", "STATS"],
     "xunit_fused": [
-        "C", "R", "GATE", "RELU", "HAS_IN", "HAS_DW", "HAS_DW_BIAS", "HAS_MID", "HAS_OUT_SCALE", "HAS_OUT_SHIFT",
+        "C",
+        "R",
+        "GATE",
+        "RELU",
+        "HAS_IN",
+        "HAS_DW",
+        "HAS_DW_BIAS",
+        "HAS_MID",
+        "HAS_OUT_SCALE",
+        "HAS_OUT_SHIFT",
     ],
     "dw_wgrad": ["C", "R", "HAS_IN", "RELU"],
     "row_stats": ["C"],
@@ -88,7 +110,7 @@ def triton_available() -> bool:
     try:
         import triton
         import triton.language  # noqa: F401
-    except Exception:  # noqa: BLE001 - missing or broken install: torch ops instead
+    except Exception:
         return False
     return True
 

@@ -20,6 +20,7 @@ statistics saved then.
 Limits: no double backward (``once_differentiable``); forward hooks registered on the unit's
 submodules run once (forward), not again in the recomputation, which is functional.
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -13,6 +13,7 @@ for the same computation.
   pre-affine + ReLU on the tile plus an ``r//2``-row halo, depthwise conv, gate and multiply in
   place while the tile is in cache, optionally overwriting the input.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple

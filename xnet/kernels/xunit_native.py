@@ -22,6 +22,7 @@ convolutions, so no thread waits for torch's spinning workers (with Python threa
 scale at all from 1 to 2 threads inside a model: 93 → 97 ms; on OpenMP 93 → 52 ms). Without an
 OpenMP-capable compiler it builds without and runs the tasks on Python threads.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -65,22 +66,39 @@ _pool_state: dict[str, Any] = {}
 class _HaloTask(ctypes.Structure):
     """The C++ ``HaloTask`` (same field order)."""
 
-    _fields_ = [("x", ctypes.c_void_p), ("out", ctypes.c_void_p), ("r_begin", ctypes.c_int64), ("r_end", ctypes.c_int64)]
+    _fields_ = [
+        ("x", ctypes.c_void_p),
+        ("out", ctypes.c_void_p),
+        ("r_begin", ctypes.c_int64),
+        ("r_end", ctypes.c_int64),
+    ]
 
 
 class _BandTask(ctypes.Structure):
     """The C++ ``BandTask`` (same field order)."""
 
     _fields_ = [
-        ("x", ctypes.c_void_p), ("y", ctypes.c_void_p), ("s", ctypes.c_int64), ("e", ctypes.c_int64),
-        ("halo_top", ctypes.c_void_p), ("halo_bottom", ctypes.c_void_p), ("c_begin", ctypes.c_int64), ("c_end", ctypes.c_int64),
+        ("x", ctypes.c_void_p),
+        ("y", ctypes.c_void_p),
+        ("s", ctypes.c_int64),
+        ("e", ctypes.c_int64),
+        ("halo_top", ctypes.c_void_p),
+        ("halo_bottom", ctypes.c_void_p),
+        ("c_begin", ctypes.c_int64),
+        ("c_end", ctypes.c_int64),
     ]
 
 
 class _GradTask(ctypes.Structure):
     """The C++ ``GradTask`` (same field order)."""
 
-    _fields_ = [("u", ctypes.c_void_p), ("g", ctypes.c_void_p), ("gw", ctypes.c_void_p), ("s", ctypes.c_int64), ("e", ctypes.c_int64)]
+    _fields_ = [
+        ("u", ctypes.c_void_p),
+        ("g", ctypes.c_void_p),
+        ("gw", ctypes.c_void_p),
+        ("s", ctypes.c_int64),
+        ("e", ctypes.c_int64),
+    ]
 
 
 class _NativeParams(ctypes.Structure):
@@ -140,7 +158,9 @@ def _compile(cxx: str, flags: list[str]) -> ctypes.CDLL:
         cache.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=cache) as tmp:
             out = Path(tmp) / lib_path.name
-            proc = subprocess.run([cxx, *flags, str(NATIVE_SOURCE), "-o", str(out)], capture_output=True, text=True, timeout=300)
+            proc = subprocess.run(
+                [cxx, *flags, str(NATIVE_SOURCE), "-o", str(out)], capture_output=True, text=True, timeout=300
+            )
             if proc.returncode != 0:
                 raise RuntimeError(f"compiling the xUnit CPU kernel failed: {proc.stderr[-2000:]}")
             os.replace(out, lib_path)  # atomic: concurrent builders race harmlessly
@@ -149,7 +169,9 @@ def _compile(cxx: str, flags: list[str]) -> ctypes.CDLL:
     lib.xunit_padded_row_floats.restype = ctypes.c_int64
     lib.xunit_u_rows.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
     lib.xunit_u_rows.restype = None
-    lib.xunit_band.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int64] * 2 + [ctypes.c_void_p] * 2 + [ctypes.c_int64] * 2 + [ctypes.c_void_p]
+    lib.xunit_band.argtypes = (
+        [ctypes.c_void_p] * 2 + [ctypes.c_int64] * 2 + [ctypes.c_void_p] * 2 + [ctypes.c_int64] * 2 + [ctypes.c_void_p]
+    )
     lib.xunit_band.restype = ctypes.c_int
     lib.xunit_dw_grad_weight.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 2 + [ctypes.c_void_p]
     lib.xunit_dw_grad_weight.restype = None
@@ -185,7 +207,9 @@ def _native_self_check(lib: ctypes.CDLL) -> float:
         x = torch.randn(2, c, 37, 21, generator=g).contiguous(memory_format=torch.channels_last)
         with torch.no_grad():
             expected = fused_xunit_reference(x, terms)
-            got = fused_xunit_native(x, terms, lib, inplace=post, workers=2 + pre)  # 2: channel groups; 3: row bands too
+            got = fused_xunit_native(
+                x, terms, lib, inplace=post, workers=2 + pre
+            )  # 2: channel groups; 3: row bands too
             worst = max(worst, (got - expected).abs().max().item())
     # conv-only mode and the weight gradient, against torch's depthwise conv and its backward
     for k in (3, 9):
@@ -218,7 +242,7 @@ def native_kernel() -> ctypes.CDLL | None:
                 if not err <= 1e-4:
                     raise RuntimeError(f"self-check mismatch {err:.3g}")
                 lib = candidate
-            except Exception as exc:  # noqa: BLE001 - any failure: torch ops instead
+            except Exception as exc:
                 warnings.warn(f"xUnit CPU kernel unavailable ({exc}); using torch ops", stacklevel=3)
         _native_state["lib"] = lib
         return lib
@@ -264,7 +288,9 @@ def _split(height: int, blocks: int, radius: int, workers: int | None) -> tuple[
 
 
 def _run_tasks(fn: Any, tasks: list[tuple], workers: int) -> list[Any]:
-    return [fn(task) for task in tasks] if workers == 1 or len(tasks) == 1 else list(_thread_pool(workers).map(fn, tasks))
+    return (
+        [fn(task) for task in tasks] if workers == 1 or len(tasks) == 1 else list(_thread_pool(workers).map(fn, tasks))
+    )
 
 
 def _band_pass(x: torch.Tensor, y: torch.Tensor, params: _NativeParams, lib: ctypes.CDLL, workers: int | None) -> None:
@@ -282,7 +308,10 @@ def _band_pass(x: torch.Tensor, y: torch.Tensor, params: _NativeParams, lib: cty
     block_row_bytes = prow // c * 16 * x.element_size()  # one padded u row of one 16-channel block
     image = height * width * c * x.element_size()
     halos = {(i, b): torch.zeros(2 * p, prow) for i in range(n) for b in range(len(starts) - 2)} if p else {}
-    halo_tasks = [(x.data_ptr() + i * image, buf.data_ptr(), starts[b + 1] - p, starts[b + 1] + p) for (i, b), buf in halos.items()]
+    halo_tasks = [
+        (x.data_ptr() + i * image, buf.data_ptr(), starts[b + 1] - p, starts[b + 1] + p)
+        for (i, b), buf in halos.items()
+    ]
     openmp = bool(lib.xunit_has_openmp())
     if openmp:
         lib.xunit_halos((_HaloTask * len(halo_tasks))(*halo_tasks), len(halo_tasks), threads, ctypes.byref(params))
@@ -321,14 +350,24 @@ def fused_xunit_native(
     """One fused xUnit forward with the native kernel ``lib`` (from :func:`native_kernel`); the
     caller chose it (:mod:`xnet.kernels.dispatch`). With ``inplace`` the output overwrites ``x``. ``workers``:
     threads (default ``torch.get_num_threads()``), over channel groups and row bands."""
-    n, c, height, width = x.shape
+    _n, c, height, width = x.shape
     optional = (t.in_scale, t.in_shift, t.out_scale, t.out_shift)
     in_scale, in_shift, out_scale, out_shift = (None if v is None else v.contiguous() for v in optional)
     wt = _taps_last(t.dw_weight)
     bias = t.dw_bias.contiguous() if t.dw_bias is not None else torch.zeros(c)
     params = _NativeParams(
-        height, width, c, t.kernel_size, _ptr(in_scale), _ptr(in_shift), int(t.relu), wt.data_ptr(),
-        bias.data_ptr(), _GATE_CODES[t.gate], _ptr(out_scale), _ptr(out_shift),
+        height,
+        width,
+        c,
+        t.kernel_size,
+        _ptr(in_scale),
+        _ptr(in_shift),
+        int(t.relu),
+        wt.data_ptr(),
+        bias.data_ptr(),
+        _GATE_CODES[t.gate],
+        _ptr(out_scale),
+        _ptr(out_shift),
     )
     y = x if inplace else torch.empty_like(x)
     _band_pass(x, y, params, lib, workers)
@@ -340,7 +379,7 @@ def depthwise_conv_native(
 ) -> torch.Tensor:
     """``F.conv2d(u, weight, bias, padding=k // 2, groups=C)`` for NHWC float32 ``u`` (C % 16 == 0,
     odd k) with the native kernel; the output is channels_last."""
-    n, c, height, width = u.shape
+    _n, c, height, width = u.shape
     k = weight.shape[-1]
     wt = _taps_last(weight)
     b = bias.detach().contiguous().float() if bias is not None else torch.zeros(c)
@@ -364,7 +403,8 @@ def depthwise_grad_weight_native(
     partial = torch.zeros(n, bands, k * k * c)  # one accumulator per image and band
     tasks = [
         (u.data_ptr() + i * image, grad.data_ptr() + i * image, partial[i, b].data_ptr(), starts[b], starts[b + 1])
-        for i in range(n) for b in range(bands)
+        for i in range(n)
+        for b in range(bands)
     ]
     if lib.xunit_has_openmp():
         lib.xunit_dw_grad_weight_tasks((_GradTask * len(tasks))(*tasks), len(tasks), bands, ctypes.byref(params))

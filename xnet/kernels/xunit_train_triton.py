@@ -41,6 +41,7 @@ runs here (identities stand in for absent BNs); :func:`fits` says which units. O
 gradients take ``x``'s dtype (bf16 under autocast, where eager torch would promote the product to
 fp32); arithmetic is float32.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -79,9 +80,13 @@ def fits(unit: nn.Module) -> bool:
     k = conv.kernel_size
     geometry = (
         conv.groups == conv.in_channels == conv.out_channels
-        and k[0] == k[1] and k[0] % 2 == 1 and k[0] <= MAX_KERNEL_SIZE
-        and tuple(conv.stride) == (1, 1) and tuple(conv.dilation) == (1, 1)
-        and not isinstance(conv.padding, str) and tuple(conv.padding) == (k[0] // 2, k[0] // 2)
+        and k[0] == k[1]
+        and k[0] % 2 == 1
+        and k[0] <= MAX_KERNEL_SIZE
+        and tuple(conv.stride) == (1, 1)
+        and tuple(conv.dilation) == (1, 1)
+        and not isinstance(conv.padding, str)
+        and tuple(conv.padding) == (k[0] // 2, k[0] // 2)
         and conv.padding_mode == "zeros"
     )
     norms = all(isinstance(m, nn.Identity) or _plain_bn(m) for m in (unit.pre_norm, unit.post_norm))
@@ -92,9 +97,12 @@ def _slots(unit: nn.Module) -> list[torch.Tensor | None]:
     """The unit's parameters: pre BN (w, b), depthwise (w, b), post BN (w, b)."""
     pre, post = unit.pre_norm, unit.post_norm
     return [
-        getattr(pre, "weight", None), getattr(pre, "bias", None),
-        unit.depthwise.weight, unit.depthwise.bias,
-        getattr(post, "weight", None), getattr(post, "bias", None),
+        getattr(pre, "weight", None),
+        getattr(pre, "bias", None),
+        unit.depthwise.weight,
+        unit.depthwise.bias,
+        getattr(post, "weight", None),
+        getattr(post, "bias", None),
     ]
 
 
@@ -220,8 +228,22 @@ class XUnitTritonFunction(torch.autograd.Function):
             ga = torch.empty_like(x)
             parts = _partials(x, n * h, c)
             launch(
-                "dw_dgrad", grid, gc, taps_of(conv.weight.flip(-1, -2)), x, coef, ga, *parts, c, h, w, *x.stride(),
-                R=conv.kernel_size[0], HAS_IN=has_in, RELU=relu, STATS=has_in,
+                "dw_dgrad",
+                grid,
+                gc,
+                taps_of(conv.weight.flip(-1, -2)),
+                x,
+                coef,
+                ga,
+                *parts,
+                c,
+                h,
+                w,
+                *x.stride(),
+                R=conv.kernel_size[0],
+                HAS_IN=has_in,
+                RELU=relu,
+                STATS=has_in,
             )
             del gc
             if has_in:
@@ -234,8 +256,10 @@ class XUnitTritonFunction(torch.autograd.Function):
                 gx = torch.empty_like(x)
                 launch("xunit_grad_input", grid, gy, x, cv, ga, coef, gx, c, h, w, *strides, GATE=gate)
         slots = _slots(unit)
-        out = [g.to(s.dtype) if g is not None and s is not None and wanted else None
-               for g, s, wanted in zip(grads, slots, need)]
+        out = [
+            g.to(s.dtype) if g is not None and s is not None and wanted else None
+            for g, s, wanted in zip(grads, slots, need)
+        ]
         return (gx, None, None, *out)
 
 

@@ -14,6 +14,7 @@ through L1/L2 rather than DRAM. In place is not possible (a program reads rows i
 on CPU tensors under Triton's interpreter (``TRITON_INTERPRET=1``), which is how the tests check it
 without a GPU. Tile sizes: ``triton.autotune`` (:data:`xnet.kernels.triton_launch.CONFIGS`).
 """
+
 from __future__ import annotations
 
 import torch
@@ -43,11 +44,32 @@ def fused_xunit_triton(x: torch.Tensor, t: FusedTerms, config: dict[str, int] | 
         k = t.kernel_size
         taps = t.dw_weight.reshape(c, k * k).t().float().contiguous()  # [ky*k + kx][c]
     launch(
-        "xunit_fused", lambda m: (n * height, -(-c // m["BLOCK_C"])),
-        x, y, arg(t.in_scale), arg(t.in_shift), arg(taps), arg(t.dw_bias), arg(t.mid_scale), arg(t.mid_shift),
-        arg(t.out_scale), arg(t.out_shift), c, height, width, *x.stride(), *y.stride(),
-        R=t.kernel_size, GATE=GATE_CODES[t.gate], RELU=bool(t.relu), HAS_IN=t.in_scale is not None,
-        HAS_DW=t.dw_weight is not None, HAS_DW_BIAS=t.dw_bias is not None, HAS_MID=t.mid_scale is not None,
-        HAS_OUT_SCALE=t.out_scale is not None, HAS_OUT_SHIFT=t.out_shift is not None, config=config,
+        "xunit_fused",
+        lambda m: (n * height, -(-c // m["BLOCK_C"])),
+        x,
+        y,
+        arg(t.in_scale),
+        arg(t.in_shift),
+        arg(taps),
+        arg(t.dw_bias),
+        arg(t.mid_scale),
+        arg(t.mid_shift),
+        arg(t.out_scale),
+        arg(t.out_shift),
+        c,
+        height,
+        width,
+        *x.stride(),
+        *y.stride(),
+        R=t.kernel_size,
+        GATE=GATE_CODES[t.gate],
+        RELU=bool(t.relu),
+        HAS_IN=t.in_scale is not None,
+        HAS_DW=t.dw_weight is not None,
+        HAS_DW_BIAS=t.dw_bias is not None,
+        HAS_MID=t.mid_scale is not None,
+        HAS_OUT_SCALE=t.out_scale is not None,
+        HAS_OUT_SHIFT=t.out_shift is not None,
+        config=config,
     )
     return y

@@ -1,4 +1,5 @@
 """Callbacks for long runs trained in chunks (e.g. ≤10-minute GPU leases)."""
+
 from __future__ import annotations
 
 import glob
@@ -7,8 +8,9 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import lightning as L
 import torch
@@ -95,7 +97,9 @@ class PruneUntrackedBest(Callback):
             tracked = {Path(p).resolve() for p in (*cb.best_k_models, cb.best_model_path, cb.last_model_path) if p}
             for f in Path(cb.dirpath).glob(f"{glob.escape(prefix)}*{cb.FILE_EXTENSION}"):
                 if prefix and f.resolve() not in tracked:
-                    logging.getLogger("xnet.train").info("removed %s: not among the run's top-%d checkpoints", f, cb.save_top_k)
+                    logging.getLogger("xnet.train").info(
+                        "removed %s: not among the run's top-%d checkpoints", f, cb.save_top_k
+                    )
                     f.unlink(missing_ok=True)
 
 
@@ -124,7 +128,9 @@ class SaveLastOnStop(Callback):
     def _on_sigint(self, signum: int, frame: Any) -> None:
         self._sigint_seen = True
         self._restore_sigint()  # a second Ctrl-C interrupts at once
-        logging.getLogger("xnet.train").warning("SIGINT: stopping after this step and saving last.ckpt (Ctrl-C again to abort)")
+        logging.getLogger("xnet.train").warning(
+            "SIGINT: stopping after this step and saving last.ckpt (Ctrl-C again to abort)"
+        )
         os.kill(os.getpid(), signal.SIGTERM)  # Lightning's clean stop, on every rank
 
     def _restore_sigint(self) -> None:
@@ -145,7 +151,10 @@ class SaveLastOnStop(Callback):
         self.stopped_by = signal.SIGINT if self._sigint_seen else signal.SIGTERM
         trainer.save_checkpoint(self.dirpath / "last.ckpt")
         logging.getLogger("xnet.train").warning(
-            "%s at step %d: saved %s", signal.Signals(self.stopped_by).name, trainer.global_step, self.dirpath / "last.ckpt"
+            "%s at step %d: saved %s",
+            signal.Signals(self.stopped_by).name,
+            trainer.global_step,
+            self.dirpath / "last.ckpt",
         )
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -160,7 +169,9 @@ class ProgressLog(Callback):
         self.every = max(1, int(every))
         self._last: tuple[int, float] | None = None
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         step = trainer.global_step
         if trainer.progress_bar_callback is not None or step % self.every:
             return
@@ -170,7 +181,12 @@ class ProgressLog(Callback):
         loss = trainer.callback_metrics.get("train/loss")
         lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
         logging.getLogger("xnet.train").info(
-            "step %d/%d  loss %.3e  lr %.2e  %.2f steps/s", step, trainer.max_steps, float(loss) if loss is not None else float("nan"), lr, rate
+            "step %d/%d  loss %.3e  lr %.2e  %.2f steps/s",
+            step,
+            trainer.max_steps,
+            float(loss) if loss is not None else float("nan"),
+            lr,
+            rate,
         )
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -179,10 +195,10 @@ class ProgressLog(Callback):
 
 class StepProfile(Callback):
     """Profile ``steps`` training steps, ``start`` steps into this process's training (after warm-up,
-also when resumed), and write ``profile.json`` to ``dirpath``:
-    the wall time per step, the device's busy time (sum of kernel times: one stream, so kernels do
-    not overlap) as a fraction of it, and the top operators by device time. A busy fraction near 1
-    means no input-pipeline or host stalls; on CPU the kernel time is the CPU operator time."""
+    also when resumed), and write ``profile.json`` to ``dirpath``:
+        the wall time per step, the device's busy time (sum of kernel times: one stream, so kernels do
+        not overlap) as a fraction of it, and the top operators by device time. A busy fraction near 1
+        means no input-pipeline or host stalls; on CPU the kernel time is the CPU operator time."""
 
     def __init__(self, dirpath: str | Path, start: int = 200, steps: int = 20, top: int = 15) -> None:
         self.dirpath, self.start, self.steps, self.top = Path(dirpath), int(start), int(steps), int(top)
@@ -194,7 +210,9 @@ also when resumed), and write ``profile.json`` to ``dirpath``:
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._first = trainer.global_step
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         if trainer.global_step != (self._first or 0) + self.start or self._prof is not None or self._done:
             return
         from torch.profiler import ProfilerActivity, profile
@@ -205,7 +223,9 @@ also when resumed), and write ``profile.json`` to ``dirpath``:
         self._prof.__enter__()
         self._t0 = time.perf_counter()
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         if self._prof is None or trainer.global_step < (self._first or 0) + self.start + self.steps:
             return
         self._sync(pl_module)
@@ -223,11 +243,16 @@ also when resumed), and write ``profile.json`` to ``dirpath``:
             cost = lambda e: e.self_cpu_time_total  # noqa: E731
         top = sorted(ops, key=cost, reverse=True)[: self.top]
         report = {
-            "device": str(pl_module.device), "steps": self.steps, "from_step": (self._first or 0) + self.start,
+            "device": str(pl_module.device),
+            "steps": self.steps,
+            "from_step": (self._first or 0) + self.start,
             "wall_ms_per_step": 1e3 * wall / self.steps,
             "busy_ms_per_step": busy_us / 1e3 / self.steps,
             "busy_fraction": busy_us / 1e6 / wall,
-            "top_ops": [{"name": e.key, "ms_per_step": cost(e) / 1e3 / self.steps, "calls_per_step": e.count / self.steps} for e in top],
+            "top_ops": [
+                {"name": e.key, "ms_per_step": cost(e) / 1e3 / self.steps, "calls_per_step": e.count / self.steps}
+                for e in top
+            ],
         }
         write_json(self.dirpath / "profile.json", report)
         logging.getLogger("xnet.train").info(

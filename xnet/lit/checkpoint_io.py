@@ -7,6 +7,7 @@ checkpoint goes to a temporary file beside its target, is fsynced, then renamed
 (:func:`xnet.protocol.atomic.atomic_write`): a checkpoint file is complete or absent, a failed save
 leaves the previous file and no temporary one.
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,5 +1,6 @@
 """``RestorationModule``: any net × any task, MSE, Adam with the paper's step schedule or the
 one-cycle fast recipe (:mod:`xnet.lit.schedules`)."""
+
 from __future__ import annotations
 
 import logging
@@ -140,7 +141,11 @@ class RestorationModule(L.LightningModule):
         """Where the last good weights are — said only if a checkpoint was saved before the loss broke."""
         callback = self._trainer.checkpoint_callback if self._trainer is not None else None
         last = Path(callback.dirpath) / "last.ckpt" if callback is not None and callback.dirpath else None
-        return f"The last good checkpoint is {last}" if last is not None and last.is_file() else "No checkpoint was saved before it"
+        return (
+            f"The last good checkpoint is {last}"
+            if last is not None and last.is_file()
+            else "No checkpoint was saved before it"
+        )
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.global_step % max(1, self.hparams.nonfinite_check_every) == 0:
@@ -149,18 +154,34 @@ class RestorationModule(L.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
         params = [p for p in self.parameters() if p.requires_grad]
-        opt = torch.optim.Adam(params, lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay, fused=_fused_ok(params))
+        opt = torch.optim.Adam(
+            params, lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay, fused=_fused_ok(params)
+        )
         total = self.trainer.max_steps if self._trainer is not None else 0
-        factor = lr_factor(hp.schedule, hp.lr, total, milestones=hp.milestones, gamma=hp.gamma, warmup=hp.warmup,
-                           final_lr=hp.final_lr, decay=hp.decay)
+        factor = lr_factor(
+            hp.schedule,
+            hp.lr,
+            total,
+            milestones=hp.milestones,
+            gamma=hp.gamma,
+            warmup=hp.warmup,
+            final_lr=hp.final_lr,
+            decay=hp.decay,
+        )
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_fit_start(self) -> None:
-        described = {k: v for k, v in self.task.describe().items() if k != "task"}  # `task` is the config node (train logs it)
+        described = {
+            k: v for k, v in self.task.describe().items() if k != "task"
+        }  # `task` is the config node (train logs it)
         for logger in self.loggers:
             logger.log_hyperparams({**self.params, **described})
-        log.info("parameters: paper convention %s, trainable %s", f"{self.params['params_paper']:,}", f"{self.params['params_trainable']:,}")
+        log.info(
+            "parameters: paper convention %s, trainable %s",
+            f"{self.params['params_paper']:,}",
+            f"{self.params['params_trainable']:,}",
+        )
 
     # --- validation -----------------------------------------------------------------------------
     def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -194,7 +215,9 @@ class RestorationModule(L.LightningModule):
         if not self.trainer.sanity_checking:
             self.check_finite()
 
-    def _log_triplet(self, name: str, inp: torch.Tensor, output: torch.Tensor, target: torch.Tensor, psnr: float | None = None) -> None:
+    def _log_triplet(
+        self, name: str, inp: torch.Tensor, output: torch.Tensor, target: torch.Tensor, psnr: float | None = None
+    ) -> None:
         """(input | output | target) to every logger that takes images (the output's PSNR in the
         caption), and as PNGs in the run dir."""
         images = [t.detach().float().clamp(0, 1).cpu() for t in (inp, output, target)]
@@ -220,4 +243,8 @@ def _fused_ok(params: list[torch.Tensor]) -> bool:
     from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
 
     devices = {p.device.type for p in params}
-    return bool(params) and devices <= set(_get_fused_kernels_supported_devices()) and all(p.is_floating_point() for p in params)
+    return (
+        bool(params)
+        and devices <= set(_get_fused_kernels_supported_devices())
+        and all(p.is_floating_point() for p in params)
+    )

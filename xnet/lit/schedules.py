@@ -8,6 +8,7 @@
 
 The values (``optim.*``) come from ``conf/recipe/``, their one source: nothing here has a default.
 """
+
 from __future__ import annotations
 
 import bisect

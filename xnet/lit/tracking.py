@@ -9,12 +9,14 @@ whole resolved config, the test set's per-image scores and the paper's figure be
 
 Loggers other than W&B only see the resolved config (``log_hyperparams``).
 """
+
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
@@ -34,7 +36,9 @@ TABLE_KEY = "test/per_image"
 class ResultsLogger(Protocol):
     """A logger that records a job's results itself (W&B), beyond the metrics Lightning sends it."""
 
-    def log_results(self, summary: dict[str, Any], report: dict[str, Any] | None = None, best_checkpoint: str | None = None) -> None: ...
+    def log_results(
+        self, summary: dict[str, Any], report: dict[str, Any] | None = None, best_checkpoint: str | None = None
+    ) -> None: ...
 
     def finish_run(self, exit_code: int = 0) -> None: ...
 
@@ -43,8 +47,12 @@ def run_config(cfg: DictConfig, info: JobInfo | None = None) -> dict[str, Any]:
     """The resolved config plus what only Hydra knows: the group choices (``xunit: paper``,
     ``recipe: fast``, ``data/test: bsd68``) and the job's overrides — the axes runs are filtered by."""
     info = info or job_info()
-    return {**to_container(cfg), "choices": info.choices, "overrides": info.overrides,
-            **({"sweep": {"dir": info.sweep_dir, "job": info.num}} if info.multirun else {})}
+    return {
+        **to_container(cfg),
+        "choices": info.choices,
+        "overrides": info.overrides,
+        **({"sweep": {"dir": info.sweep_dir, "job": info.num}} if info.multirun else {}),
+    }
 
 
 def read_run_file(run_dir: Path) -> dict[str, Any]:
@@ -81,22 +89,37 @@ class WandbRunLogger(WandbLogger):
         The rest (project, group, job_type, tags, ...) goes to ``wandb.init``.
     """
 
-    def __init__(self, run_dir: str | Path, base_name: str = "xnet", name: str | None = None, group: str | None = None,
-                 job_type: str = "train", tags: Sequence[str] = (), value_keys: Sequence[str] = (),
-                 log_best_checkpoint: bool = False, project: str = "xnet", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        run_dir: str | Path,
+        base_name: str = "xnet",
+        name: str | None = None,
+        group: str | None = None,
+        job_type: str = "train",
+        tags: Sequence[str] = (),
+        value_keys: Sequence[str] = (),
+        log_best_checkpoint: bool = False,
+        project: str = "xnet",
+        **kwargs: Any,
+    ) -> None:
         self.run_dir = Path(run_dir)
         info = job_info()
         tags = [*tags, job_type, *(["multirun"] if info.multirun else [])]
         super().__init__(
-            name=name or run_name(info, base_name, set(value_keys)), save_dir=str(self.run_dir), project=project,
-            id=read_run_file(self.run_dir).get("id"), group=group, job_type=job_type,
-            tags=list(dict.fromkeys(str(t)[:64] for t in tags if t)), **kwargs,
+            name=name or run_name(info, base_name, set(value_keys)),
+            save_dir=str(self.run_dir),
+            project=project,
+            id=read_run_file(self.run_dir).get("id"),
+            group=group,
+            job_type=job_type,
+            tags=list(dict.fromkeys(str(t)[:64] for t in tags if t)),
+            **kwargs,
         )
         self.log_best_checkpoint = bool(log_best_checkpoint)
         self._recorded = False
 
     @property
-    def experiment(self):  # noqa: D102 - the run; its id is kept in the run dir for a resumed chunk
+    def experiment(self):
         run = super().experiment
         if not self._recorded and rank_zero_only.rank == 0:
             self._recorded = True
@@ -107,12 +130,22 @@ class WandbRunLogger(WandbLogger):
         mode = getattr(getattr(run, "settings", None), "mode", None)
         if mode not in ("online", "offline", "shared"):  # disabled: nothing to resume
             return
-        write_json(self.run_dir / RUN_FILE, {
-            "id": run.id, "project": run.project, "name": run.name, "group": run.group, "job_type": run.job_type, "mode": mode,
-        })
+        write_json(
+            self.run_dir / RUN_FILE,
+            {
+                "id": run.id,
+                "project": run.project,
+                "name": run.name,
+                "group": run.group,
+                "job_type": run.job_type,
+                "mode": mode,
+            },
+        )
 
     @rank_zero_only
-    def log_results(self, summary: dict[str, Any], report: dict[str, Any] | None = None, best_checkpoint: str | None = None) -> None:
+    def log_results(
+        self, summary: dict[str, Any], report: dict[str, Any] | None = None, best_checkpoint: str | None = None
+    ) -> None:
         run = self.experiment
         run.summary.update(summary_fields(summary))
         if report and report.get("per_image"):

@@ -9,14 +9,16 @@ its name with a hard link, which fails if the name exists: two writers racing fo
 replace each other's file. A finished file has the mode any new file of the user's gets (their
 umask), not a temporary file's 0600.
 """
+
 from __future__ import annotations
 
 import contextlib
 import json
 import os
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 from xnet.protocol.errors import OutputError
 
@@ -87,7 +89,9 @@ def _take_name(tmp: Path, path: Path, overwrite: bool) -> None:
             os.replace(tmp, path)
             return
     except FileExistsError:
-        raise OutputError(f"{path}: already exists (written meanwhile by another process?); kept, not replaced") from None
+        raise OutputError(
+            f"{path}: already exists (written meanwhile by another process?); kept, not replaced"
+        ) from None
     tmp.unlink()
 
 
@@ -122,9 +126,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", overwrite: bool = Tr
     """``open(path, mode)`` that only replaces ``path`` once the block has completed."""
     if not mode.startswith("w"):
         raise ValueError(f"atomic_write writes a whole file: mode must start with 'w', got {mode!r}")
-    with atomic_path(path, overwrite) as tmp:
-        with open(tmp, mode, **open_kwargs) as f:
-            yield f
+    with atomic_path(path, overwrite) as tmp, open(tmp, mode, **open_kwargs) as f:
+        yield f
 
 
 def remove_leftovers(folder: str | os.PathLike) -> list[Path]:

@@ -20,7 +20,7 @@ import torch
 
 from xnet.protocol.float32 import float32_step
 
-__all__ = ["rgb_to_y", "to_y", "rgb_to_ycbcr", "ycbcr_to_rgb"]
+__all__ = ["rgb_to_y", "rgb_to_ycbcr", "to_y", "ycbcr_to_rgb"]
 
 # Rows: Y, Cb, Cr; columns: R, G, B; in units of 1/255 per unit of [0,1] input.
 _M = (

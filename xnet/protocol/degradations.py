@@ -7,10 +7,11 @@ Each degradation has two faces:
 * ``eval(clean, seed)``: one image ``C×H×W`` on the CPU, a pure function of ``(clean, seed)`` so
   evaluation is bit-for-bit repeatable.
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

@@ -1,16 +1,26 @@
 """User errors — a bad config value, a missing or unreadable file, weights that do not fit — and
 the entry points' handling of them: one line ``error: <message>`` on stderr and exit status 2.
 Anything else is a bug and keeps its traceback."""
+
 from __future__ import annotations
 
 import errno
 import functools
 import os
 import sys
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-__all__ = ["USER_ERROR_EXIT", "ConfigError", "OutputError", "UserError", "WeightsError", "exit_on_config_error",
-           "exit_on_user_error", "find_user_error"]
+__all__ = [
+    "USER_ERROR_EXIT",
+    "ConfigError",
+    "OutputError",
+    "UserError",
+    "WeightsError",
+    "exit_on_config_error",
+    "exit_on_user_error",
+    "find_user_error",
+]
 
 USER_ERROR_EXIT = 2  # as argparse does for a bad command line
 
@@ -126,7 +136,11 @@ def hydra_user_error(error: BaseException) -> str | None:
         return None
     if isinstance(error, CompactHydraException) and not isinstance(error, InstantiationException):
         cause = error.__cause__
-        first = str(cause).strip().splitlines()[0] if isinstance(cause, OmegaConfBaseException) and str(cause).strip() else ""
+        first = (
+            str(cause).strip().splitlines()[0]
+            if isinstance(cause, OmegaConfBaseException) and str(cause).strip()
+            else ""
+        )
         extra = f" ({first})" if first and first not in str(error) else ""
         return one_line(str(error)) + extra
     if isinstance(error, OmegaConfBaseException):

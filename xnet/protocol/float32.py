@@ -5,6 +5,7 @@ in bf16 (8 bits of mantissa) moves a quarter of the SR targets by a grey level o
 step (colour conversion, bicubic, noise, rain, rounding) is wrapped by :func:`float32_step`: autocast
 off on its tensors' device and half-precision tensor arguments widened to float32 (float64 stays).
 """
+
 from __future__ import annotations
 
 import functools

@@ -49,13 +49,13 @@ from xnet.protocol.float32 import float32_step
 from xnet.protocol.quantize import quantize_uint8
 
 __all__ = [
-    "cubic",
     "contributions",
-    "resize_matrix",
-    "output_size",
-    "imresize",
-    "quantize_uint8",
+    "cubic",
     "downscale",
+    "imresize",
+    "output_size",
+    "quantize_uint8",
+    "resize_matrix",
     "upscale",
 ]
 
@@ -96,13 +96,10 @@ def contributions(
     x = torch.arange(1, out_len + 1, dtype=torch.float64, device=device)
     u = x / scale + 0.5 * (1.0 - 1.0 / scale)
     left = torch.floor(u - width / 2.0)
-    p = int(math.ceil(width)) + 2
+    p = math.ceil(width) + 2
     idx = left.unsqueeze(1) + torch.arange(p, dtype=torch.float64, device=device)
     dist = u.unsqueeze(1) - idx
-    if stretch:
-        w = scale * cubic(scale * dist)
-    else:
-        w = cubic(dist)
+    w = scale * cubic(scale * dist) if stretch else cubic(dist)
     w = w / w.sum(dim=1, keepdim=True)
     # 1-based idx -> mirror into [1, n] with aux = [1..n, n..1], then 0-based.
     period = 2 * in_len
@@ -140,12 +137,10 @@ def _ceil_size(n: int, scale: float) -> int:
     # scales that divide the (modcropped) size, so snap near-integers.
     if abs(v - r) < 1e-9 * max(1.0, abs(v)):
         return max(1, int(r))
-    return max(1, int(math.ceil(v)))
+    return max(1, math.ceil(v))
 
 
-def output_size(
-    in_hw: Sequence[int], scale: float | Sequence[float]
-) -> tuple[int, int]:
+def output_size(in_hw: Sequence[int], scale: float | Sequence[float]) -> tuple[int, int]:
     """``ceil(in * scale)`` per dimension (MATLAB rule, float-noise tolerant)."""
     sh, sw = _pair(scale)
     return _ceil_size(int(in_hw[0]), sh), _ceil_size(int(in_hw[1]), sw)

@@ -3,6 +3,7 @@
 Lossy conversions (alpha dropped, CMYK → RGB, 16 → 8 bit, colour → grey for a grey model) are
 logged as a warning once per run (:func:`warn_once`; the entry points reset it at start).
 """
+
 from __future__ import annotations
 
 import logging
@@ -13,9 +14,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from xnet.protocol.quantize import uint8_levels
 from xnet.protocol.atomic import atomic_path
 from xnet.protocol.errors import UserError
+from xnet.protocol.quantize import uint8_levels
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +50,19 @@ def _report_lossy_mode(img: Image.Image, path: Path) -> None:
     elif img.mode == "CMYK":
         warn_once("cmyk", "%s: CMYK image converted to RGB", path)
     elif img.mode in DEEP_MODES and img.mode != "F":  # F is refused below
-        warn_once("deep", "%s: %s image rescaled to 8 bits per channel", path, "16-bit" if img.mode.startswith("I;16") else f"mode {img.mode}")
+        warn_once(
+            "deep",
+            "%s: %s image rescaled to 8 bits per channel",
+            path,
+            "16-bit" if img.mode.startswith("I;16") else f"mode {img.mode}",
+        )
 
 
 def _upright(img: Image.Image, path: Path) -> Image.Image:
     """Apply the EXIF orientation (phones store photos sideways and say so in EXIF)."""
     try:
         return ImageOps.exif_transpose(img)
-    except Exception as e:  # noqa: BLE001 - a broken EXIF block must not block the pixels
+    except Exception as e:
         warn_once("exif", "%s: EXIF orientation unreadable (%s); image used as stored", path, e)
         return img
 

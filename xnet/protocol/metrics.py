@@ -4,6 +4,7 @@ The protocols (DnCNN/KAIR for denoising, SRCNN for SR) score each image on its o
 and rounding to uint8, and report the **mean of per-image PSNRs**. torchmetrics' default PSNR over a
 set is the PSNR of the mean MSE, which is ~0.7 dB off on BSD68 σ=25, so aggregation happens here.
 """
+
 from __future__ import annotations
 
 import torch

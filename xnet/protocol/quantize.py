@@ -4,6 +4,7 @@ The published protocols round in MATLAB (``im2uint8`` of an output, ``rgb2ycbcr`
 ``imresize`` on uint8), which rounds half away from zero: ``uint8(2.5) == 3``. ``torch.round`` and
 ``numpy.round`` round half to even (``2.5 → 2``), so they are not used for images.
 """
+
 from __future__ import annotations
 
 import torch

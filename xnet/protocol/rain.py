@@ -30,13 +30,14 @@ The module also writes fixed-seed synthetic test sets in the ``rain/``–``norai
 
     python -m xnet.protocol.rain --source-dir shared/data/BSD100 --out data/BSD100-rain --seed 0
 """
+
 from __future__ import annotations
 
 import argparse
 import math
 import zlib
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -133,7 +134,9 @@ class RainStreaks(Degradation):
 
     # -- sampling ---------------------------------------------------------------------------------
 
-    def draw(self, batch: int, device: torch.device | str = "cpu", generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    def draw(
+        self, batch: int, device: torch.device | str = "cpu", generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
         """Per-sample parameters: ``density``, ``intensity`` (B,), ``angle``, ``length``, ``width``,
         ``blur`` (B×layers; angle in degrees), drawn in a fixed order from ``generator``."""
         b, j = batch, self.layers
@@ -210,10 +213,7 @@ class RainStreaks(Degradation):
     def composite(self, clean: torch.Tensor, rain: torch.Tensor, intensity: torch.Tensor) -> torch.Tensor:
         """Blend the rain layer ``rain`` (B×1×H×W) into ``clean`` (B×C×H×W) and clip to [0, 1]."""
         r = rain * intensity.view(-1, 1, 1, 1)
-        if self.blend == "add":
-            out = clean.float() + r
-        else:
-            out = 1 - (1 - clean.float()) * (1 - r)
+        out = clean.float() + r if self.blend == "add" else 1 - (1 - clean.float()) * (1 - r)
         return out.clamp_(0, 1).to(clean.dtype)
 
     @float32_step
@@ -315,7 +315,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--blend", choices=BLENDS, default=None)
     args = p.parse_args(argv)
 
-    kwargs = {k: getattr(args, k) for k in ("density", "length", "angle", "width", "blur", "brightness", "intensity", "blend")}
+    kwargs = {
+        k: getattr(args, k) for k in ("density", "length", "angle", "width", "blur", "brightness", "intensity", "blend")
+    }
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     files = list_images(args.source_dir)[: args.limit]
     if not files:

@@ -3,6 +3,7 @@
 Tasks are instantiated from ``conf/task/*.yaml``; the LightningModule, ``evaluate`` and ``restore``
 use one code path for every task.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -22,17 +23,17 @@ COLORS = {"grey": 1, "y": 1, "rgb": 3}
 
 class Task:
     """Args:
-        name: ``denoise``, ``derain`` or ``sr``.
-        color: the space the net works in: ``grey``, ``y`` (BT.601 studio-range luma) or ``rgb``.
-        degradation: makes the input from the clean image (noise, rain, bicubic down-sampling).
-        residual: the net predicts the degradation; restored = input − net(input).
-        border: pixels shaved from each side before scoring (SR: the scale).
-        metric_color: score in ``y`` (SR protocol, also for RGB nets) or ``same``.
-        modcrop: crop targets to a multiple of this (SR: the scale).
-        also_score: further spaces each image is scored in by ``evaluate``, reported as
-            ``psnr_<space>``/``ssim_<space>`` (de-raining: ``[y]``: published Rain12 tables are
-            usually on Y, the paper does not say which).
-        info: recorded as-is (``sigma``, ``scale`` ...) in metrics.json and the logger.
+    name: ``denoise``, ``derain`` or ``sr``.
+    color: the space the net works in: ``grey``, ``y`` (BT.601 studio-range luma) or ``rgb``.
+    degradation: makes the input from the clean image (noise, rain, bicubic down-sampling).
+    residual: the net predicts the degradation; restored = input − net(input).
+    border: pixels shaved from each side before scoring (SR: the scale).
+    metric_color: score in ``y`` (SR protocol, also for RGB nets) or ``same``.
+    modcrop: crop targets to a multiple of this (SR: the scale).
+    also_score: further spaces each image is scored in by ``evaluate``, reported as
+        ``psnr_<space>``/``ssim_<space>`` (de-raining: ``[y]``: published Rain12 tables are
+        usually on Y, the paper does not say which).
+    info: recorded as-is (``sigma``, ``scale`` ...) in metrics.json and the logger.
     """
 
     def __init__(
@@ -113,7 +114,9 @@ class Task:
         return self.to_net_space(inp), self.to_net_space(clean)
 
     @float32_step
-    def eval_pair(self, clean: torch.Tensor, seed: int, given_input: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def eval_pair(
+        self, clean: torch.Tensor, seed: int, given_input: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(input, target)`` for one image, a pure function of ``(clean, seed)``."""
         inp = self.degradation.eval(clean, seed) if given_input is None else given_input
         return self.to_net_space(inp), self.to_net_space(clean)
@@ -136,7 +139,11 @@ class Task:
 
         out = image_metrics(self.metric_space(output, grey_source), self.metric_space(target, grey_source), self.border)
         for color in self.also_score:
-            extra = image_metrics(self.metric_space(output, grey_source, color), self.metric_space(target, grey_source, color), self.border)
+            extra = image_metrics(
+                self.metric_space(output, grey_source, color),
+                self.metric_space(target, grey_source, color),
+                self.border,
+            )
             out |= {f"{k}_{color}": v for k, v in extra.items()}
         return out
 

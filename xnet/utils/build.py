@@ -1,5 +1,6 @@
 """Turn a composed Hydra config into objects. ``_target_`` is the registry: nothing here knows a
 model by name."""
+
 from __future__ import annotations
 
 import logging
@@ -11,10 +12,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from xnet.utils.config import current_net_config
+from xnet.protocol.errors import ConfigError, find_user_error
 from xnet.protocol.io import reset_warnings
 from xnet.protocol.tasks import Task
-from xnet.protocol.errors import ConfigError, find_user_error
+from xnet.utils.config import current_net_config
 from xnet.utils.logs import quiet_logs
 from xnet.utils.memory import retain_freed_memory
 
@@ -102,6 +103,6 @@ def wandb_logged_in() -> bool:
             return bool(_login(prompt=False, verify=False, _silent=True)[0])
         except (ImportError, TypeError):  # another wandb: its api object reads the same places
             return bool(wandb.api.api_key)
-    except Exception as e:  # noqa: BLE001 - e.g. a malformed key: log offline rather than fail the run
+    except Exception as e:
         log.warning("W&B: cannot read the credentials (%s)", e)
         return False

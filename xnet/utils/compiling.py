@@ -7,6 +7,7 @@ compilation fails (a dynamo or inductor error, not an error of the model itself)
 writes the reason into the returned status dict (the caller puts it in ``metrics.json``) and runs
 that call and every later one eagerly.
 """
+
 from __future__ import annotations
 
 import logging

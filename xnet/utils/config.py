@@ -1,6 +1,7 @@
 """The shipped Hydra configs (``conf/`` at the repository's top, installed as the package data
 ``xnet.conf``) and stored configs brought up to date: a config read back from a checkpoint, a zoo entry
 or a run's ``metrics.json`` may predate a rename."""
+
 from __future__ import annotations
 
 import importlib.resources
@@ -67,5 +68,5 @@ def current_targets(node: Any) -> Any:
 def current_target(target: Any) -> Any:
     for old, new in MOVED_TARGETS:
         if isinstance(target, str) and target.startswith(old):
-            return new + target[len(old):]
+            return new + target[len(old) :]
     return target

@@ -2,6 +2,7 @@
 choices — and the resolvers the run-dir names use. Nothing here runs at import: the entry points
 register the resolvers, and so does :class:`RegisterResolvers` wherever Hydra starts a job (a
 joblib or submitit worker rebuilds it from its pickle)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -18,7 +19,16 @@ MAX_DIRNAME = 120  # characters of overrides kept in a folder name; longer ones 
 
 #: overrides that never name a run: where it writes, how it is launched and logged, what it resumes
 #: (a key and everything under it: ``hydra`` covers ``hydra.run.dir`` and ``hydra/launcher``)
-NEVER_IN_NAMES = ("hydra", "paths", "ckpt_path", "overwrite", "threads", "logger", "experiment", "trainer.enable_progress_bar")
+NEVER_IN_NAMES = (
+    "hydra",
+    "paths",
+    "ckpt_path",
+    "overwrite",
+    "threads",
+    "logger",
+    "experiment",
+    "trainer.enable_progress_bar",
+)
 
 
 def names_a_run(key: str) -> bool:
@@ -31,7 +41,7 @@ def job_dirname(num: Any, override_dirname: str) -> str:
     (``num`` empty) the overrides alone: a job keeps its folder whatever else its sweep runs."""
     text = _UNSAFE.sub("_", str(override_dirname).replace("/", "."))
     if len(text) > MAX_DIRNAME:
-        text = f"{text[:MAX_DIRNAME - 9]}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
+        text = f"{text[: MAX_DIRNAME - 9]}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
     if num in (None, ""):  # a name that does not depend on the job's place in its sweep (resumable sweeps)
         return text or "no_overrides"
     return f"{num}_{text}" if text else str(num)
@@ -62,8 +72,8 @@ class JobInfo:
     """The running Hydra job, or an empty one outside Hydra (a composed config in a test)."""
 
     multirun: bool = False
-    overrides: list[str] = field(default_factory=list)   # this job's, as ``key=value``
-    sweep_keys: set[str] = field(default_factory=set)    # the keys the multirun varies
+    overrides: list[str] = field(default_factory=list)  # this job's, as ``key=value``
+    sweep_keys: set[str] = field(default_factory=set)  # the keys the multirun varies
     choices: dict[str, Any] = field(default_factory=dict)  # config-group choices (model: xnet, xunit: paper, ...)
     sweep_dir: str | None = None
     num: int | None = None
@@ -81,12 +91,18 @@ def job_info() -> JobInfo:
     info = JobInfo(
         multirun=multirun,
         overrides=list(hc.overrides.task),
-        choices={k: v for k, v in OmegaConf.to_container(hc.runtime.choices).items() if v is not None and not k.startswith("hydra/")},
+        choices={
+            k: v
+            for k, v in OmegaConf.to_container(hc.runtime.choices).items()
+            if v is not None and not k.startswith("hydra/")
+        },
     )
     if multirun:
         info.sweep_dir = str(hc.sweep.dir)
         info.num = OmegaConf.select(hc, "job.num", default=None)
-        info.sweep_keys = set(OmegaConf.select(hc, "sweeper.params", default=None) or {}) | swept_keys(Path(info.sweep_dir) / "multirun.yaml")
+        info.sweep_keys = set(OmegaConf.select(hc, "sweeper.params", default=None) or {}) | swept_keys(
+            Path(info.sweep_dir) / "multirun.yaml"
+        )
     return info
 
 
@@ -101,7 +117,7 @@ def swept_keys(multirun_yaml: Path) -> set[str]:
     raw = OmegaConf.select(OmegaConf.load(multirun_yaml), "hydra.overrides.task", default=None) or []
     try:
         parsed = OverridesParser.create().parse_overrides([str(o) for o in raw])
-    except Exception:  # noqa: BLE001 - a name is not worth failing a job over
+    except Exception:
         return set()
     return {o.get_key_element().lstrip("+~") for o in parsed if o.is_sweep_override()}
 

@@ -2,6 +2,7 @@
 ``<run dir>/<job>.log``) once, in one format. Lightning adds console handlers of its own to its loggers, so
 each of its messages printed twice; third-party tips and notices that say nothing about the run are dropped
 (warnings that matter are kept)."""
+
 from __future__ import annotations
 
 import logging

@@ -15,6 +15,7 @@ training) should call :func:`release_freed_memory` between them, or fragmentatio
 Called by the entry points (``retain_cpu_memory: true`` in the configs); a no-op where the C
 library is not glibc.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -22,7 +23,7 @@ import ctypes
 import ctypes.util
 import logging
 import platform
-from typing import Iterator
+from collections.abc import Iterator
 
 __all__ = ["release_freed_memory", "retain_freed_memory", "retention_paused"]
 

@@ -1,9 +1,10 @@
 """Full float32 arithmetic for scoring: no autocast, no TF32 (cuDNN convs use TF32 by default on
 Ampere+ GPUs, ~3 significant digits: enough to train on, not to report a hundredth of a dB)."""
+
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 

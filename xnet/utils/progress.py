@@ -1,11 +1,13 @@
 """Progress bars (tqdm, on stderr) for the long loops a user waits on: evaluation, restoring a
 folder, downloads. Shown on a terminal; ``XNET_PROGRESS=1`` forces them on (a log file, a test),
 ``XNET_PROGRESS=0`` off."""
+
 from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 ENV = "XNET_PROGRESS"
 
@@ -17,11 +19,26 @@ def progress_enabled() -> bool:
     return setting in ("1", "true", "yes", "on") or sys.stderr.isatty()
 
 
-def progress(iterable: Iterable[Any] | None = None, *, total: int | None = None, desc: str = "", unit: str = "it",
-             enabled: bool = True, **kwargs: Any):
+def progress(
+    iterable: Iterable[Any] | None = None,
+    *,
+    total: int | None = None,
+    desc: str = "",
+    unit: str = "it",
+    enabled: bool = True,
+    **kwargs: Any,
+):
     """``tqdm(iterable, ...)`` on stderr, or a no-op bar when progress is off (``enabled=False`` or
     see the module doc): its ``update`` and ``close`` still work, so callers need not check."""
     from tqdm import tqdm
 
-    return tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr, disable=not (enabled and progress_enabled()),
-                dynamic_ncols=True, **kwargs)
+    return tqdm(
+        iterable,
+        total=total,
+        desc=desc,
+        unit=unit,
+        file=sys.stderr,
+        disable=not (enabled and progress_enabled()),
+        dynamic_ncols=True,
+        **kwargs,
+    )

@@ -6,6 +6,7 @@ kernel drops the lock with its process, so a ``kill -9`` leaves no stale lock. :
 what of a finished or interrupted run a folder holds; :func:`move_aside` moves it into
 ``replaced-<time>/`` inside the folder instead of writing over it.
 """
+
 from __future__ import annotations
 
 import contextlib

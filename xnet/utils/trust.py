@@ -8,6 +8,7 @@ config *before* anything is built and accepts only xnet's own classes: the archi
 the degradations and the image sources (:data:`TRUSTED_MODULES`). The command line is not checked:
 a model class of the user's own ``--config-dir`` trains as before.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -22,11 +23,11 @@ __all__ = ["TRUSTED_MODULES", "UntrustedConfigError", "check_target", "check_tar
 #: The modules (and their sub-modules) whose classes a stored config may build. Module prefixes in
 #: one place: when a module moves, update its line here.
 TRUSTED_MODULES: tuple[str, ...] = (
-    "xnet.archs",              # the architectures (nn.Module classes)
-    "xnet.protocol.tasks",         # Task
+    "xnet.archs",  # the architectures (nn.Module classes)
+    "xnet.protocol.tasks",  # Task
     "xnet.protocol.degradations",  # GaussianNoise, Bicubic
-    "xnet.protocol.rain",          # RainStreaks
-    "xnet.data.sources",       # ImageFolder, PairedFolder, ... (a test set)
+    "xnet.protocol.rain",  # RainStreaks
+    "xnet.data.sources",  # ImageFolder, PairedFolder, ... (a test set)
 )
 
 #: Hydra keys that change how a target is called but call nothing themselves.
@@ -81,8 +82,13 @@ def check_target(target: Any, where: str, origin: str, trusted: Sequence[str] = 
         raise UntrustedConfigError(f"{origin}: {shown}={target}: no such class ({e})") from e
     if not isinstance(obj, type) or not _under(getattr(obj, "__module__", "") or "", modules):
         kind = "a class" if isinstance(obj, type) else type(obj).__name__
-        raise _refuse(origin, f"{shown}={target}", f"resolves to {kind} {getattr(obj, '__module__', '?')}."
-                      f"{getattr(obj, '__qualname__', '?')}, not a class of xnet's", modules)
+        raise _refuse(
+            origin,
+            f"{shown}={target}",
+            f"resolves to {kind} {getattr(obj, '__module__', '?')}."
+            f"{getattr(obj, '__qualname__', '?')}, not a class of xnet's",
+            modules,
+        )
     return obj
 
 

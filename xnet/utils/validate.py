@@ -5,17 +5,19 @@ ZeroDivisionError) deep inside a run.
 ``validate(cfg, "train" | "evaluate" | "restore" | "export")``; keys a config does not have are
 skipped, so one rule list serves every entry point.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from xnet.protocol.errors import ConfigError
 
-__all__ = ["Rule", "validate", "problems"]
+__all__ = ["Rule", "problems", "validate"]
 
 _ABSENT = object()
 
@@ -48,15 +50,29 @@ class Rule:
         return None
 
 
-COMMON = (Rule("seed", int, 0), Rule("threads", int, 1, optional=True), Rule("task.sigma", float, 0, optional=True),
-          Rule("task.scale", int, 1, optional=True))
-TILING = (Rule("tiling.tile", int, 8), Rule("tiling.overlap", int, 0, optional=True), Rule("tiling.max_pixels", int, 0, optional=True))
+COMMON = (
+    Rule("seed", int, 0),
+    Rule("threads", int, 1, optional=True),
+    Rule("task.sigma", float, 0, optional=True),
+    Rule("task.scale", int, 1, optional=True),
+)
+TILING = (
+    Rule("tiling.tile", int, 8),
+    Rule("tiling.overlap", int, 0, optional=True),
+    Rule("tiling.max_pixels", int, 0, optional=True),
+)
 RULES: dict[str, tuple[Rule, ...]] = {
-    "train": COMMON + (
-        Rule("data.patch_size", int, 1), Rule("data.batch_size", int, 1), Rule("data.samples_per_epoch", int, 1),
-        Rule("data.num_workers", int, 0), Rule("data.val_limit", int, 1, optional=True),
-        Rule("trainer.max_steps", int, 1, also=(-1,)), Rule("trainer.val_check_interval", float, 0, strict=True, optional=True),
-        Rule("optim.lr", float, 0, strict=True), Rule("optim.weight_decay", float, 0, optional=True),
+    "train": (
+        *COMMON,
+        Rule("data.patch_size", int, 1),
+        Rule("data.batch_size", int, 1),
+        Rule("data.samples_per_epoch", int, 1),
+        Rule("data.num_workers", int, 0),
+        Rule("data.val_limit", int, 1, optional=True),
+        Rule("trainer.max_steps", int, 1, also=(-1,)),
+        Rule("trainer.val_check_interval", float, 0, strict=True, optional=True),
+        Rule("optim.lr", float, 0, strict=True),
+        Rule("optim.weight_decay", float, 0, optional=True),
     ),
     "evaluate": COMMON + TILING + (Rule("limit", int, 1, optional=True),),
     "restore": COMMON + TILING,
@@ -88,7 +104,9 @@ def problems(cfg: DictConfig, entry: str) -> list[str]:
     if entry == "train" and not found:
         found += list(_size_problems(cfg))
     if entry == "train" and _select(cfg, "model.classical") is True:  # BM3D & co: nothing to learn
-        found.append(f"model={_select(cfg, 'model.name')} is a classical restorer with nothing to train; score it with xnet.evaluate")
+        found.append(
+            f"model={_select(cfg, 'model.name')} is a classical restorer with nothing to train; score it with xnet.evaluate"
+        )
     return found
 
 

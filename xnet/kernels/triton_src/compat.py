@@ -1,5 +1,6 @@
 """``triton`` and ``tl`` for the kernel sources, or stand-ins where Triton is not installed (CPU builds
 of torch): the sources then import, and nothing calls their kernels."""
+
 from types import SimpleNamespace
 
 try:

@@ -6,16 +6,38 @@ reduce its output's per-row (mean, M2) in its epilogue (the statistics of the se
 ``coef``: a float32 ``[K, C]`` table of per-channel rows (:mod:`xnet.kernels.xunit_train_triton` lays
 it out); these kernels read row 0 (``s``) and row 1 (``t``).
 """
+
 from xnet.kernels.triton_src import tiles
 from xnet.kernels.triton_src.compat import tl, triton
 
 
 @triton.jit
 def dw_conv(
-    src, taps, bias, coef, out, mean_part, m2_part,
-    C, H, W, s_n, s_c, s_h, s_w, o_n, o_c, o_h, o_w,
-    R: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_IN: tl.constexpr, RELU: tl.constexpr, STATS: tl.constexpr,
-    BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr,
+    src,
+    taps,
+    bias,
+    coef,
+    out,
+    mean_part,
+    m2_part,
+    C,
+    H,
+    W,
+    s_n,
+    s_c,
+    s_h,
+    s_w,
+    o_n,
+    o_c,
+    o_h,
+    o_w,
+    R: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    HAS_IN: tl.constexpr,
+    RELU: tl.constexpr,
+    STATS: tl.constexpr,
+    BLOCK_W: tl.constexpr,
+    BLOCK_C: tl.constexpr,
 ):
     # grid (N·H, channel blocks): out[n, :, h, :] = DW_r(u)[n, :, h, :] + bias, and with STATS the row's
     # per-channel (mean, M2) of out (float32, before rounding to out's dtype) into [N·H, C] partials
@@ -54,10 +76,29 @@ def dw_conv(
 
 @triton.jit
 def dw_wgrad(
-    g, u, coef, part,
-    C, H, W, ROWS, ROWS_PER_CHUNK, sg_n, sg_c, sg_h, sg_w, su_n, su_c, su_h, su_w,
-    R: tl.constexpr, KX: tl.constexpr, HAS_IN: tl.constexpr, RELU: tl.constexpr,
-    BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr,
+    g,
+    u,
+    coef,
+    part,
+    C,
+    H,
+    W,
+    ROWS,
+    ROWS_PER_CHUNK,
+    sg_n,
+    sg_c,
+    sg_h,
+    sg_w,
+    su_n,
+    su_c,
+    su_h,
+    su_w,
+    R: tl.constexpr,
+    KX: tl.constexpr,
+    HAS_IN: tl.constexpr,
+    RELU: tl.constexpr,
+    BLOCK_W: tl.constexpr,
+    BLOCK_C: tl.constexpr,
 ):
     # grid (R tap rows ky, row chunks, channel blocks): part[chunk, ky*R + kx, c] =
     #   sum over the chunk's rows and pixels of g[n, c, h, w] · u[n, c, h + ky - R//2, w + kx - R//2]

@@ -10,13 +10,30 @@ Arithmetic is float32 whatever the tensors' dtype.
 * :func:`gate` and :func:`gate_grad`: the xUnit's gate ``g(d)`` and ``dg/dd`` (``GATE``: the index in
   :data:`xnet.kernels.gate.GATES`).
 """
+
 from xnet.kernels.triton_src.compat import tl, triton
 
 
 @triton.jit
 def conv_taps(
-    src, s_h, s_w, h, ws, c_ok, H, W, C, taps, cs, s_in, t_in,
-    R: tl.constexpr, HAS_IN: tl.constexpr, RELU: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr,
+    src,
+    s_h,
+    s_w,
+    h,
+    ws,
+    c_ok,
+    H,
+    W,
+    C,
+    taps,
+    cs,
+    s_in,
+    t_in,
+    R: tl.constexpr,
+    HAS_IN: tl.constexpr,
+    RELU: tl.constexpr,
+    BLOCK_W: tl.constexpr,
+    BLOCK_C: tl.constexpr,
 ):
     # src: [1, BLOCK_C] pointers to image n's channels; taps: [R*R, C] float32 (tap-major)
     acc = tl.zeros([BLOCK_W, BLOCK_C], dtype=tl.float32)

@@ -15,6 +15,7 @@ brackets — :mod:`xnet.kernels.xunit_train_triton` fills it, with identities fo
 Per-row partial sums go to ``[N·H, C]`` float32 buffers that torch adds up (no atomics: the sums do
 not depend on the order programs run in).
 """
+
 from xnet.kernels.triton_src import tiles
 from xnet.kernels.triton_src.compat import tl, triton
 
@@ -31,7 +32,18 @@ def _coef(coef, k, cs, c_ok, C):
 
 @triton.jit
 def row_stats(
-    x, mean_part, m2_part, C, H, W, s_n, s_c, s_h, s_w, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr,
+    x,
+    mean_part,
+    m2_part,
+    C,
+    H,
+    W,
+    s_n,
+    s_c,
+    s_h,
+    s_w,
+    BLOCK_W: tl.constexpr,
+    BLOCK_C: tl.constexpr,
 ):
     # grid (N·H, channel blocks): the row's per-channel (mean, M2) of x
     row = tl.program_id(0)
@@ -53,8 +65,20 @@ def row_stats(
 
 @triton.jit
 def gate_fwd(
-    x, c, coef, y, C, H, W, s_n, s_c, s_h, s_w,
-    GATE: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr,
+    x,
+    c,
+    coef,
+    y,
+    C,
+    H,
+    W,
+    s_n,
+    s_c,
+    s_h,
+    s_w,
+    GATE: tl.constexpr,
+    BLOCK_W: tl.constexpr,
+    BLOCK_C: tl.constexpr,
 ):
     # y = x·g(c·s2 + t2); x, c and y share their strides
     row = tl.program_id(0)
@@ -78,8 +102,28 @@ def gate_fwd(
 
 @triton.jit
 def gate_bwd(
-    gy, x, c, coef, gc, sum_part, dot_part, C, H, W, s_n, s_c, s_h, s_w, sg_n, sg_c, sg_h, sg_w,
-    GATE: tl.constexpr, REDUCE: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr,
+    gy,
+    x,
+    c,
+    coef,
+    gc,
+    sum_part,
+    dot_part,
+    C,
+    H,
+    W,
+    s_n,
+    s_c,
+    s_h,
+    s_w,
+    sg_n,
+    sg_c,
+    sg_h,
+    sg_w,
+    GATE: tl.constexpr,
+    REDUCE: tl.constexpr,
+    BLOCK_W: tl.constexpr,
+    BLOCK_C: tl.constexpr,
 ):
     # gd = gy·x·g'(d). REDUCE: the row's Σ gd and Σ gd·ĉ into [N·H, C] partials; else
     # gc = s2·gd − k1 − ĉ·k2 (x, c and gc share their strides; gy has its own)
@@ -123,9 +167,26 @@ def gate_bwd(
 
 @triton.jit
 def dw_dgrad(
-    gc, taps, x, coef, ga, sum_part, dot_part, C, H, W, s_n, s_c, s_h, s_w,
-    R: tl.constexpr, HAS_IN: tl.constexpr, RELU: tl.constexpr, STATS: tl.constexpr,
-    BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr,
+    gc,
+    taps,
+    x,
+    coef,
+    ga,
+    sum_part,
+    dot_part,
+    C,
+    H,
+    W,
+    s_n,
+    s_c,
+    s_h,
+    s_w,
+    R: tl.constexpr,
+    HAS_IN: tl.constexpr,
+    RELU: tl.constexpr,
+    STATS: tl.constexpr,
+    BLOCK_W: tl.constexpr,
+    BLOCK_C: tl.constexpr,
 ):
     # ga = DW_r(gc) with the flipped taps (the conv's input gradient), times the ReLU's mask
     # (x·s1 + t1 > 0); STATS: the row's Σ ga and Σ ga·x̂ (the first BN's backward sums)
@@ -168,8 +229,26 @@ def dw_dgrad(
 
 @triton.jit
 def xunit_grad_input(
-    gy, x, c, ga, coef, gx, C, H, W, s_n, s_c, s_h, s_w, sg_n, sg_c, sg_h, sg_w,
-    GATE: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr,
+    gy,
+    x,
+    c,
+    ga,
+    coef,
+    gx,
+    C,
+    H,
+    W,
+    s_n,
+    s_c,
+    s_h,
+    s_w,
+    sg_n,
+    sg_c,
+    sg_h,
+    sg_w,
+    GATE: tl.constexpr,
+    BLOCK_W: tl.constexpr,
+    BLOCK_C: tl.constexpr,
 ):
     # gx = gy·g(d) (the product's direct term) + s1·ga − k1' − x̂·k2' (back through the first BN)
     row = tl.program_id(0)
@@ -203,11 +282,38 @@ def xunit_grad_input(
 
 @triton.jit
 def xunit_fused(
-    x, y, in_scale, in_shift, taps, dw_bias, mid_scale, mid_shift, out_scale, out_shift,
-    C, H, W, sx_n, sx_c, sx_h, sx_w, sy_n, sy_c, sy_h, sy_w,
-    R: tl.constexpr, GATE: tl.constexpr, RELU: tl.constexpr, HAS_IN: tl.constexpr, HAS_DW: tl.constexpr,
-    HAS_DW_BIAS: tl.constexpr, HAS_MID: tl.constexpr, HAS_OUT_SCALE: tl.constexpr, HAS_OUT_SHIFT: tl.constexpr,
-    BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr,
+    x,
+    y,
+    in_scale,
+    in_shift,
+    taps,
+    dw_bias,
+    mid_scale,
+    mid_shift,
+    out_scale,
+    out_shift,
+    C,
+    H,
+    W,
+    sx_n,
+    sx_c,
+    sx_h,
+    sx_w,
+    sy_n,
+    sy_c,
+    sy_h,
+    sy_w,
+    R: tl.constexpr,
+    GATE: tl.constexpr,
+    RELU: tl.constexpr,
+    HAS_IN: tl.constexpr,
+    HAS_DW: tl.constexpr,
+    HAS_DW_BIAS: tl.constexpr,
+    HAS_MID: tl.constexpr,
+    HAS_OUT_SCALE: tl.constexpr,
+    HAS_OUT_SHIFT: tl.constexpr,
+    BLOCK_W: tl.constexpr,
+    BLOCK_C: tl.constexpr,
 ):
     # inference, one pass: y = x·g(d)·out_scale + out_shift with d = DW(ReLU(x·in_scale + in_shift)) + b,
     # or without a conv d = u·mid_scale + mid_shift (the BNs folded by xnet.deploy.fuse)
