@@ -154,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.depthwise_kernels:
             dev_report["depthwise_kernels"] = out = depthwise_kernels(device, settings)
             rep.print_ms(
-                f"depthwise r={out['r']} conv, {'×'.join(map(str, out['shape'][:2]))}×{out['shape'][2]}² {out['dtype']} ({device}): ms",
+                f"depthwise r={out['r']} conv, {'×'.join(map(str, out['shape'][:2]))}×{out['shape'][2]}² "
+                f"{out['dtype']} ({device}): ms",
                 out["ms"],
                 out["errors"],
             )

@@ -6,8 +6,9 @@ Every case runs the real command line (``python -m xnet.<command>``) in a fresh 
 *handled* when the exit status is the expected one, an error is one ``error: ...`` line on stderr
 saying what the case expects (a folder's failed images may follow it, indented; no traceback) and
 every file the user had is still there, byte for byte; *data loss* when a file of the user's
-changed or vanished; *wrong* otherwise (a traceback, another status, a silent success). Cases that need root (a tmpfs filled to ENOSPC, a read-only mount) are skipped elsewhere.
-The totals are printed and written as JSON.
+changed or vanished; *wrong* otherwise (a traceback, another status, a silent success). Cases that
+need root (a tmpfs filled to ENOSPC, a read-only mount) are skipped elsewhere. The totals are
+printed and written as JSON.
 """
 
 from __future__ import annotations
@@ -301,7 +302,11 @@ def cases() -> list[Case]:
     )
 
     def locked(d: Path) -> list[str]:
-        code = f"from xnet.utils.rundir import run_dir_lock\nwith run_dir_lock({str(d / 'run')!r}):\n    import time; time.sleep(120)\n"
+        code = (
+            "from xnet.utils.rundir import run_dir_lock\n"
+            f"with run_dir_lock({str(d / 'run')!r}):\n"
+            "    import time; time.sleep(120)\n"
+        )
         holder = subprocess.Popen([sys.executable, "-c", code], cwd=REPO)
         time.sleep(3)
         HOLDERS.append(holder)

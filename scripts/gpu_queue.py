@@ -861,7 +861,8 @@ def checkpoint_progress(path: Path) -> tuple[int | None, float | None]:
 
 
 def timer_offset(path: Path) -> float:
-    """Training seconds Lightning's Timer (``trainer.max_time``) counted in ``path``: its chunk's alone (per-chunk time)."""
+    """Training seconds Lightning's Timer (``trainer.max_time``) counted in ``path``: its chunk's alone
+    (per-chunk time)."""
     if not path.is_file():
         return 0.0
     import torch

@@ -124,7 +124,8 @@ def test_the_optimized_metric_is_read_as_the_search_names_it():
     assert optimized_value({"name": "x", "status": "ok", "step": 3, "rank": 1}, SEARCHED) is None  # DDP ranks > 0
     with pytest.raises(
         ConfigError,
-        match=r"^optimized_metric=val/ssim: this run logged no such metric \(it logged \['val/psnr', 'val/psnr_input'\]\)$",
+        match=r"^optimized_metric=val/ssim: this run logged no such metric "
+        r"\(it logged \['val/psnr', 'val/psnr_input'\]\)$",
     ):
         optimized_value(summary, "val/ssim")
 

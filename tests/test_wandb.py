@@ -237,7 +237,10 @@ LOGIN_CHECK = textwrap.dedent("""
         _popen(self, args, *a, **k)
     subprocess.Popen.__init__ = record
     from xnet.utils.build import wandb_logged_in
-    print("logged-in" if wandb_logged_in() else "not-logged-in", "service" if any("wandb-core" in s for s in started) else "no-service")
+    print(
+        "logged-in" if wandb_logged_in() else "not-logged-in",
+        "service" if any("wandb-core" in s for s in started) else "no-service",
+    )
 """)
 
 

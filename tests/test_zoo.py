@@ -181,7 +181,8 @@ def test_a_full_disk_is_one_line_and_leaves_no_half_entry(tmp_path, full_disk):
     assert res.returncode == 2, res.stderr[-2000:]
     assert (
         res.stderr.strip()
-        == f"error: {full_disk / 'zoo' / 'mine'}: cannot write the zoo entry (No space left on device); the earlier one is kept"
+        == f"error: {full_disk / 'zoo' / 'mine'}: cannot write the zoo entry (No space left on device); "
+        "the earlier one is kept"
     )
     assert sorted(p.name for p in (full_disk / "zoo").iterdir()) == []  # no staging folder, no half entry
 

@@ -1,4 +1,5 @@
-"""Deprecated: `python -m xnet.activation_maps` is now `python -m xnet.figures.activation_maps` (or `xnet-visualize`)."""
+"""Deprecated: `python -m xnet.activation_maps` is now `python -m xnet.figures.activation_maps`
+(or `xnet-visualize`)."""
 
 import sys
 
@@ -6,7 +7,8 @@ from xnet.figures.activation_maps import main
 
 if __name__ == "__main__":
     print(
-        "note: python -m xnet.activation_maps is deprecated; use xnet-visualize (python -m xnet.figures.activation_maps)",
+        "note: python -m xnet.activation_maps is deprecated; "
+        "use xnet-visualize (python -m xnet.figures.activation_maps)",
         file=sys.stderr,
     )
     sys.exit(main())

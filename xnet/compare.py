@@ -9,9 +9,10 @@ of a plain state dict, or a restorer that needs no weights, ``bm3d``/``identity`
 ``'b.overrides=["model.net.bn_merged=true"]'``) or ``metrics`` (the ``metrics.json`` of an earlier
 ``xnet.evaluate`` on the same set and protocol: BM3D takes minutes).
 Every other override (task, data/test, σ, seed, limit; ``model...`` unless the side names its own
-model) applies to both, so both see the same inputs. Writes ``compare.csv`` (per image: PSNR/SSIM of A and B, A − B), ``compare.png`` (A vs B
-PSNR per image; above the diagonal, A is better) and ``compare.json`` in the run dir, and prints
-the images where A beats B (the paper: xDnCNN best on 57 of BSD68's 68 images at σ=50).
+model) applies to both, so both see the same inputs. Writes ``compare.csv`` (per image: PSNR/SSIM
+of A and B, A − B), ``compare.png`` (A vs B PSNR per image; above the diagonal, A is better) and
+``compare.json`` in the run dir, and prints the images where A beats B (the paper: xDnCNN best on
+57 of BSD68's 68 images at σ=50).
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ def evaluate_side(shared: list[str], side: DictConfig, name: str) -> dict[str, A
         return json.loads(Path(str(side.metrics)).read_text())
     if not side.get("weights") and not side.get("model"):
         raise ValueError(
-            f"{name}: give {name}.weights=PATH|ZOO_NAME, {name}.model=NAME (bm3d, identity) or {name}.metrics=metrics.json"
+            f"{name}: give {name}.weights=PATH|ZOO_NAME, {name}.model=NAME (bm3d, identity) "
+            f"or {name}.metrics=metrics.json"
         )
     from hydra.utils import instantiate
 
@@ -90,7 +92,8 @@ def per_image(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
     missing = [r["image"] for r in a["per_image"] if r["image"] not in b_rows]
     if missing or len(b_rows) != len(a["per_image"]):
         raise ValueError(
-            f"A and B scored other images (only in one of them: {missing[:5] or sorted(set(b_rows) - {r['image'] for r in a['per_image']})[:5]})"
+            "A and B scored other images (only in one of them: "
+            f"{missing[:5] or sorted(set(b_rows) - {r['image'] for r in a['per_image']})[:5]})"
         )
     metrics = [k for k in a["per_image"][0] if k != "image" and k in b["per_image"][0]]
     rows = []
@@ -155,7 +158,8 @@ def scatter(rows: list[dict[str, Any]], summary: dict[str, Any], path: Path, tit
     right.axhline(0, color="0.4", lw=0.8)
     right.set(xlabel="images, sorted by A − B", ylabel="A − B PSNR (dB)", xticks=[])
     fig.suptitle(
-        f"{title}: A better on {summary['a_better']} of {summary['images']} images (mean {summary['mean_psnr_diff']:+.3f} dB)",
+        f"{title}: A better on {summary['a_better']} of {summary['images']} images "
+        f"(mean {summary['mean_psnr_diff']:+.3f} dB)",
         fontsize=10,
     )
     fig.tight_layout()
@@ -192,10 +196,12 @@ def compare(cfg: DictConfig, shared: list[str]) -> dict[str, Any]:
         json.dumps({**summary, "per_image": rows, "weights": [r.get("weights") for r in reports]}, indent=2)
     )
     print(
-        f"A = {labels[0]}: {summary['mean_psnr_a']:.3f} dB; B = {labels[1]}: {summary['mean_psnr_b']:.3f} dB ({summary['dataset']}, {summary['images']} images)"
+        f"A = {labels[0]}: {summary['mean_psnr_a']:.3f} dB; B = {labels[1]}: {summary['mean_psnr_b']:.3f} dB "
+        f"({summary['dataset']}, {summary['images']} images)"
     )
     print(
-        f"A better on {summary['a_better']} of {summary['images']} images, B on {summary['b_better']}: {', '.join(summary['a_better_images'])}"
+        f"A better on {summary['a_better']} of {summary['images']} images, B on {summary['b_better']}: "
+        f"{', '.join(summary['a_better_images'])}"
     )
     log.info("per-image table %s, plot %s", out / "compare.csv", out / "compare.png")
     return summary

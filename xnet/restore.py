@@ -108,7 +108,8 @@ def plan_outputs(
     inputs = {f.resolve() for f in files}
     if clash := [p for p in targets if p.resolve() in inputs]:
         raise ConfigError(
-            f"output={out_dir}: writing {clash[0].name} would overwrite the input {clash[0]}; choose another output folder or a suffix"
+            f"output={out_dir}: writing {clash[0].name} would overwrite the input {clash[0]}; "
+            "choose another output folder or a suffix"
         )
     if dup := [p for p, n in Counter(p.name.lower() for p in targets).items() if n > 1]:
         raise ConfigError(
@@ -117,7 +118,8 @@ def plan_outputs(
     if not overwrite and (existing := [p for p in targets if p.exists()]):
         names = ", ".join(p.name for p in existing[:3]) + (" ..." if len(existing) > 3 else "")
         raise ConfigError(
-            f"output={out_dir} already holds {names}: pass overwrite=true to replace them, or choose another output folder"
+            f"output={out_dir} already holds {names}: "
+            "pass overwrite=true to replace them, or choose another output folder"
         )
     return plan
 
@@ -151,7 +153,8 @@ def restore(cfg: DictConfig) -> list[Path]:
     if failures:
         lines = "\n".join(f"  {e}" if str(e).startswith(str(f)) else f"  {f}: {e}" for f, e in failures)
         raise RestoreFailed(
-            f"{len(failures)} of {len(files)} images failed ({len(files) - len(failures)} restored into {out_dir}):\n{lines}"
+            f"{len(failures)} of {len(files)} images failed "
+            f"({len(files) - len(failures)} restored into {out_dir}):\n{lines}"
         )
     return written
 

@@ -63,8 +63,9 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
             log.info("ckpt_path=%s: no %s yet, starting from step 0", ckpt_path, last)
             return None
         raise ConfigError(
-            f"ckpt_path=last: nothing to resume, no checkpoints/last.ckpt in the run dir {output_dir} — pass the earlier "
-            f"run's folder as hydra.run.dir=..., a checkpoint file as ckpt_path=..., or ckpt_path={RESUME_LAST_IF_ANY} to start fresh"
+            f"ckpt_path=last: nothing to resume, no checkpoints/last.ckpt in the run dir {output_dir} — "
+            "pass the earlier run's folder as hydra.run.dir=..., a checkpoint file as ckpt_path=..., "
+            f"or ckpt_path={RESUME_LAST_IF_ANY} to start fresh"
         )
     if not Path(ckpt_path).is_file():
         raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such checkpoint file")

@@ -38,7 +38,10 @@ from xnet.protocol.errors import (
 
 def _recipe(optim: dict[str, Any]) -> str:
     if optim.get("schedule") == "onecycle":
-        return f"fast recipe: Adam, {optim.get('warmup', 0):.0%} warm-up to {optim.get('lr')}, cosine to {optim.get('final_lr')}"
+        return (
+            f"fast recipe: Adam, {optim.get('warmup', 0):.0%} warm-up to {optim.get('lr')}, "
+            f"cosine to {optim.get('final_lr')}"
+        )
     return f"paper recipe: Adam {optim.get('lr')} (×{optim.get('gamma')} at {optim.get('milestones')})"
 
 
@@ -48,7 +51,10 @@ def _training_line(training: dict[str, Any] | None) -> str:
     wall = training.get("train_wall_s")
     gpus = ", ".join(training.get("gpus", [])) or "?"
     clock = f"{wall / 60:.1f} min of training wall clock" if wall else "wall clock not recorded"
-    return f"\n* Trained by `scripts/gpu_queue.py` on {gpus}: {clock} in {training.get('chunks', 1)} chunk(s); weights: {training.get('checkpoint')}, no checkpoint selection."
+    return (
+        f"\n* Trained by `scripts/gpu_queue.py` on {gpus}: {clock} in {training.get('chunks', 1)} chunk(s); "
+        f"weights: {training.get('checkpoint')}, no checkpoint selection."
+    )
 
 
 def _model_card(
@@ -113,8 +119,8 @@ def read_reports(metrics: list[Path]) -> list[dict[str, Any]]:
                 else "not an xnet.evaluate report"
             )
             raise ConfigError(
-                f"--metrics {m}: {what} (no {', '.join(REPORT_KEYS)}); score the checkpoint with python -m xnet.evaluate "
-                "and pass the metrics.json it writes"
+                f"--metrics {m}: {what} (no {', '.join(REPORT_KEYS)}); "
+                "score the checkpoint with python -m xnet.evaluate and pass the metrics.json it writes"
             )
         report.pop("config", None)
         reports.append(report)

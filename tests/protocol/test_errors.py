@@ -110,7 +110,8 @@ def test_a_sweep_records_a_bad_job_and_goes_on(tmp_path):
     [
         (
             ["no_such_key=1"],
-            "error: Could not override 'no_such_key'. To append to your config use +no_such_key=1 (Key 'no_such_key' is not in struct)",
+            "error: Could not override 'no_such_key'. To append to your config use +no_such_key=1 "
+            "(Key 'no_such_key' is not in struct)",
         ),
         (["model.net.nope=3"], "error: Could not override 'model.net.nope'."),
         (
@@ -159,7 +160,11 @@ def test_a_gpu_trainer_without_a_gpu_is_one_line(tmp_path):
 def test_long_messages_become_one_line():
     from xnet.protocol.errors import one_line
 
-    hydra_text = "In 'train': Could not find 'trainer/x'\n\nAvailable options in 'trainer':\n\tcpu\n\tgpu\nConfig search path:\n\tprovider=main"
+    hydra_text = (
+        "In 'train': Could not find 'trainer/x'\n\n"
+        "Available options in 'trainer':\n\tcpu\n\tgpu\n"
+        "Config search path:\n\tprovider=main"
+    )
     assert one_line(hydra_text) == "In 'train': Could not find 'trainer/x' Available options in 'trainer': cpu, gpu"
 
 

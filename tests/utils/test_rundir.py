@@ -25,7 +25,11 @@ def test_a_second_writer_fails_at_once_naming_the_holder(tmp_path):
 
 
 def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
-    code = f"from xnet.utils.rundir import run_dir_lock\nwith run_dir_lock({str(tmp_path)!r}):\n    print('locked', flush=True)\n    input()\n"
+    code = (
+        "from xnet.utils.rundir import run_dir_lock\n"
+        f"with run_dir_lock({str(tmp_path)!r}):\n"
+        "    print('locked', flush=True)\n    input()\n"
+    )
     holder = subprocess.Popen(
         [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO
     )

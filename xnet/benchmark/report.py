@@ -127,7 +127,8 @@ def print_threads(family_name: str, family: Family, out: dict[str, Any]) -> None
     for n, r in out["threads"].items():
         lt = r["layers_ms"][xname]
         print(
-            f"{n:>7} {r['ms'][base]:>14.1f} {r['ms'][xname]:>14.1f} {r['ratio']:>7.3f}   {lt['conv']:.1f} / {lt['xunit']:.1f} / {lt['other']:.1f}"
+            f"{n:>7} {r['ms'][base]:>14.1f} {r['ms'][xname]:>14.1f} {r['ratio']:>7.3f}   "
+            f"{lt['conv']:.1f} / {lt['xunit']:.1f} / {lt['other']:.1f}"
         )
 
 

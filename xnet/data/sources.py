@@ -73,14 +73,15 @@ def check_contents(name: str, folder: Path, found: list[Path], expected: dict[st
         cache.save()
     if changed:
         raise ManifestMismatchError(
-            f"{folder}: not the {name} set ({', '.join(changed[:5])}{' ...' if len(changed) > 5 else ''}: other content than its "
-            f"manifest's sha256) — {_remedy(name, folder)}"
+            f"{folder}: not the {name} set ({', '.join(changed[:5])}{' ...' if len(changed) > 5 else ''}: "
+            f"other content than its manifest's sha256) — {_remedy(name, folder)}"
         )
 
 
 def _remedy(name: str, folder: Path) -> str:
     return (
-        f"its published figures need exactly those files: remove the others, re-fetch with `python -m xnet.data.download {name}`, "
+        "its published figures need exactly those files: remove the others, "
+        f"re-fetch with `python -m xnet.data.download {name}`, "
         f"or score it as a plain folder with strict=false (e.g. +data.test.strict=false) or data.test.path={folder}"
     )
 
@@ -306,6 +307,7 @@ class DDNPairs(ImageSource):
                 items.append((f"{n}_{k}", x, clean))
         if not items:
             raise ImageError(
-                f"{self.folder}: no DDN pairs (versions={sorted(self.versions) if self.versions else 'all'}, min_size={self.min_size})"
+                f"{self.folder}: no DDN pairs "
+                f"(versions={sorted(self.versions) if self.versions else 'all'}, min_size={self.min_size})"
             )
         return items

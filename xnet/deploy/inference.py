@@ -91,7 +91,8 @@ def load_run(path: str | Path, trusted: tuple[str, ...] = ()) -> LoadedRestorer:
     stored = stored_run_config(loaded, path)
     if stored is None:
         raise WeightsError(
-            f"{path}: not an xnet training checkpoint (no run config stored in it); use a checkpoint saved by xnet.train"
+            f"{path}: not an xnet training checkpoint (no run config stored in it); "
+            "use a checkpoint saved by xnet.train"
         )
     for key in BUILT_FROM_RUN:
         check_targets(_node(stored, key), str(path), trusted, where=key)

@@ -90,7 +90,8 @@ def from_srcnn_mat(mat: dict[str, Any], path: str | os.PathLike = "<mat>") -> di
             raise ValueError(f"{path}: biases_conv{i} has {bias.numel()} values for {weight.shape[0]} filters")
         if state and state[f"{2 * (i - 2)}.weight"].shape[0] != weight.shape[1]:
             raise ValueError(
-                f"{where}: takes {weight.shape[1]} channels but conv{i - 1} gives {state[f'{2 * (i - 2)}.weight'].shape[0]}"
+                f"{where}: takes {weight.shape[1]} channels "
+                f"but conv{i - 1} gives {state[f'{2 * (i - 2)}.weight'].shape[0]}"
             )
         state[f"{2 * (i - 1)}.weight"], state[f"{2 * (i - 1)}.bias"] = weight, bias
         i += 1

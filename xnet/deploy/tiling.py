@@ -114,7 +114,8 @@ class Tiler:
             s = y.shape[-1] // (r0 - l0)
             if s < 1 or y.shape[-1] != s * (r0 - l0) or y.shape[-2] != s * (b0 - t0):
                 raise RuntimeError(
-                    f"tiled inference needs an output an integer multiple of the input: {tuple(y.shape)} from {(b0 - t0, r0 - l0)}"
+                    "tiled inference needs an output an integer multiple of the input: "
+                    f"{tuple(y.shape)} from {(b0 - t0, r0 - l0)}"
                 )
             if out is None:
                 out = torch.empty(x.shape[0], y.shape[1], height * s, width * s)

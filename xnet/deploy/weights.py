@@ -89,7 +89,8 @@ def check_finite(state: Mapping[str, torch.Tensor], path: str | os.PathLike) -> 
     ]
     if bad:
         raise WeightsError(
-            f"{path}: {len(bad)} weight tensor(s) hold NaN/inf values ({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}); "
+            f"{path}: {len(bad)} weight tensor(s) hold NaN/inf values "
+            f"({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}); "
             "the training diverged before this save — use an earlier checkpoint"
         )
 

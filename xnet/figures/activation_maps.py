@@ -1,6 +1,7 @@
 """Figs 5/9: what a layer's activation does — feature maps, weight maps and their products.
 
-    python -m xnet.figures.activation_maps weights=<ckpt> image=<png> [layer=4] [out=dir]   # default out: outputs/visualize/<time>
+    # default out: outputs/visualize/<time>
+    python -m xnet.figures.activation_maps weights=<ckpt> image=<png> [layer=4] [out=dir]
     python -m xnet.figures.activation_maps weights=<xnet.ckpt>,<convnet.ckpt> image=<png> layer=4 out=fig5
 
 For the chosen activation layer (1-based, counted from the input; ``-1`` = the last) it saves 8×8
@@ -210,9 +211,11 @@ def draw_figure(
     for row, (label, m, pics) in zip(axes, items):
         s = m.stats
         note = (
-            f"g > {threshold:g} for {100 * s['frac_g_above_threshold']:.1f}%, g < 0.1 for {100 * s['frac_g_below_0.1']:.1f}% (mean {s['mean_g']:.2f})"
+            f"g > {threshold:g} for {100 * s['frac_g_above_threshold']:.1f}%, "
+            f"g < 0.1 for {100 * s['frac_g_below_0.1']:.1f}% (mean {s['mean_g']:.2f})"
             if m.kind == "xunit"
-            else f"ReLU: g = 1 (z > 0) for {100 * s['frac_z_positive']:.1f}%, g = 0 for {100 * s['frac_g_below_0.1']:.1f}%"
+            else f"ReLU: g = 1 (z > 0) for {100 * s['frac_z_positive']:.1f}%, "
+            f"g = 0 for {100 * s['frac_g_below_0.1']:.1f}%"
         )
         for ax, key in zip(row, ("z", "g", "x")):
             ax.imshow(pics[key], cmap="gray", vmin=0, vmax=1, interpolation="nearest")

@@ -1,4 +1,4 @@
-"""Fixed-budget architectures for Fig 4: how much of a parameter budget goes into the activations.
+r"""Fixed-budget architectures for Fig 4: how much of a parameter budget goes into the activations.
 
 The paper fixes the total at 99,136 parameters and plots PSNR against the share of them spent in
 the activations (xUnits: first BN + depthwise r×r conv + second BN). A ConvNet (ReLU, no activation
@@ -11,8 +11,10 @@ conv biases). The closed form :func:`net_params` equals that count on the instan
 
     python -m xnet.figures.budget --total 99136 --shares 0 10 20 30 40 50
     python -m xnet.figures.budget --total 99136 --shares 0 10 20 30 40 50 --overrides
-    python -m xnet.figures.budget --total 99136 --shares 0 10 20 30 40 50 --write-experiment conf/experiment/fig4_archs.yaml
-    python -m xnet.figures.budget --total 50000 --shares 0 20 40 --write-experiment conf/experiment/fig4_50k.yaml --base fig4_quick
+    python -m xnet.figures.budget --total 99136 --shares 0 10 20 30 40 50 \
+        --write-experiment conf/experiment/fig4_archs.yaml
+    python -m xnet.figures.budget --total 50000 --shares 0 20 40 \
+        --write-experiment conf/experiment/fig4_50k.yaml --base fig4_quick
 
 The search: every (depth, width, r) of the family whose count lies within ``tol`` (1 %) of the
 budget is a candidate; the chosen one minimises ``|share - target|`` (percentage points) plus
@@ -211,13 +213,17 @@ def check(arch: Arch, channels: int = 1) -> int:
 
 
 def table(archs: Sequence[Arch], total: int) -> str:
-    head = f"{'target %':>8} {'share %':>8} {'model':<8} {'depth':>5} {'width':>5} {'r':>3} {'params':>9} {'vs budget':>9}  key (* exact)"
+    head = (
+        f"{'target %':>8} {'share %':>8} {'model':<8} {'depth':>5} {'width':>5} {'r':>3} {'params':>9} "
+        f"{'vs budget':>9}  key (* exact)"
+    )
     lines = [head, "-" * len(head)]
     for a in archs:
         r = "-" if a.xunit_kernel is None else str(a.xunit_kernel)
         dev = 100.0 * (a.params - total) / total
         lines.append(
-            f"{a.target_share:>8g} {a.share:>8.2f} {a.model:<8} {a.depth:>5} {a.width:>5} {r:>3} {a.params:>9,} {dev:>+8.2f}%  {a.key}{' *' if a.params == total else ''}"
+            f"{a.target_share:>8g} {a.share:>8.2f} {a.model:<8} {a.depth:>5} {a.width:>5} {r:>3} {a.params:>9,} "
+            f"{dev:>+8.2f}%  {a.key}{' *' if a.params == total else ''}"
         )
     return "\n".join(lines)
 
@@ -248,7 +254,8 @@ def experiment_yaml(
     lines = [
         "# @package _global_",
         f"# Fig 4 architectures: a fixed budget of {total:,} parameters (paper convention), spending a",
-        "# growing share of it in the activations. Written by `python -m xnet.figures.budget` (regenerate, don't edit):",
+        "# growing share of it in the activations. "
+        "Written by `python -m xnet.figures.budget` (regenerate, don't edit):",
         f"#   {command}" if command else "#   python -m xnet.figures.budget ...",
     ]
     for a in archs:

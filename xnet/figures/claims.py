@@ -294,7 +294,10 @@ def fig6_claims(rows: Rows) -> list[Claim]:
 
 
 def _explodes(rows: Rows, depths: list[int]) -> Claim:
-    text = f"BN+RL+CD's gradients explode in deeper nets (max gradient norm ≥ {EXPLODE_FACTOR:g}× its shallowest and the paper unit's)"
+    text = (
+        f"BN+RL+CD's gradients explode in deeper nets (max gradient norm ≥ {EXPLODE_FACTOR:g}× "
+        "its shallowest and the paper unit's)"
+    )
     norm = {
         (r["xunit_variant"], r["depth"]): r.get("grad_norm_max")
         for r in rows

@@ -1,7 +1,9 @@
-"""Figs 7, 8 and 9 of the paper as PNGs (with a ``.json`` of the numbers beside each).
+r"""Figs 7, 8 and 9 of the paper as PNGs (with a ``.json`` of the numbers beside each).
 
-    python -m xnet.figures.paper_figures fig7 --sigma 50 --dncnn DnCNN-S-50.pth --xdncnn <σ50 xDnCNN> --out results/fig7_sigma50.png
-    python -m xnet.figures.paper_figures fig8 --derainnet <ckpt> --xdncnn <ckpt> --out results/fig8.png [--rainy photo.jpg]
+    python -m xnet.figures.paper_figures fig7 --sigma 50 --dncnn DnCNN-S-50.pth --xdncnn <σ50 xDnCNN> \
+        --out results/fig7_sigma50.png
+    python -m xnet.figures.paper_figures fig8 --derainnet <ckpt> --xdncnn <ckpt> --out results/fig8.png \
+        [--rainy photo.jpg]
     python -m xnet.figures.paper_figures fig9 --srcnn <ckpt> --xsrcnn xsrcnnf_s3_k9k3k5.pkl --out results/fig9.png
 
 * **Fig 7** (grey denoising; σ=50 in the paper): noisy, BM3D, DnCNN-S, xDnCNN, clean.

@@ -4,7 +4,8 @@
     python -m xnet.figures.sweep_plots fig4 multirun/fig4/<time>
     python -m xnet.figures.sweep_plots fig6 multirun/fig6/<time>
     python -m xnet.figures.sweep_plots table <dir>            # the CSV only
-    python -m xnet.figures.sweep_plots fig3 multirun/fig3_medium --expect fig3_medium fig3_medium_convnet  # + missing points
+    # + the points not finished yet (missing):
+    python -m xnet.figures.sweep_plots fig3 multirun/fig3_medium --expect fig3_medium fig3_medium_convnet
 
 Every ``metrics.json`` under the directory (recursively) is one row: model, depth, width, xUnit
 kernel and variant, parameters (total and in the activations), PSNRs, status. Rows come from the

@@ -134,7 +134,8 @@ class RestorationModule(L.LightningModule):
 
     def _raise_nonfinite(self, step: int, value: float) -> None:
         raise NonFiniteLossError(
-            f"loss became {value} at step {step}; weights were not updated by it. {self._last_good()}; lower optim.lr or check the data."
+            f"loss became {value} at step {step}; weights were not updated by it. {self._last_good()}; "
+            "lower optim.lr or check the data."
         )
 
     def _last_good(self) -> str:

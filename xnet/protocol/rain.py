@@ -12,9 +12,9 @@ Streak model (:class:`RainStreaks`), per sample, all in torch and batched:
    upper left to lower right), fading in/out over ``taper``·length at the ends (a moving drop's blur
    is a trapezoid along its path) and softened by a Gaussian of ``blur`` px. The kernel's peak is 1
    before the blur, so a streak is about as bright as its drop; overlapping streaks add and the rain
-   layer ``R`` is clipped to [0, 1]. The convolution is done by FFT (one per layer per sample, whatever the streak length) on
-   the canvas, keeping only the part the wrap-around cannot reach, so streaks enter from outside the
-   frame and the density is uniform up to the borders.
+   layer ``R`` is clipped to [0, 1]. The convolution is done by FFT (one per layer per sample,
+   whatever the streak length) on the canvas, keeping only the part the wrap-around cannot reach, so
+   streaks enter from outside the frame and the density is uniform up to the borders.
 3. **Composite.** Rain is achromatic (one ``R`` for every channel) and adds light:
    ``rainy = clip(clean + intensity·R)`` (``blend='add'``, the additive model of the Rain100/DDN
    data sets) or the screen blend ``1 − (1 − clean)(1 − intensity·R)`` (``blend='screen'``, which

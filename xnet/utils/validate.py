@@ -89,7 +89,10 @@ def _size_problems(cfg: DictConfig) -> Iterable[str]:
     by the scale, so it must be a whole multiple of it."""
     patch, scale = _select(cfg, "data.patch_size"), _select(cfg, "task.degradation.scale")
     if isinstance(patch, int) and isinstance(scale, int) and scale > 1 and patch % scale:
-        yield f"data.patch_size={patch}: must be a multiple of the SR scale {scale} (e.g. {max(scale, patch - patch % scale)})"
+        yield (
+            f"data.patch_size={patch}: must be a multiple of the SR scale {scale} "
+            f"(e.g. {max(scale, patch - patch % scale)})"
+        )
 
 
 def problems(cfg: DictConfig, entry: str) -> list[str]:
@@ -105,7 +108,8 @@ def problems(cfg: DictConfig, entry: str) -> list[str]:
         found += list(_size_problems(cfg))
     if entry == "train" and _select(cfg, "model.classical") is True:  # BM3D & co: nothing to learn
         found.append(
-            f"model={_select(cfg, 'model.name')} is a classical restorer with nothing to train; score it with xnet.evaluate"
+            f"model={_select(cfg, 'model.name')} is a classical restorer with nothing to train; "
+            "score it with xnet.evaluate"
         )
     return found
 
