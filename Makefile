@@ -7,7 +7,7 @@ TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
 DATA ?= $(if $(XNET_DATA),$(XNET_DATA),$(abspath ../shared/data))
 
-.PHONY: install demo train eval test test-fast bench lint clean
+.PHONY: install demo train eval test test-fast bench lint format clean
 
 install:  ## torch only if missing (TORCH_INDEX picks the CPU/CUDA build), then the project and its test tools
 	@if $(PY) -c "import torch" 2>/dev/null; then \
@@ -31,6 +31,14 @@ test:  ## the whole suite (CPU, one thread per process)
 
 test-fast:  ## skip the slow protocol/baseline checks
 	XNET_DATA=$(DATA) WANDB_MODE=disabled $(PY) -m pytest -q -m "not slow"
+
+lint:  ## ruff check + ruff format --check ([tool.ruff] in pyproject.toml); CI runs the same (tests/test_lint.py)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format:  ## rewrite the tree as `make lint` wants it: ruff's safe fixes, then ruff format
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
 
 bench:  ## side-by-side speed/memory of the x-models vs their baselines
 	$(PY) scripts/benchmark.py --device all --json benchmark.json
