@@ -9,7 +9,7 @@ The plan is made before anything runs, printed and kept in DIR/report.json: how 
 start-up, checks, training, packing and reserve, which checks run, which depthwise implementation trains
 and which queue entries train for how many steps. The steps, each under its own cap:
   (a) checks. Always the smoke check (``scripts/gpu_smoke.py``: environment, the depthwise kernel that
-      trains against F.conv2d, one training step; ~30 s). The CUDA tests (``pytest -m cuda``) and
+      trains against F.conv2d, one training step). The CUDA tests (``pytest -m cuda``) and
       ``scripts/benchmark.py`` run only when the files they cover (:func:`covered_files`) or the machine
       (torch, Triton, GPU) changed since the slot that passed them (``results/gpu/checks.json``); the
       CPU thread table only until it is in ``results/gpu/``;
@@ -72,9 +72,8 @@ COVERED = (
 
 @dataclass(frozen=True)
 class Costs:
-    """Seconds each part of a slot takes (caps for the checks). CUDA: read off slots 1–2 on an H200
-    (results/gpu/slot*_queue.log): environment 18–22 s, CUDA tests 66 s, benchmark 39 s (dncnn only),
-    a training process 20–24 s beyond its max_time, packing 3–4 s; evaluation of two test sets."""
+    """Seconds each part of a slot may take (caps for the checks). CUDA: set above what each part took
+    in slots 1–2 on an H200, as their logs record (results/gpu/slot*_queue.log)."""
 
     slot_startup: float  # wheels installed, Triton cache unpacked, the plan (before the first check)
     smoke: float  # scripts/gpu_smoke.py, environment included
@@ -101,8 +100,8 @@ COSTS = {
         reserve=15,
         min_chunk=45,
     ),
-    # CPU (the dry run; this 2-core machine, shared with other jobs): the plan ~10 s, the smoke check 20-30 s, a tiny
-    # run's start and stop 15 s
+    # CPU (the dry run; this 2-core machine, shared with other jobs): set above what each part took in the dry
+    # runs (DIR/queue.log records each part's seconds)
     "cpu": Costs(
         slot_startup=10,
         smoke=40,

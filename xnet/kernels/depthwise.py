@@ -5,13 +5,14 @@ kernels its ``impl`` resolves to (:mod:`xnet.kernels.dispatch`, once per device)
   :class:`DepthwiseConvFunction` — forward: the one-pass kernel in conv-only mode; input gradient:
   the same kernel with the taps flipped (a "same" correlation's adjoint); weight gradient: a
   row-parallel reduction kernel; bias gradient: a sum. PyTorch's CPU depthwise convolution is slow
-  at r = 9, its backward especially (≈ 9 ms against 1.3 ms native at batch 4 × 64 × 48²). They take
-  float32 channels_last input with C % 16 == 0; other calls run torch's conv.
+  at r = 9, its backward especially (``scripts/benchmark.py --depthwise-kernels`` times both; the
+  README's "Speed and memory" quotes a run). They take float32 channels_last input with C % 16 == 0;
+  other calls run torch's conv.
 * ``torch`` (CUDA's ``auto``): ``F.conv2d`` — on CUDA cuDNN, whose depthwise kernels are slow at
-  r = 9: on an H200 an xDnCNN training step (bf16, batch 64 × 80²) takes 93 ms against DnCNN-S's
-  10 ms, ~76 ms of it in convolutions;
-* ``nchw``: CUDA channels_last input convolved as an NCHW copy (in bf16 torch still picks cuDNN:
-  96.7 vs 93.2 ms per step);
+  r = 9: most of an xDnCNN training step is spent in them (against DnCNN-S's step:
+  ``results/gpu/benchmark_cuda_h200_train.json``; the ops: ``results/gpu/profile_xdncnn_s25_h200.json``);
+* ``nchw``: CUDA channels_last input convolved as an NCHW copy (in bf16 torch still picks cuDNN; the
+  step times of both layouts: ``results/gpu/benchmark_cuda_h200_train.json``);
 * ``triton``: :class:`~xnet.kernels.depthwise_triton.TritonDepthwiseConv` (forward, input and weight
   gradients). Inside an xUnit ``impl=triton`` runs the whole unit as Triton kernels instead
   (:mod:`xnet.kernels.xunit_train_triton`); this conv is then only its fallback.

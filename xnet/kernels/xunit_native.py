@@ -19,8 +19,9 @@ is its own cache line, nothing is recomputed), then, with more threads than bloc
 whose boundary rows of ``u`` are computed first (in parallel), so bands may overwrite their own rows
 of ``x``. The tasks run on OpenMP — the same runtime (``libgomp.so.1``) and thread team as torch's
 convolutions, so no thread waits for torch's spinning workers (with Python threads the xUnit did not
-scale at all from 1 to 2 threads inside a model: 93 → 97 ms; on OpenMP 93 → 52 ms). Without an
-OpenMP-capable compiler it builds without and runs the tasks on Python threads.
+scale at all from 1 to 2 threads inside a model; on OpenMP it does: ``results/benchmark_cpu_threads.json``,
+the README's "Speed and memory"). Without an OpenMP-capable compiler it builds without and runs the
+tasks on Python threads.
 """
 
 from __future__ import annotations

@@ -42,7 +42,8 @@ class RestorationModule(L.LightningModule):
             ``milestones`` (the paper: 1e-3 → 1e-4); ``onecycle`` — ``warmup`` (fraction of the
             steps) then a cosine to ``final_lr`` at ``trainer.max_steps``; ``wsd`` — warm-up, held,
             then linear to ``final_lr`` over the last ``decay`` fraction (:mod:`xnet.lit.schedules`).
-        channels_last: NHWC memory layout (≈2× faster convs on CPU, needed for tensor cores).
+        channels_last: NHWC memory layout (faster convs on CPU: ``eager`` vs ``eager_cl`` in
+            ``results/benchmark_cpu.json``; needed for tensor cores).
         nonfinite_check_every: steps between checks that no loss was NaN/inf. With fused Adam a
             non-finite loss skips its update on the device (no host sync per step); the check then
             stops the run naming the first bad step. Without fused Adam it is checked every step.

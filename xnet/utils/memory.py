@@ -3,8 +3,8 @@
 PyTorch's CPU allocator is plain ``malloc``. glibc serves every block above its mmap threshold
 (at most 32 MB) with a fresh ``mmap`` and unmaps it on free, so a training step at batch 64 × 80²
 — activations of 105 MB each, gigabytes per step — page-faults (and zeroes) all of its memory
-again on every step. Measured on this project's CPU machine (one thread, channels_last): DnCNN-S
-13.7 → 7.8 s per step, xDnCNN 18.0 → 6.3 s (4.5 M page faults per step before, 0.1 M after).
+again on every step (what that cost on this project's CPU machine: the README's "Speed and memory",
+CPU memory).
 
 :func:`retain_freed_memory` tells glibc never to ``mmap`` a block and never to trim the heap, so
 freed blocks are reused from the next step on. The cost: the process keeps its peak footprint
