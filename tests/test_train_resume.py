@@ -231,10 +231,26 @@ def test_a_malicious_resume_checkpoint_is_refused_in_one_line(tmp_path):
     assert "pwned" not in res.stdout
 
 
-def test_a_full_disk_at_a_checkpoint_save_is_named(tmp_path, dev_full):
+def test_a_full_disk_at_a_checkpoint_save_is_named(tmp_path, monkeypatch):
+    """The disk fills during training (checkpoints go to ``/dev/full``; the run's config.yaml was written)."""
+    import builtins
+
+    from xnet.protocol import atomic
+
+    def full_for_checkpoints(file, mode="r", *args, **kwargs):
+        to_full = str(file).endswith(".tmp") and ".ckpt." in os.path.basename(file) and "w" in mode
+        return builtins.open("/dev/full" if to_full else file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(atomic, "open", full_for_checkpoints, raising=False)
     with pytest.raises(OutputError, match=r"\.ckpt: cannot write \(No space left on device\)"):
         run_train(tmp_path, SHORT)
     assert not list((tmp_path / "checkpoints").glob("*")) if (tmp_path / "checkpoints").exists() else True
+
+
+def test_a_full_disk_at_the_start_names_the_run_s_config_file(tmp_path, dev_full):
+    with pytest.raises(OutputError, match=rf"^{tmp_path / 'config.yaml'}: cannot write \(No space left on device\)"):
+        run_train(tmp_path, SHORT)
+    assert [p.name for p in tmp_path.iterdir() if p.name != ".xnet.lock"] == []  # nothing half-written
 
 
 # --- chunks that train ------------------------------------------------------------------------------

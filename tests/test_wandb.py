@@ -95,9 +95,11 @@ def test_a_multirun_gives_one_named_grouped_run_per_job_with_config_table_and_pa
         (run,) = offline_runs(job)  # exactly one W&B run in each job's run dir
         assert json.loads((job / "wandb_run.json").read_text())["id"] == run.id
         runs[run.name] = run
-    assert set(runs) == {"depth=2 kernel_size=9", "depth=3 kernel_size=9"}  # named by the sweep axes, not "fig3_quick"
+    # named by the axis the sweep varied, not "fig3_quick", nor kernel_size: its params list 1,5,9 but the command
+    # line fixed it to 9
+    assert set(runs) == {"depth=2", "depth=3"}
     assert len({r.id for r in runs.values()}) == 2
-    xnet = runs["depth=3 kernel_size=9"]
+    xnet = runs["depth=3"]
     assert (
         xnet.group == "fig3_quick"
         and xnet.job_type == "train"
@@ -108,11 +110,15 @@ def test_a_multirun_gives_one_named_grouped_run_per_job_with_config_table_and_pa
     assert xnet.config["choices"]["xunit"] == "paper" and xnet.config["choices"]["recipe"] == "paper"
     assert xnet.config["task"]["sigma"] == 25 and xnet.config["data"]["batch_size"] == 4 and xnet.config["seed"] == 0
     assert xnet.config["trainer"]["max_steps"] == 4 and "model.net.depth=3" in xnet.config["overrides"]
+    # one copy of each value: optim.*, task.*, module.* only in their nodes (no flat lr, betas, sigma ...)
+    assert not {"lr", "betas", "schedule", "sigma", "channels_last", "params_paper", "color"} & set(xnet.config)
     metrics = json.loads((sweep / next(j.name for j in jobs if j.name.startswith("1_")) / "metrics.json").read_text())
     assert (
         xnet.summary["test/psnr"] == pytest.approx(metrics["test/psnr"])
         and xnet.summary["params_paper"] == metrics["params_paper"]
     )
+    times = {"time/wall_s", "time/train_s", "time/val_total_s", "time/test_s", "time/s_per_step"}
+    assert all(xnet.summary[k] == pytest.approx(metrics[k]) and metrics[k] > 0 for k in times)
     assert xnet.summary["paper/psnr"] == 29.21 and xnet.summary["paper/gap"] == pytest.approx(
         metrics["test/psnr"] - 29.21
     )
@@ -287,3 +293,8 @@ def test_the_swept_keys_come_from_the_sweeps_multirun_yaml(tmp_path):
     )
     assert swept_keys(tmp_path / "multirun.yaml") == {"optim.lr", "seed"}
     assert swept_keys(tmp_path / "missing.yaml") == set()
+    # the sweeper's params are axes too, unless they hold one value or the command line fixed them (arch=...)
+    params = {"arch": "xnet_d3_r9,xnet_d4_r7", "model.net.depth": "range(2,5)", "threads": "1", "x": "choice(3)"}
+    assert swept_keys(tmp_path / "multirun.yaml", params) == {"optim.lr", "seed", "model.net.depth"}
+    optuna = {"optim.lr": "tag(log, interval(1e-4, 3e-3))", "model.net.depth": "int(interval(2, 6))"}
+    assert swept_keys(tmp_path / "missing.yaml", optuna) == {"optim.lr", "model.net.depth"}

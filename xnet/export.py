@@ -30,6 +30,10 @@ def export(cfg: DictConfig) -> Path:
     if cfg.format not in FORMATS:
         raise ConfigError(f"format={cfg.format}: choose one of {FORMATS}")
     validate(cfg, "export")
+    if cfg.format == "onnx":
+        from xnet.deploy.onnx import require_onnx
+
+        require_onnx()  # before the weights are read
     setup_runtime(cfg)
     loaded = load_restorer(cfg)
     task, restorer = loaded.task, loaded.restorer

@@ -138,18 +138,25 @@ def restore(cfg: DictConfig) -> list[Path]:
     model = inference_module(loaded.restorer, cfg.fuse).to(device)
     tiler = Tiler.from_config(loaded.restorer, cfg.get("tiling"))
     written: list[Path] = []
+    scores: list[tuple[float, float]] = []
     failures: list[tuple[Path, BaseException]] = []
     for i, f in enumerate(progress(files, desc="restore", unit="img")):
         try:
             seed = cfg.seed + i if cfg.degrade else None
-            written.append(
-                restore_file(f, plan[f], model, task, device, tiler, seed, bool(cfg.get("overwrite", False)))
-            )
+            out, psnr = restore_file(f, plan[f], model, task, device, tiler, seed, bool(cfg.get("overwrite", False)))
+            written.append(out)
+            scores += [psnr] if psnr else []
         except PER_IMAGE_ERRORS as e:
             if len(files) == 1:
                 raise
             log.error("%s: %s", f, e)
             failures.append((f, e))
+    if len(scores) > 1:
+        log.info(
+            "mean PSNR over %d images: degraded %.2f dB → restored %.2f dB",
+            len(scores),
+            *(sum(s[k] for s in scores) / len(scores) for k in (0, 1)),
+        )
     if failures:
         lines = "\n".join(f"  {e}" if str(e).startswith(str(f)) else f"  {f}: {e}" for f, e in failures)
         raise RestoreFailed(
@@ -168,19 +175,41 @@ def restore_file(
     tiler: Tiler,
     seed: int | None,
     overwrite: bool = False,
-) -> Path:
-    """Restore one image to ``outputs[0]`` (with a ``seed``: degrade it first, saved to ``outputs[1]``).
-    Without ``overwrite`` an output is created only if its name is still free when it is written
-    (another restore into the same folder meanwhile is refused, not replaced)."""
+) -> tuple[Path, tuple[float, float] | None]:
+    """Restore one image to ``outputs[0]`` (with a ``seed``: degrade it first, saved to ``outputs[1]``);
+    returns the file written and, where the clean image is known (``seed``), the PSNRs of the degraded
+    input and of the restored image (:func:`degraded_and_restored_psnr`). Without ``overwrite`` an
+    output is created only if its name is still free when it is written (another restore into the same
+    folder meanwhile is refused, not replaced)."""
     image = load_image(f)
     x = task.clean_tensor(image) if seed is not None else to_tensor(task.to_task_color(image))
+    clean = x
     if seed is not None:
-        x = task.degradation.eval(x, seed)
+        x = task.degradation.eval(clean, seed)
         save_image(x, outputs[1], overwrite)
     y = restore_tensor(model, task, x, device, tiler)
     check_finite_output(y, str(f))
-    log.info("%s → %s", f, outputs[0])
-    return save_image(y, outputs[0], overwrite)
+    out = save_image(y, outputs[0], overwrite)
+    if seed is None:
+        log.info("%s → %s", f, out)
+        return out, None
+    psnr = degraded_and_restored_psnr(task, clean, x, y, grey_source=image.shape[-1] == 1)
+    log.info("%s → %s: PSNR degraded %.2f dB → restored %.2f dB", f, out, *psnr)
+    return out, psnr
+
+
+def degraded_and_restored_psnr(
+    task: Task, clean: torch.Tensor, degraded: torch.Tensor, restored: torch.Tensor, grey_source: bool
+) -> tuple[float, float]:
+    """The PSNR of the degraded input and of the restored image, both as written (8 bits), against the
+    clean one, scored as ``evaluate`` scores (the task's colour space and border). An input smaller
+    than the clean image (SR) is scored after MATLAB-bicubic up-sampling, the usual "bicubic" row."""
+    if degraded.shape != clean.shape:
+        from xnet.protocol.imresize import imresize
+
+        degraded = imresize(degraded, size=clean.shape[-2:])
+    pairs = (quantize_uint8(degraded), quantize_uint8(restored.cpu()))
+    return tuple(float(task.scores(t[None], clean[None], grey_source)["psnr"].reshape(-1)[0]) for t in pairs)
 
 
 @exit_on_config_error

@@ -17,6 +17,7 @@ import json
 import logging
 import signal
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -85,21 +86,31 @@ def finished_run(cfg: DictConfig, output_dir: Path) -> dict[str, Any] | None:
 
 def build_trainer(cfg: DictConfig) -> L.Trainer:
     """The configured Trainer, saving checkpoints atomically (:class:`AtomicCheckpointIO`), with
-    ``max_time`` per chunk (:class:`TimePerChunk`)."""
+    ``max_time`` per chunk (:class:`TimePerChunk`) and, where ``trainer.enable_progress_bar`` says so
+    (``null``: on a terminal), a bar over the run's steps (:class:`StepProgressBar`)."""
     from hydra.errors import InstantiationException
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
-    from xnet.lit.callbacks import PruneUntrackedBest, TimePerChunk
+    from xnet.lit.callbacks import PruneUntrackedBest, StepProgressBar, TimePerChunk
     from xnet.lit.checkpoint_io import AtomicCheckpointIO
     from xnet.utils.build import build_list, instantiate_config
+    from xnet.utils.progress import progress_enabled
 
+    bar = cfg.trainer.get("enable_progress_bar")
+    bar = progress_enabled(sys.stdout) if bar is None else bool(bar)
     try:
         return instantiate_config(
             cfg.trainer,
             "trainer",
             logger=build_list(cfg.get("logger")) or False,
-            callbacks=[*build_list(cfg.get("callbacks")), TimePerChunk(), PruneUntrackedBest()],
+            callbacks=[
+                *build_list(cfg.get("callbacks")),
+                TimePerChunk(),
+                PruneUntrackedBest(),
+                *([StepProgressBar()] if bar else []),
+            ],
             plugins=[AtomicCheckpointIO()],
+            enable_progress_bar=bar,
         )
     except (MisconfigurationException, InstantiationException) as e:  # e.g. trainer=gpu without a GPU: one line
         cause = e.__cause__ if isinstance(e.__cause__, MisconfigurationException) else e
@@ -166,6 +177,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     The run dir is this process's alone meanwhile (:func:`claimed_run_dir`)."""
     from xnet.utils.validate import validate
 
+    started = time.perf_counter()  # the times in metrics.json count from here, imports included
     validate(cfg, "train")
     output_dir = Path(cfg.paths.output_dir)
     done = finished_run(cfg, output_dir)
@@ -173,7 +185,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         log.info("already trained to step %d: %s (its metrics.json is kept)", done["step"], output_dir.resolve())
         return done
     with claimed_run_dir(cfg) as ckpt:
-        return run(cfg, ckpt)
+        return run(cfg, ckpt, started)
 
 
 class RunDirTaken(ConfigError):
@@ -218,7 +230,7 @@ def claimed_run_dir(cfg: DictConfig) -> Iterator[str | None]:
         yield ckpt
 
 
-def run(cfg: DictConfig, ckpt: str | None) -> dict[str, Any]:
+def run(cfg: DictConfig, ckpt: str | None, started: float) -> dict[str, Any]:
     """:func:`train` in its claimed run dir. Every logger gets the whole resolved config; a W&B run
     is finished when the job ends, failed or not, so the next job of a multirun gets its own."""
     import lightning as L
@@ -241,21 +253,14 @@ def run(cfg: DictConfig, ckpt: str | None) -> dict[str, Any]:
     datamodule = instantiate_config(cfg.data, "data", task=task)
     trainer = build_trainer(cfg)
     if trainer.is_global_zero:
-        log.info("run dir: %s", output_dir.resolve())
+        announce(cfg, module, trainer, ckpt)
         if ckpt:
             keep_previous_logs(output_dir)
         for logger in trainer.loggers:
             logger.log_hyperparams(run_config(cfg))
-    log.info(
-        "%s | %s | params: paper %s, trainable %s",
-        task,
-        cfg.model.name,
-        f"{module.params['params_paper']:,}",
-        f"{module.params['params_trainable']:,}",
-    )
     try:
         fit(trainer, module, datamodule, ckpt)
-        summary = finish(cfg, trainer, module, task, output_dir)
+        summary = finish(cfg, trainer, module, task, output_dir, started)
     except BaseException as e:
         finish_runs(trainer.loggers, exit_code=e.code if isinstance(e, SystemExit) and isinstance(e.code, int) else 1)
         raise
@@ -265,10 +270,31 @@ def run(cfg: DictConfig, ckpt: str | None) -> dict[str, Any]:
     return summary
 
 
+def announce(cfg: DictConfig, module: RestorationModule, trainer: L.Trainer, ckpt: str | None) -> None:
+    """The start header (:func:`xnet.lit.report.header_lines`); the resolved config goes to
+    ``<run dir>/config.yaml``, and to the console with ``print_config=true``."""
+    from xnet.lit.report import header_lines
+    from xnet.protocol.atomic import write_text
+    from xnet.utils.build import to_container
+
+    output_dir = Path(cfg.paths.output_dir)
+    resolved = OmegaConf.to_yaml(OmegaConf.create(to_container(cfg)))
+    write_text(output_dir / "config.yaml", resolved)
+    log.info("run dir: %s", output_dir.resolve())
+    for line in header_lines(cfg, module, trainer, job_info().choices, ckpt):
+        log.info(line)
+    if cfg.get("print_config"):
+        print(resolved, end="", flush=True)
+    else:
+        log.info("config: %s (print_config=true prints it)", output_dir / "config.yaml")
+
+
 def finish(
-    cfg: DictConfig, trainer: L.Trainer, module: RestorationModule, task: Any, output_dir: Path
+    cfg: DictConfig, trainer: L.Trainer, module: RestorationModule, task: Any, output_dir: Path, started: float
 ) -> dict[str, Any]:
-    """After fit: the test set (rank 0), then the summary in ``metrics.json`` and every logger."""
+    """After fit: the test set (rank 0), then the summary — scores, times, the best validation —
+    in ``metrics.json``, every logger and the end of the log."""
+    from xnet.lit.report import best_validation, run_times, summary_lines
     from xnet.lit.tracking import results_loggers
     from xnet.protocol.atomic import write_json
     from xnet.utils.build import to_container
@@ -279,16 +305,15 @@ def finish(
     metrics.update(module.params)
     metrics.update(module.compile_status)  # a compile that failed and fell back to eager says so
     report, best = None, best_checkpoint(trainer)
+    test_start = time.perf_counter()
     if cfg.get("test_after_fit") and cfg.data.get("test") and not trainer.fast_dev_run:
         report = test_best(cfg, module, task, best)
         metrics.update({f"test/{k}": report[k] for k in ("psnr", "ssim")})
         metrics.update({"test/dataset": report["dataset"], "test/images": report["images"]})
-        log.info("test %s: PSNR %.3f dB, SSIM %.4f", report["dataset"], report["psnr"], report["ssim"])
         for logger in trainer.loggers:  # the CSV log too: it was written when fit ended, so save again
             logger.log_metrics({f"test/{k}": report[k] for k in ("psnr", "ssim")}, step=trainer.global_step)
             logger.save()
-    if "val/psnr_input" in metrics and "val/psnr" in metrics:
-        log.info("validation PSNR: input %.2f dB → restored %.2f dB", metrics["val/psnr_input"], metrics["val/psnr"])
+    test_s = time.perf_counter() - test_start
     summary = {
         "name": cfg.name,
         "model": cfg.model.name,
@@ -296,12 +321,16 @@ def finish(
         **task.describe(),
         "step": trainer.global_step,
         **metrics,
+        **best_validation(trainer),
         **paper_gap(cfg.get("paper_psnr"), metrics.get("test/psnr")),
+        **run_times(trainer, time.perf_counter() - started, test_s),
         "config": to_container(cfg),
     }
     write_json(output_dir / "metrics.json", summary)
     for logger in results_loggers(trainer.loggers):  # W&B: summary, per-image table, best checkpoint
         logger.log_results(summary, report, best or None)
+    for line in summary_lines(summary):
+        log.info(line)
     return summary
 
 

@@ -189,3 +189,30 @@ def test_a_library_s_lines_inside_a_user_error_are_joined(capsys):
         capsys.readouterr().err
         == "error: evil.ckpt: not loadable (Weights only load failed. Check the documentation of torch.load)\n"
     )
+
+
+# --- optional features without their packages: one line naming the extra ----------------------------------------
+def test_a_missing_extra_names_the_feature_the_packages_and_the_install_command(monkeypatch):
+    from xnet.protocol.errors import MissingExtra, require_extra
+
+    require_extra("format=onnx", "export", "json", "subprocess")  # installed: nothing to say
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if not installed
+    with pytest.raises(MissingExtra) as info:
+        require_extra("format=onnx", "export", "json", "onnxscript", "no_such_module_xyz")
+    assert str(info.value) == (
+        "format=onnx needs the export extra (onnxscript, no_such_module_xyz): pip install 'xnet[export]'"
+    )
+    assert isinstance(info.value, ConfigError)  # a user error: one line, exit 2
+
+
+def test_hydra_s_missing_launcher_or_sweeper_names_the_sweep_extra():
+    from xnet.protocol.errors import missing_plugin
+
+    said = "In 'hydra/config': Could not find 'hydra/launcher/joblib' Available options in 'hydra/launcher': basic"
+    assert missing_plugin(said) == (
+        "hydra/launcher=joblib needs the sweep extra (hydra-joblib-launcher): pip install 'xnet[sweep]'"
+    )
+    optuna = "In 'hparams_search/optuna': Could not find 'hydra/sweeper/sampler/tpe'"
+    assert missing_plugin(optuna).startswith("hydra/sweeper/sampler=tpe needs the sweep extra (hydra-optuna-sweeper)")
+    assert missing_plugin("Could not find 'hydra/launcher/jobli'") is None  # a typo: Hydra's own message
+    assert missing_plugin("Could not find 'model/xdncn'") is None

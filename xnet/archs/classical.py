@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from xnet.protocol.errors import require_extra
+
 
 class Identity(nn.Module):
     """The input as the restored image: scores the degraded input through the evaluation path."""
@@ -32,12 +34,7 @@ class BM3D(nn.Module):
 
     def __init__(self, sigma: float, profile: str = "np") -> None:
         super().__init__()
-        try:
-            import bm3d  # noqa: F401  (checked here so a missing package fails before any image)
-        except ImportError as e:
-            raise ValueError(
-                "model=bm3d needs the bm3d package: pip install 'xnet[classical]' (or pip install bm3d)"
-            ) from e
+        require_extra("model=bm3d", "classical", "bm3d")  # here: a missing package fails before any image
         if sigma <= 0:
             raise ValueError(f"BM3D needs the noise level: sigma={sigma} (task.sigma)")
         self.sigma, self.profile = float(sigma), profile

@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from xnet.protocol.errors import require_extra
+
 __all__ = ["BN_EPS", "from_matconvnet", "from_srcnn_mat", "load_mat", "read_mat"]
 
 BN_EPS = 1e-5  # torch.nn.BatchNorm2d's default, which xnet's nets use
@@ -36,10 +38,9 @@ BN_EPS = 1e-5  # torch.nn.BatchNorm2d's default, which xnet's nets use
 def load_mat(path: str | os.PathLike) -> dict[str, Any]:
     """``scipy.io.loadmat`` with MATLAB structs as attribute objects (nothing squeezed: a weight
     keeps its singleton axes)."""
-    try:
-        from scipy.io import loadmat
-    except ImportError as e:
-        raise ValueError(f"{path}: reading .mat weights needs scipy: pip install 'xnet[convert]'") from e
+    require_extra(f"{path}: reading .mat weights", "convert", "scipy")
+    from scipy.io import loadmat
+
     try:
         return loadmat(str(path), struct_as_record=False)
     except Exception as e:  # not a MATLAB file, or a v7.3 (HDF5) one

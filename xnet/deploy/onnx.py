@@ -16,9 +16,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from xnet.protocol.errors import is_environment_error
+from xnet.protocol.errors import is_environment_error, require_extra
 
-__all__ = ["export_onnx", "onnx_parity"]
+__all__ = ["export_onnx", "onnx_parity", "require_onnx"]
+
+
+def require_onnx() -> None:
+    """The exporter's packages (``onnx``, ``onnxscript``), or one line naming the ``export`` extra."""
+    require_extra("format=onnx", "export", "onnx", "onnxscript")
 
 
 def _exportable(module: nn.Module) -> nn.Module:
@@ -38,6 +43,7 @@ def export_onnx(
     Uses the ``torch.export``-based exporter; if that fails, falls back to the TorchScript one
     (with a warning). ``example`` fixes N and C (and H, W unless ``dynamic_hw``).
     """
+    require_onnx()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     module = _exportable(module)

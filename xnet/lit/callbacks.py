@@ -1,4 +1,4 @@
-"""Callbacks for long runs trained in chunks (e.g. ≤10-minute GPU leases)."""
+"""Callbacks for long runs trained in chunks (e.g. ≤10-minute GPU leases) and that report themselves."""
 
 from __future__ import annotations
 
@@ -14,21 +14,25 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from xnet.protocol.atomic import write_json
+from xnet.utils.logs import FILE_ONLY
+from xnet.utils.progress import duration
 
 
 class WallClock(Callback):
-    """Training wall-clock time, summed across resumed chunks, and the time at which the PSNR first
-    reached each milestone (``time_to/29.20`` …), logged and kept in checkpoints. The PSNR is the
-    monitor set's (``monitor/psnr``, e.g. the test set whose published figure the milestones are)
-    when one is configured, else the validation set's."""
+    """Training wall-clock time (validations included) and the part spent validating, both summed
+    across resumed chunks, and the time at which the PSNR first reached each milestone
+    (``time_to/29.20`` …), logged and kept in checkpoints. The PSNR is the monitor set's
+    (``monitor/psnr``, e.g. the test set whose published figure the milestones are) when one is
+    configured, else the validation set's."""
 
     def __init__(self, milestones: Sequence[float] = ()) -> None:
         self.milestones = sorted(float(m) for m in milestones)
         self.elapsed = 0.0
+        self.validating = 0.0
         self.reached: dict[str, float] = {}
         self._start: float | None = None
         self._val_start = time.perf_counter()
@@ -44,9 +48,12 @@ class WallClock(Callback):
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         val_s = time.perf_counter() - self._val_start
+        if trainer.sanity_checking:
+            return
+        self.validating += val_s
         metrics = trainer.callback_metrics
         psnr = metrics.get("monitor/psnr", metrics.get("val/psnr"))
-        if psnr is None or trainer.sanity_checking:
+        if psnr is None:
             return
         now = self._now()
         for m in self.milestones:
@@ -60,11 +67,16 @@ class WallClock(Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.elapsed, self._start = self._now(), None
 
+    def times(self) -> dict[str, float]:
+        """``time/train_s`` (all chunks, validations included) and ``time/val_total_s`` (the validations)."""
+        return {"time/train_s": self._now(), "time/val_total_s": self.validating}
+
     def state_dict(self) -> dict[str, Any]:
-        return {"elapsed": self._now(), "reached": dict(self.reached)}
+        return {"elapsed": self._now(), "reached": dict(self.reached), "validating": self.validating}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.elapsed, self.reached = float(state_dict["elapsed"]), dict(state_dict["reached"])
+        self.validating = float(state_dict.get("validating", 0.0))  # checkpoints before it was kept: 0
 
 
 class TimePerChunk(Callback):
@@ -162,35 +174,114 @@ class SaveLastOnStop(Callback):
 
 
 class ProgressLog(Callback):
-    """A log line every ``every`` steps (step, loss, learning rate, steps/s) where no progress bar
-    runs (``trainer=gpu`` turns the bar off: refreshing it reads the loss from the GPU each step)."""
+    """The run reports itself in its log, for a log file or a console without a bar: every ``every``
+    steps (or ``every_s`` seconds, whichever comes first) the step, loss, learning rate, steps/s and the
+    time left to ``max_steps`` or to this chunk's ``max_time``; after each validation its PSNR and the
+    best so far (kept in checkpoints: :attr:`best`). The lines always reach the log file
+    (``<run dir>/train.log``); a console that shows a progress bar skips them (:data:`FILE_ONLY`)."""
 
-    def __init__(self, every: int = 500) -> None:
-        self.every = max(1, int(every))
-        self._last: tuple[int, float] | None = None
+    def __init__(self, every: int = 500, every_s: float = 60.0) -> None:
+        self.every, self.every_s = max(1, int(every)), float(every_s)
+        self.best: tuple[float, int] | None = None  # (val/psnr, step) of the best validation
+        self._start: tuple[int, float] | None = None  # (step, time) where this process began training
+        self._last: tuple[int, float] | None = None  # (step, time) of the last step line, validations left out
+        self._val_start = 0.0
+
+    def _log(self, trainer: L.Trainer, message: str, *args: Any) -> None:
+        if trainer.is_global_zero:
+            extra = None if trainer.progress_bar_callback is None else FILE_ONLY
+            logging.getLogger("xnet.train").info(message, *args, extra=extra)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = self._last = (trainer.global_step, time.perf_counter())
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        step = trainer.global_step
-        if trainer.progress_bar_callback is not None or step % self.every:
+        step, now = trainer.global_step, time.perf_counter()
+        last_step, last_time = self._last or (step, now)
+        if step == last_step or (step % self.every and now - last_time < self.every_s):
             return
-        now = time.perf_counter()
-        rate = (step - self._last[0]) / (now - self._last[1]) if self._last else float("nan")
         self._last = (step, now)
         loss = trainer.callback_metrics.get("train/loss")
         lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
-        logging.getLogger("xnet.train").info(
-            "step %d/%d  loss %.3e  lr %.2e  %.2f steps/s",
-            step,
-            trainer.max_steps,
+        self._log(
+            trainer,
+            "step %s  loss %.3e  lr %.2e  %.2f steps/s  %s",
+            f"{step}/{trainer.max_steps}" if trainer.max_steps > 0 else step,
             float(loss) if loss is not None else float("nan"),
             lr,
-            rate,
+            (step - last_step) / max(now - last_time, 1e-9),
+            self.time_left(trainer, step, now),
         )
 
+    def time_left(self, trainer: L.Trainer, step: int, now: float) -> str:
+        """``ETA 3 min 05 s (max_steps)``: at this process's pace so far, validations included, to
+        ``max_steps`` or to the end of this chunk's ``max_time``, whichever comes first."""
+        from lightning.pytorch.callbacks import Timer
+
+        first_step, started = self._start or (step, now)
+        ends: list[tuple[float, str]] = []
+        if trainer.max_steps > 0 and step > first_step:
+            ends.append(((trainer.max_steps - step) * (now - started) / (step - first_step), "max_steps"))
+        timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+        if timer is not None and timer.time_remaining() is not None:
+            ends.append((timer.time_remaining(), "max_time"))
+        if not ends:
+            return ""
+        seconds, which = min(ends)
+        return f"ETA {duration(seconds)} ({which})"
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._val_start = time.perf_counter()
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._last is not None:  # steps/s counts training only
+            self._last = (self._last[0], self._last[1] + time.perf_counter() - self._val_start)
+        metrics = trainer.callback_metrics
+        if trainer.sanity_checking or "val/psnr" not in metrics:
+            return
+        psnr, step = float(metrics["val/psnr"]), trainer.global_step
+        if self.best is None or psnr > self.best[0]:
+            self.best = (psnr, step)
+        said = f"validation at step {step}: PSNR {psnr:.2f} dB"
+        if "val/psnr_input" in metrics:
+            said += f" (input {float(metrics['val/psnr_input']):.2f} dB)"
+        if "monitor/psnr" in metrics:
+            said += f", monitor set {float(metrics['monitor/psnr']):.2f} dB"
+        self._log(trainer, "%s; best %.2f dB at step %d", said, *self.best)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": list(self.best) if self.best else None}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        best = state_dict.get("best")
+        self.best = (float(best[0]), int(best[1])) if best else None
+
+
+class StepProgressBar(TQDMProgressBar):
+    """Lightning's tqdm bar over the run's steps (``steps 1200/30000``) instead of each epoch's
+    batches: a run that stops at ``max_steps`` has no last epoch (the bar read ``Epoch 4/-2``)."""
+
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._last = (trainer.global_step, time.perf_counter())
+        super().on_train_start(trainer, pl_module)
+        bar = self.train_progress_bar
+        bar.reset()
+        bar.total = trainer.max_steps if trainer.max_steps > 0 else None
+        bar.initial = bar.n = bar.last_print_n = trainer.global_step  # a resumed run's rate counts its own steps
+        bar.unit = "step"
+        bar.set_description("steps")
+
+    def on_train_epoch_start(self, trainer: L.Trainer, *_: Any) -> None:
+        """One bar for the whole run: nothing to reset."""
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        bar, step = self.train_progress_bar, trainer.global_step
+        if not bar.disable and self._should_update(step, bar.total):
+            bar.n = step
+            bar.set_postfix(self.get_metrics(trainer, pl_module))  # refreshes
 
 
 class StepProfile(Callback):

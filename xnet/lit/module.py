@@ -76,7 +76,8 @@ class RestorationModule(L.LightningModule):
         config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["net", "task", "config"])
+        # kept in checkpoints, not sent to the loggers: they get the whole run config once (optim.*, module.*)
+        self.save_hyperparameters(ignore=["net", "task", "config"], logger=False)
         self.task = task
         self.restorer = Restorer(net, residual=task.residual)
         self.config = config
@@ -172,18 +173,6 @@ class RestorationModule(L.LightningModule):
         )
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-    def on_fit_start(self) -> None:
-        described = {
-            k: v for k, v in self.task.describe().items() if k != "task"
-        }  # `task` is the config node (train logs it)
-        for logger in self.loggers:
-            logger.log_hyperparams({**self.params, **described})
-        log.info(
-            "parameters: paper convention %s, trainable %s",
-            f"{self.params['params_paper']:,}",
-            f"{self.params['params_trainable']:,}",
-        )
 
     # --- validation -----------------------------------------------------------------------------
     def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:

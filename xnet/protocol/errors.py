@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import re
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -14,12 +15,14 @@ from typing import Any, TypeVar
 __all__ = [
     "USER_ERROR_EXIT",
     "ConfigError",
+    "MissingExtra",
     "OutputError",
     "UserError",
     "WeightsError",
     "exit_on_config_error",
     "exit_on_user_error",
     "find_user_error",
+    "require_extra",
 ]
 
 USER_ERROR_EXIT = 2  # as argparse does for a bad command line
@@ -42,6 +45,51 @@ class WeightsError(UserError):
 
 class OutputError(UserError, OSError):
     """A file that could not be written (full disk, no permission); the message names it."""
+
+
+class MissingExtra(ConfigError):
+    """An optional feature asked for without its packages: the message names the extra that installs them."""
+
+
+def extra_message(feature: str, extra: str, packages: list[str]) -> str:
+    return f"{feature} needs the {extra} extra ({', '.join(packages)}): pip install 'xnet[{extra}]'"
+
+
+def require_extra(feature: str, extra: str, *modules: str) -> None:
+    """Raise :class:`MissingExtra` for ``feature`` (``format=onnx``) unless every module of the
+    ``extra`` it needs is installed (found, not imported: the check costs nothing)."""
+    import importlib.util
+
+    def absent(module: str) -> bool:
+        try:
+            return importlib.util.find_spec(module) is None
+        except (ImportError, ValueError):  # a parent package missing, or a module set to None
+            return True
+
+    if missing := [m for m in modules if absent(m)]:
+        raise MissingExtra(extra_message(feature, extra, missing))
+
+
+#: config options that Hydra plugins add, and the extra and package that install each
+PLUGIN_OPTIONS = {
+    "hydra/launcher/joblib": ("sweep", "hydra-joblib-launcher"),
+    "hydra/launcher/submitit_local": ("sweep", "hydra-submitit-launcher"),
+    "hydra/launcher/submitit_slurm": ("sweep", "hydra-submitit-launcher"),
+    "hydra/sweeper/optuna": ("sweep", "hydra-optuna-sweeper"),
+    "hydra/sweeper/sampler": ("sweep", "hydra-optuna-sweeper"),  # the Optuna sweeper's samplers: tpe, random ...
+}
+_NOT_FOUND = re.compile(r"Could not (?:find|load) '(hydra/[\w/]+)/(\w+)'")
+
+
+def missing_plugin(message: str) -> str | None:
+    """``hydra/launcher=joblib needs the sweep extra ...`` for Hydra's "Could not find
+    'hydra/launcher/joblib'" when that option is a plugin's; ``None`` for another message."""
+    found = _NOT_FOUND.search(message)
+    if found is None:
+        return None
+    group, option = found.groups()
+    known = PLUGIN_OPTIONS.get(f"{group}/{option}") or PLUGIN_OPTIONS.get(group)
+    return extra_message(f"{group}={option}", known[0], [known[1]]) if known else None
 
 
 #: an OSError with one of these is the machine's state, which the user can change: a full disk or
@@ -135,6 +183,8 @@ def hydra_user_error(error: BaseException) -> str | None:
     if getattr(error, "_xnet_task_error", False):
         return None
     if isinstance(error, CompactHydraException) and not isinstance(error, InstantiationException):
+        if plugin := missing_plugin(str(error)):
+            return plugin
         cause = error.__cause__
         first = (
             str(cause).strip().splitlines()[0]

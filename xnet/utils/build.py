@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from xnet.protocol.errors import ConfigError, find_user_error
+from xnet.protocol.errors import ConfigError, find_user_error, require_extra
 from xnet.protocol.io import reset_warnings
 from xnet.protocol.tasks import Task
 from xnet.utils.config import current_net_config
@@ -76,15 +76,19 @@ def to_container(cfg: DictConfig) -> dict[str, Any]:
 
 def setup_runtime(cfg: DictConfig) -> None:
     """Threads, CPU memory reuse (:mod:`xnet.utils.memory`), and W&B that never prompts:
-    offline unless a key is configured. Conversion warnings (:func:`xnet.protocol.io.warn_once`) start afresh;
-    logs go through Hydra's handlers once, without third-party noise (:func:`xnet.utils.logs.quiet_logs`)."""
+    offline unless a key is configured (without wandb installed: one line naming the extra).
+    Conversion warnings (:func:`xnet.protocol.io.warn_once`) start afresh; logs go through Hydra's
+    handlers once, without third-party noise (:func:`xnet.utils.logs.quiet_logs`)."""
     quiet_logs()
     reset_warnings()
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     if cfg.get("retain_cpu_memory", True):
         retain_freed_memory()
-    if "wandb" in (cfg.get("logger") or {}) and "WANDB_MODE" not in os.environ and not wandb_logged_in():
+    if "wandb" not in (cfg.get("logger") or {}):
+        return
+    require_extra("logger=wandb", "wandb", "wandb")
+    if "WANDB_MODE" not in os.environ and not wandb_logged_in():
         os.environ["WANDB_MODE"] = "offline"
         log.info("W&B: not logged in, logging offline to <run dir>/wandb (sync later: see the README)")
 

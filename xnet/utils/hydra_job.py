@@ -100,26 +100,44 @@ def job_info() -> JobInfo:
     if multirun:
         info.sweep_dir = str(hc.sweep.dir)
         info.num = OmegaConf.select(hc, "job.num", default=None)
-        info.sweep_keys = set(OmegaConf.select(hc, "sweeper.params", default=None) or {}) | swept_keys(
-            Path(info.sweep_dir) / "multirun.yaml"
-        )
+        params = OmegaConf.select(hc, "sweeper.params", default=None)
+        params = OmegaConf.to_container(params) if params else {}
+        info.sweep_keys = swept_keys(Path(info.sweep_dir) / "multirun.yaml", params)
     return info
 
 
-def swept_keys(multirun_yaml: Path) -> set[str]:
-    """The keys a multirun's command line swept (``optim.lr=1e-3,1e-4``), from the ``multirun.yaml``
-    the sweeper saves in the sweep dir before launching (none if it saved none)."""
-    if not multirun_yaml.is_file():
-        return set()
+def swept_keys(multirun_yaml: Path, params: dict[str, Any] | None = None) -> set[str]:
+    """The keys a multirun varies: those of the sweeper's ``params`` (the experiment's axes) and of its
+    command line (``optim.lr=1e-3,1e-4``, from the ``multirun.yaml`` the sweeper saves in the sweep
+    dir before launching), the command line winning as it does in the sweep — so
+    ``model.net.xunit.kernel_size=9`` given to a sweep whose params list ``1,5,9`` is not an axis."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
 
-    raw = OmegaConf.select(OmegaConf.load(multirun_yaml), "hydra.overrides.task", default=None) or []
+    raw = [f"{k}={v}" for k, v in (params or {}).items()]
+    if multirun_yaml.is_file():
+        command_line = OmegaConf.select(OmegaConf.load(multirun_yaml), "hydra.overrides.task", default=None)
+        raw += [str(o) for o in command_line or []]
+    final = {}
+    for override in raw:
+        try:
+            (parsed,) = OverridesParser.create().parse_overrides([override])
+        except Exception:  # a value Hydra's grammar does not take here: not an axis
+            continue
+        final[parsed.get_key_element().lstrip("+~")] = parsed
+    return {key for key, o in final.items() if varies(o)}
+
+
+def varies(override: Any) -> bool:
+    """Whether a parsed override takes more than one value across the sweep's jobs."""
+    if not override.is_sweep_override():
+        return False
+    if override.is_interval_sweep():  # Optuna's interval(...): a range of values
+        return True
     try:
-        parsed = OverridesParser.create().parse_overrides([str(o) for o in raw])
-    except Exception:
-        return set()
-    return {o.get_key_element().lstrip("+~") for o in parsed if o.is_sweep_override()}
+        return len(set(override.sweep_string_iterator())) > 1
+    except Exception:  # a sweep Hydra cannot list without the config (glob): assume it varies
+        return True
 
 
 def split_override(override: str) -> tuple[str, str]:

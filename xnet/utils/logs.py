@@ -1,7 +1,7 @@
 """One log, without noise: inside a Hydra app every message goes through Hydra's handlers (console and
 ``<run dir>/<job>.log``) once, in one format. Lightning adds console handlers of its own to its loggers, so
 each of its messages printed twice; third-party tips and notices that say nothing about the run are dropped
-(warnings that matter are kept)."""
+(warnings that matter are kept). Progress lines a bar already shows go to the log file only (:data:`FILE_ONLY`)."""
 
 from __future__ import annotations
 
@@ -25,9 +25,25 @@ NOISY_WARNINGS = (
 CHATTY = ("alembic", "alembic.runtime.migration")
 
 
+#: ``log.info(..., extra=FILE_ONLY)``: a line for the log file that a console showing a progress bar skips
+FILE_ONLY = {"file_only": True}
+
+
 class DropNoise(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return not NOISE.search(record.getMessage())
+
+
+class FileOnly(logging.Filter):
+    """At a console handler: drops the records logged with :data:`FILE_ONLY`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(record, "file_only", False)
+
+
+def _add_filter(handler: logging.Handler, kind: type[logging.Filter]) -> None:
+    if not any(isinstance(f, kind) for f in handler.filters):
+        handler.addFilter(kind())
 
 
 def quiet_logs() -> None:
@@ -46,8 +62,9 @@ def quiet_logs() -> None:
         else:
             printing += own
     for h in printing:
-        if not any(isinstance(f, DropNoise) for f in h.filters):
-            h.addFilter(DropNoise())
+        _add_filter(h, DropNoise)
+        if not isinstance(h, logging.FileHandler):
+            _add_filter(h, FileOnly)
     for name in CHATTY:
         logging.getLogger(name).setLevel(logging.WARNING)
     for message in NOISY_WARNINGS:
