@@ -175,3 +175,24 @@ def test_without_out_it_writes_a_run_dir_not_the_working_folder(checkpoints, ima
     (stats,) = tmp_path.glob("outputs/visualize/*/stats.json")
     assert not (tmp_path / "visualize").exists() and (stats.parent / "layer2.png").is_file()
     assert f"in {stats.parent.relative_to(tmp_path)}" in capsys.readouterr().out
+
+
+def test_a_list_of_checkpoints_in_sweep_dirs_with_commas_is_split_between_files(tmp_path):
+    convnet = tmp_path / "model.net.depth=4" / "best.ckpt"  # a prefix of the xNet's dir name, and a file too
+    xnet = tmp_path / "model.net.depth=4,model.net.xunit.kernel_size=9" / "best.ckpt"
+    for ck in (convnet, xnet):
+        ck.parent.mkdir()
+        ck.touch()
+    assert parse_args([f"weights={xnet},{convnet}", "image=x.png"]).weights == [str(xnet), str(convnet)]
+    assert parse_args([f"weights={convnet},{xnet},missing.ckpt", "image=x.png"]).weights == [
+        str(convnet),
+        str(xnet),
+        "missing.ckpt",
+    ]
+
+
+def test_a_missing_checkpoint_is_one_line_and_exit_2(tmp_path, image, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main([f"weights={tmp_path / 'nowhere.ckpt'}", f"image={image}", f"out={tmp_path / 'out'}"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.strip() == f"error: weights file not found: {tmp_path / 'nowhere.ckpt'}"

@@ -35,6 +35,7 @@ from omegaconf import DictConfig, open_dict
 from torch import nn
 
 from xnet.protocol.atomic import atomic_path, write_json
+from xnet.protocol.errors import exit_on_user_error
 
 log = logging.getLogger(__name__)
 
@@ -252,9 +253,20 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--threshold", type=float, default=0.9, help="a gate value above this counts as 'passes'")
     p.add_argument("--channels", type=int, default=64, help="feature maps shown (the first N)")
     args = p.parse_args(tokens)
-    # comma-separated lists, unless the comma is part of an existing path (Hydra sweep dirs have them)
-    args.weights = [w for ws in args.weights for w in ([ws] if Path(ws).exists() else ws.split(",")) if w]
+    args.weights = [w for ws in args.weights for w in split_paths(ws)]
     return args
+
+
+def split_paths(text: str) -> list[str]:
+    """A comma-separated list of files whose names may hold commas themselves (Hydra sweep job dirs such
+    as ``model.net.depth=4,model.net.xunit.kernel_size=9``): at each place the longest run of pieces that
+    names an existing file; a piece that names none is kept as it is, for the loader to report."""
+    parts, out, i = text.split(","), [], 0
+    while i < len(parts):
+        j = next((j for j in range(len(parts), i, -1) if Path(",".join(parts[i:j])).is_file()), i + 1)
+        out.append(",".join(parts[i:j]))
+        i = j
+    return [p for p in out if p]
 
 
 def default_run_dir(log_dir: str | Path = "outputs") -> Path:
@@ -318,6 +330,7 @@ def visualize(
     return report
 
 
+@exit_on_user_error
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
