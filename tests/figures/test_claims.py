@@ -106,3 +106,9 @@ def test_fig6_claims_find_the_best_variant_the_convnet_and_exploding_gradients()
     assert close.verdict == "holds"
     assert explode.verdict == "holds" and "53.3×" in explode.evidence
     assert "| 6 |" in markdown([best, beats, close, explode])
+
+
+def test_the_markdown_table_has_five_cells_per_row_whatever_the_text_holds():
+    claims = [Claim("3", "the gap is small (|gap| ≤ 0.1 dB)", 0.05, "gaps |a|, |b|", 0.0)]
+    row = markdown(claims).splitlines()[2]
+    assert row.replace("\\|", "").count("|") == 6 and "\\|gap\\|" in row

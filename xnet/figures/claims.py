@@ -353,7 +353,8 @@ def markdown(claims: Sequence[Claim], ablation: Sequence[str] = ()) -> str:
     lines = ["| Fig | claim | verdict | margin (dB) | the runs |", "|---|---|---|---|---|"]
     for c in claims:
         margin = "" if c.margin is None else f"{c.margin:+.3f}"
-        lines.append(f"| {c.figure} | {c.text} | **{c.verdict}** | {margin} | {c.evidence} |")
+        cells = (str(c.figure), c.text, f"**{c.verdict}**", margin, c.evidence)
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")  # |gap| is not a cell
     if ablation:
         lines += [
             "",
