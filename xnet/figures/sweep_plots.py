@@ -348,18 +348,7 @@ def _fmt(v: Any) -> Any:
 
 
 def format_table(rows: Sequence[dict[str, Any]], metric: str = "test/psnr") -> str:
-    cols = [
-        "model",
-        "depth",
-        "width",
-        "xunit_kernel",
-        "xunit_variant",
-        "params_paper",
-        "act_share",
-        "val/psnr",
-        "test/psnr",
-        "status",
-    ]
+    cols = [*COLUMNS[: COLUMNS.index("params_paper") + 1], "act_share", "val/psnr", "test/psnr", "status"]
     cells = [
         [str(_fmt(r.get(c))) if c != "act_share" or r.get(c) is None else f"{r[c]:.1f}" for c in cols] for r in rows
     ]

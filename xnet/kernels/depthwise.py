@@ -207,25 +207,10 @@ def depthwise_conv_backward(
         gw = depthwise_grad_weight_triton(grad, u, r).to(weight.dtype) if mask[1] else None
         gb = grad.float().sum((0, 2, 3)).to(weight.dtype) if mask[2] else None
         return gu, gw, gb
-    if impl is Impl.NCHW:
-        grads = torch.ops.aten.convolution_backward(
-            grad.contiguous(),
-            u.contiguous(),
-            weight,
-            bias_sizes,
-            list(conv.stride),
-            list(conv.padding),
-            list(conv.dilation),
-            False,
-            [0, 0],
-            conv.groups,
-            list(mask),
-        )
-        gu = grads[0].contiguous(memory_format=torch.channels_last) if grads[0] is not None else None
-        return gu, grads[1], grads[2]
-    return torch.ops.aten.convolution_backward(
-        grad,
-        u,
+    nchw = impl is Impl.NCHW  # cuDNN's NCHW kernels: contiguous in, channels_last back out
+    gu, gw, gb = torch.ops.aten.convolution_backward(
+        grad.contiguous() if nchw else grad,
+        u.contiguous() if nchw else u,
         weight,
         bias_sizes,
         list(conv.stride),
@@ -236,3 +221,6 @@ def depthwise_conv_backward(
         conv.groups,
         list(mask),
     )
+    if nchw and gu is not None:
+        gu = gu.contiguous(memory_format=torch.channels_last)
+    return gu, gw, gb
