@@ -230,7 +230,9 @@ def test_a_sweep_run_again_skips_finished_jobs_and_resumes_interrupted_ones(tmp_
     ]  # a longer budget: the same job
     first = run_multirun([*base, "trainer.max_steps=4", "trainer.val_check_interval=4"])
     assert first.returncode == 0, first.stderr[-2000:]
-    depth = {OmegaConf.load(d / ".hydra" / "config.yaml").model.net.depth: d for d in sweep.iterdir() if d.is_dir()}
+    assert [p.name for p in sweep.iterdir() if p.is_dir()] == ["convnet"]  # <model>/<overrides>
+    folders = [d for d in (sweep / "convnet").iterdir() if d.is_dir()]
+    depth = {OmegaConf.load(d / ".hydra" / "config.yaml").model.net.depth: d for d in folders}
     jobs = [depth[2], depth[3]]
     assert not any(d.name[0].isdigit() for d in jobs)  # named by overrides, not by their number in this command
     (jobs[0] / "metrics.json").unlink()  # job 0 was killed after its last checkpoint; job 1 finished a shorter budget
@@ -247,4 +249,19 @@ def test_a_sweep_run_again_skips_finished_jobs_and_resumes_interrupted_ones(tmp_
         [o if o != "model.net.depth=2,3" else "model.net.depth=3" for o in base]
     )  # a subset: same folder
     assert "already trained to step 6" in one.stdout + one.stderr
-    assert sorted(p for p in sweep.iterdir() if p.is_dir()) == sorted(jobs)
+    assert sorted(p for p in (sweep / "convnet").iterdir() if p.is_dir()) == sorted(jobs)
+
+
+def test_a_figures_convnet_and_its_xnets_with_the_same_overrides_keep_their_own_folders(tmp_path):
+    """fig6_medium_convnet sweeps xunit=paper like the paper unit's xNet: in one sweep dir each still trains and
+    writes its own folder; before, the second found the first's finished run there and skipped training."""
+    sweep = tmp_path / "sweep"
+    tiny = [o for o in TINY if not o.startswith("hydra.sweep.subdir")]
+    same = ["data/test=bsd68_first8", "xunit=paper", "model.net.depth=2", f"hydra.sweep.dir={sweep}", *tiny]
+    for experiment in ("fig6_medium_convnet", "fig6_medium"):
+        done = run_multirun([f"experiment={experiment}", *same])
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "already trained" not in done.stdout + done.stderr
+    summaries = {d.parent.parent.name: json.loads(d.read_text()) for d in sweep.glob("*/*/metrics.json")}
+    assert {m: s["model"] for m, s in summaries.items()} == {"convnet": "convnet", "xnet": "xnet"}
+    assert all(s["status"] == "ok" and s["step"] == 6 for s in summaries.values())

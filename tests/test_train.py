@@ -294,3 +294,14 @@ def test_debug_tiny_scores_four_test_images_and_a_full_run_the_whole_set(tmp_pat
         ],
     )
     assert summary["test/images"] == 4 and summary["test/dataset"] == "BSD68"
+
+
+def test_a_finished_run_of_another_model_in_the_run_dir_is_refused_not_skipped(tmp_path):
+    from xnet.train import RunDirTaken, finished_run
+
+    cfg = OmegaConf.create({"ckpt_path": "last_if_any", "model": {"name": "xnet"}, "trainer": {"max_steps": 6}})
+    (tmp_path / "metrics.json").write_text(json.dumps({"model": "convnet", "status": "ok", "step": 6}))
+    with pytest.raises(RunDirTaken, match=r"holds a run of model=convnet, not model=xnet"):
+        finished_run(cfg, tmp_path)
+    (tmp_path / "metrics.json").write_text(json.dumps({"model": "xnet", "status": "ok", "step": 6}))
+    assert finished_run(cfg, tmp_path)["model"] == "xnet"

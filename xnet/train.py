@@ -80,6 +80,11 @@ def finished_run(cfg: DictConfig, output_dir: Path) -> dict[str, Any] | None:
     if cfg.get("ckpt_path") not in (RESUME_LAST, RESUME_LAST_IF_ANY) or not summary_file.is_file():
         return None
     summary = json.loads(summary_file.read_text())
+    if summary.get("model") not in (None, cfg.model.name):  # never skip a job because another model ran there
+        raise RunDirTaken(
+            f"{output_dir}: holds a run of model={summary['model']}, not model={cfg.model.name} — give each model "
+            "its own hydra.run.dir (or hydra.sweep.subdir)"
+        )
     finished = summary.get("status") == "ok" and summary.get("step") == cfg.trainer.max_steps
     return summary if finished else None
 

@@ -6,12 +6,15 @@ joblib or submitit worker rebuilds it from its pickle)."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
+
+log = logging.getLogger(__name__)
 
 #: a run-dir name keeps these characters; anything else (``/`` included) would nest or break a folder
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=,+-]")
@@ -112,12 +115,9 @@ def swept_keys(multirun_yaml: Path, params: dict[str, Any] | None = None) -> set
     dir before launching), the command line winning as it does in the sweep — so
     ``model.net.xunit.kernel_size=9`` given to a sweep whose params list ``1,5,9`` is not an axis."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
-    from omegaconf import OmegaConf
 
     raw = [f"{k}={v}" for k, v in (params or {}).items()]
-    if multirun_yaml.is_file():
-        command_line = OmegaConf.select(OmegaConf.load(multirun_yaml), "hydra.overrides.task", default=None)
-        raw += [str(o) for o in command_line or []]
+    raw += [str(o) for o in command_line_overrides(multirun_yaml)]
     final = {}
     for override in raw:
         try:
@@ -126,6 +126,19 @@ def swept_keys(multirun_yaml: Path, params: dict[str, Any] | None = None) -> set
             continue
         final[parsed.get_key_element().lstrip("+~")] = parsed
     return {key for key, o in final.items() if varies(o)}
+
+
+def command_line_overrides(multirun_yaml: Path) -> list[Any]:
+    """The sweep command's overrides saved in ``multirun.yaml``; none when it is missing or unreadable — a
+    second sweep into the same dir may be writing it this moment, and a run name is no reason to fail a job."""
+    from omegaconf import OmegaConf
+
+    try:
+        return list(OmegaConf.select(OmegaConf.load(multirun_yaml), "hydra.overrides.task", default=None) or [])
+    except Exception as e:  # yaml's ScannerError, a file cut short, a directory ...
+        if multirun_yaml.exists():
+            log.warning("%s: unreadable (%s); run names from the experiment's sweep axes only", multirun_yaml, e)
+        return []
 
 
 def varies(override: Any) -> bool:
