@@ -250,8 +250,9 @@ def test_expected_points_without_a_run_are_listed_and_drawn_as_missing(tmp_path,
 
 
 def test_fig6_draws_gradient_norms_beside_the_figure_and_labels_frelu_and_silu(tmp_path, drawn):
-    for v, opts in (("paper", {}), ("frelu", {"kernel_size": 3, "combine": "max"}), ("silu", {"depthwise": False})):
-        for d in (2, 4):
+    variants = (("paper", {}), ("frelu", {"kernel_size": 3, "combine": "max"}), ("silu", {"depthwise": False}))
+    for v, opts in variants:
+        for d in (2, 4) if v != "frelu" else (2,):  # FReLU in the first panel only: still in the legend
             run = fake_run(
                 tmp_path,
                 f"{v}{d}",
@@ -270,6 +271,7 @@ def test_fig6_draws_gradient_norms_beside_the_figure_and_labels_frelu_and_silu(t
     assert (tmp_path / "fig6_grad_norm.png").is_file() and len(drawn) == 2
     labels = drawn[0]["texts"]
     assert "max(x, CD+BN) (FReLU)" in labels and "x·SG(x) (SiLU, pointwise)" in labels
+    assert "max(x, CD+BN) (FReLU)" in drawn[1]["texts"] and drawn[1]["texts"].count("x·SG(x) (SiLU, pointwise)") == 1
     paper4 = next(r for r in rows if r["xunit_variant"] == "paper" and r["depth"] == 4)
     assert paper4["grad_norm_max"] == pytest.approx(0.4 * 9) and paper4["grad_norm_median"] == pytest.approx(0.4 * 5)
 
@@ -291,3 +293,12 @@ def test_table_leaves_evaluation_runs_out_and_writes_no_file_unasked(tmp_path, c
     assert main(["table", str(tmp_path), "--csv", str(tmp_path / "t.csv")]) == 0
     with open(tmp_path / "t.csv", newline="") as f:
         assert len(list(csv.DictReader(f))) == 2
+
+
+def test_each_fig6_variant_has_its_own_colour():
+    import matplotlib.pyplot as plt
+
+    from xnet.figures.sweep_plots import VARIANT_ORDER, variant_color
+
+    colors = [str(variant_color(v, plt.get_cmap("tab20"), 19)) for v in VARIANT_ORDER]
+    assert len(set(colors)) == len(VARIANT_ORDER)  # tab20's stride of 2 wrapped SiLU onto the paper unit's blue

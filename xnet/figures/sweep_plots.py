@@ -737,6 +737,18 @@ VARIANT_ORDER = (
 )
 
 
+EXTRA_COLORS = ("darkgoldenrod", "magenta", "lime")
+
+
+def variant_color(variant: str, colors: Any, fallback: int) -> Any:
+    """One colour per variant in both Fig 6 plots: tab20's ten dark shades in VARIANT_ORDER, then hues of
+    their own (tab20 would wrap SiLU onto the paper unit's blue), black for the ConvNet."""
+    if variant == "relu":
+        return "black"
+    i = VARIANT_ORDER.index(variant) if variant in VARIANT_ORDER else fallback
+    return colors(2 * i) if i < 10 else EXTRA_COLORS[(i - 10) % len(EXTRA_COLORS)]
+
+
 def variant_key(row: dict[str, Any]) -> str:
     """A Fig 6 curve: the variant, and the initialisation where it is not torch's (an ablation)."""
     v = row["xunit_variant"] or "?"
@@ -763,7 +775,7 @@ def plot_fig6(
     for i, k in enumerate(order):
         pts = _mean_points(groups[k], "depth", metric)
         v, init = base[k], k.partition("@")[2]
-        c = "black" if v == "relu" else colors(VARIANT_ORDER.index(v) * 2 % 20 if v in VARIANT_ORDER else i % 20)
+        c = variant_color(v, colors, i)
         lw, ms = (2.2, 6) if v == "paper" else (1.2, 4)
         style = dict(
             color=c, marker="s" if v == "relu" else "o", linestyle=":" if init else ("--" if v == "relu" else "-")
@@ -820,7 +832,7 @@ def plot_grad_norms(rows: Sequence[dict[str, Any]], out: Path) -> Path | None:
             ),
         ):
             v = r["xunit_variant"]
-            color = "black" if v == "relu" else colors(VARIANT_ORDER.index(v) * 2 % 20 if v in VARIANT_ORDER else 19)
+            color = variant_color(v, colors, 19)
             ax.plot(
                 [s for s, _ in c],
                 [g for _, g in c],
@@ -834,7 +846,11 @@ def plot_grad_norms(rows: Sequence[dict[str, Any]], out: Path) -> Path | None:
         ax.set_xlabel("step")
         ax.grid(True, color="0.88", linewidth=0.8)
     axes[0][0].set_ylabel("gradient norm (L2, all parameters)")
-    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    legend = {}  # every variant of every panel, once (the last panel alone may hold only the ConvNet)
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    axes[0][-1].legend(legend.values(), legend.keys(), fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.suptitle(
         "Fig. 6: gradient norms during training" + (f" — {budget_note(rows)}" if budget_note(rows) else ""), fontsize=9
     )
