@@ -73,8 +73,9 @@ def test_fig4_rises_then_levels_off_or_not():
 
     rise, level = fig4_claims(sweep((27.0, 27.3, 27.5, 27.6, 27.62, 27.6)))
     assert rise.verdict == "holds" and rise.margin == pytest.approx(0.6) and level.verdict == "holds"
+    assert level.margin == pytest.approx(0.1 - 0.02)  # a margin on the claim's side is positive when it holds
     rise, level = fig4_claims(sweep((27.0, 27.3, 27.5, 27.6, 27.9, 28.2)))  # keeps climbing
-    assert rise.verdict == "holds" and level.verdict == "does not hold"
+    assert rise.verdict == "holds" and level.verdict == "does not hold" and level.margin == pytest.approx(0.1 - 0.6)
 
 
 def test_fig6_claims_find_the_best_variant_the_convnet_and_exploding_gradients():
@@ -103,7 +104,7 @@ def test_fig6_claims_find_the_best_variant_the_convnet_and_exploding_gradients()
     best, beats, close, explode, beyond = fig6_claims(rows)
     assert best.verdict == "does not hold" and best.margin == pytest.approx(-0.05)  # 2 layers: 0.05 behind, spread 0.04
     assert beats.verdict == "does not hold" and "bn_rl_cd" not in beats.evidence and "BN+RL+CD" in beats.evidence
-    assert close.verdict == "holds"
+    assert close.verdict == "holds" and close.margin == pytest.approx(0.1 - 0.07)  # 25.98 vs no_post_norm 26.05
     assert explode.verdict == "holds" and "53.3×" in explode.evidence
     assert "| 6 |" in markdown([best, beats, close, explode])
     assert beyond.margin is None and "undecided" in beyond.verdict  # no FReLU/SiLU runs, no parameter counts
