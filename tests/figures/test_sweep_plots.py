@@ -9,7 +9,7 @@ import torch
 import yaml
 from PIL import Image
 
-from xnet.figures.sweep_plots import collect, main, make
+from xnet.figures.sweep_plots import collect, expected_points, main, make
 
 CONV = {"_target_": "xnet.archs.plain.ConvNet", "width": 16, "kernel_size": 3, "channels": 1}
 XNET = {"_target_": "xnet.archs.plain.XNet", "width": 16, "kernel_size": 3, "channels": 1}
@@ -247,6 +247,13 @@ def test_expected_points_without_a_run_are_listed_and_drawn_as_missing(tmp_path,
     assert "not trained yet" in drawn[0]["texts"]
     with open(csv_path, newline="") as f:
         assert sum(rec["status"] == "missing" for rec in csv.DictReader(f)) == 4
+
+
+def test_expected_points_take_a_single_valued_sweep_parameter_as_one_point():
+    """fig6_medium_convnet sweeps depth over 2, 4, 6 and sets `xunit: paper` (one value, not a choice sweep)."""
+    points = [point for point, _config in expected_points(["fig6_medium_convnet"])]
+    assert sorted(p["model.net.depth"] for p in points) == ["2", "4", "6"]
+    assert {p["xunit"] for p in points} == {"paper"} and {p["model"] for p in points} == {"convnet"}
 
 
 def test_fig6_draws_gradient_norms_beside_the_figure_and_labels_frelu_and_silu(tmp_path, drawn):

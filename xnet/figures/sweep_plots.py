@@ -238,6 +238,13 @@ def row_of(data: dict[str, Any], config: dict[str, Any], run_dir: Path | None) -
 ROW_KEYS = {"xunit": "xunit_variant", "model": "model", "seed": "seed", "init": "init"}
 
 
+def _sweep_values(override: Any) -> list[str]:
+    """A sweeper parameter's values; a single value (``xunit: paper``) is a one-point axis, not a sweep."""
+    if override.is_sweep_override():
+        return [str(v) for v in override.sweep_string_iterator()]
+    return [override.get_value_element_as_str()]
+
+
 def expected_points(experiments: Sequence[str]) -> list[tuple[dict[str, str], dict[str, Any]]]:
     """Every job the sweeps of ``experiments`` run — their sweeper parameters' product grid — as ``(point,
     config)``: the swept keys with the experiment's model, seed and init, and that job's resolved config."""
@@ -253,7 +260,7 @@ def expected_points(experiments: Sequence[str]) -> list[tuple[dict[str, str], di
         base = [f"experiment={experiment}", "paths.output_dir=unused"]
         params = OmegaConf.select(compose_config("train", base, with_hydra=True), "hydra.sweeper.params") or {}
         parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
-        axes = [[(o.key_or_group, str(v)) for v in o.sweep_string_iterator()] for o in parsed]
+        axes = [[(o.key_or_group, v) for v in _sweep_values(o)] for o in parsed]
         for combo in itertools.product(*axes):
             cfg = compose_config("train", [*base, *(f"{k}={v}" for k, v in combo)])
             config = OmegaConf.to_container(cfg, resolve=True)
