@@ -65,7 +65,7 @@ def image(tmp_path_factory):
 
 def test_run_is_rebuilt_from_the_stored_config(checkpoints):
     run = run_from_checkpoint(checkpoints["xnet"])
-    assert run.label == "xnet-d5" and run.task.residual is False and run.task.info["sigma"] == 25
+    assert run.label == "xnet-d5-paper" and run.task.residual is False and run.task.info["sigma"] == 25
     assert len(activation_modules(run.restorer)) == 4  # ReLUs inside the xUnits are not layers
 
 
@@ -76,9 +76,9 @@ def test_side_by_side_maps_and_density(checkpoints, image, tmp_path, capsys):
         )
         == 0
     )
-    assert "xnet-d5" in capsys.readouterr().out
+    assert "xnet-d5-paper" in capsys.readouterr().out
     stats = json.loads((tmp_path / "stats.json").read_text())
-    x, c = stats["nets"]["xnet-d5"], stats["nets"]["convnet-d5"]
+    x, c = stats["nets"]["xnet-d5-paper"], stats["nets"]["convnet-d5"]
     assert (x["kind"], c["kind"]) == ("xunit", "relu")
     assert x["channels"] == c["channels"] == 8
     for s in (x, c):
@@ -114,9 +114,8 @@ def test_sigma_redraws_the_runs_own_noise(checkpoints, image, tmp_path):
             )
             == 0
         )
-    at = {
-        s: json.loads((tmp_path / str(s) / "stats.json").read_text())["nets"]["xnet-d5"]["psnr_input"] for s in (25, 50)
-    }
+    stats = {s: json.loads((tmp_path / str(s) / "stats.json").read_text()) for s in (25, 50)}
+    at = {s: stats[s]["nets"]["xnet-d5-paper"]["psnr_input"] for s in (25, 50)}
     assert at[25] - at[50] > 5.0  # twice the noise: ≈6 dB less
     sr = OmegaConf.create({"task": {"degradation": {"_target_": "xnet.protocol.degradations.Bicubic", "scale": 3}}})
     with pytest.raises(
@@ -154,6 +153,7 @@ def test_density_counts_what_passes():
             "mean_g": 0.625,
             "frac_z_positive": 0.75,
             "frac_x_nonzero": 1.0,
+            "max_abs_x": 3.0,
         }
     )
     assert density(LayerMaps("xunit", z, g, z * g), threshold=0.99)["frac_g_above_threshold"] == 0.25

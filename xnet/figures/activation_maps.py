@@ -9,7 +9,8 @@ grids of the 64 feature maps ``z`` (the conv output entering the activation), th
 (the xUnit gate; for a ReLU the indicator ``z > 0``) and the products ``x = z·g``, per net and side by
 side when several checkpoints are given. It prints (and writes to ``stats.json``) how dense the
 weights are: the fraction of gate values above ``threshold`` (0.9) for xUnits against the fraction of
-positive values for ReLUs — the paper's "xNet activations are dense" observation.
+positive values for ReLUs — the paper's "xNet activations are dense" observation — and the largest value
+the layer passes on.
 
 The net and task come from the resolved run config stored in the checkpoint by ``xnet.train``
 (``checkpoint["xnet"]["config"]``); the noisy input is made with the task's test protocol (seed
@@ -31,7 +32,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from xnet.protocol.atomic import atomic_path, write_json
@@ -56,6 +57,7 @@ def run_from_checkpoint(path: str | Path, sigma: float | None = None) -> Run:
     """The net and task a checkpoint of ``xnet.train`` stores (:func:`xnet.deploy.inference.load_run`);
     ``sigma``: the task's own degradation at another noise level."""
     from xnet.deploy.inference import load_run
+    from xnet.figures.sweep_plots import xunit_variant
     from xnet.utils.build import build_task
 
     loaded = load_run(path)
@@ -64,6 +66,8 @@ def run_from_checkpoint(path: str | Path, sigma: float | None = None) -> Run:
     net_cfg = cfg.model.net
     depth = net_cfg.get("depth") or net_cfg.get("num_blocks")
     label = f"{cfg.model.name}-d{depth}" if depth is not None else str(cfg.model.name)
+    if net_cfg.get("xunit") is not None:  # Fig 6's variants side by side: say which unit each net has
+        label += f"-{xunit_variant(OmegaConf.to_container(net_cfg.xunit))}"
     return Run(Path(path), cfg, task, loaded.restorer.eval(), label)
 
 
@@ -142,6 +146,8 @@ def density(m: LayerMaps, threshold: float = 0.9) -> dict[str, float]:
         "mean_g": float(g.mean()),
         "frac_z_positive": float((m.z > 0).float().mean()),
         "frac_x_nonzero": float((m.x.abs() > 1e-6).float().mean()),
+        # an unbounded weight map (Fig 6's BN+RL+CD) compounds layer by layer: this is where it shows
+        "max_abs_x": float(m.x.abs().max()),
     }
     return stats
 
@@ -349,7 +355,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"ReLU passes (z > 0) {100 * s['frac_z_positive']:5.1f}% of values, "
                 f"zeroes {100 * s['frac_g_below_0.1']:5.1f}%"
             )
-        print(f"  {label:<14} {what}; PSNR {s['psnr_input']:.2f} → {s['psnr_output']:.2f} dB")
+        print(
+            f"  {label:<14} {what}; largest |z·g| {s['max_abs_x']:.3g}; "
+            f"PSNR {s['psnr_input']:.2f} → {s['psnr_output']:.2f} dB"
+        )
     print(f"figure: {report['figure']}; grids and stats.json in {report['out']}")
     return 0
 
