@@ -108,6 +108,9 @@ def test_fig6_claims_find_the_best_variant_the_convnet_and_exploding_gradients()
     assert explode.verdict == "holds" and "53.3×" in explode.evidence
     assert "| 6 |" in markdown([best, beats, close, explode])
     assert beyond.margin is None and "undecided" in beyond.verdict  # no FReLU/SiLU runs, no parameter counts
+    ahead = fig6_claims([v("paper", 6, 26.5), v("paper", 6, 26.46, seed=1), v("no_post_norm", 6, 26.45)])[0]
+    assert ahead.verdict == "holds" and ahead.margin == pytest.approx(0.03)  # its lead over the runner-up
+    assert "+0.030 dB ahead of the best other, BN+RL+CD+GS" in ahead.evidence
 
 
 def test_fig6_beyond_the_paper_compares_gains_over_the_convnet_at_equal_parameters():
